@@ -1,0 +1,219 @@
+"""A thin layer over yoyo: read migrations with clear errors, apply and roll back with timings.
+
+yoyo does the work (ordering, bookkeeping, its lock, per-migration
+transactions); this module turns its failures into one paragraph naming the
+file, migration, statement and PostgreSQL message, and records how long each
+migration took, which yoyo does not.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import psycopg2
+import sqlparse
+from yoyo import get_backend, read_migrations
+from yoyo import exceptions as yoyo_exceptions
+from yoyo.migrations import Migration, MigrationList, MigrationStep, StepGroup, TransactionWrapper, Transactionless
+
+from . import urls
+from .errors import ConfigError, MigrationError
+
+# yoyo logs import failures with a full traceback through logging.exception;
+# we report them ourselves in one paragraph.
+logging.getLogger("yoyo").addHandler(logging.NullHandler())
+logging.getLogger("yoyo").propagate = False
+
+TIMING_TABLE = "_overlord_migration_timing"
+BOOKKEEPING_TABLES = ("_yoyo_migration", "_yoyo_log", "_yoyo_version", "yoyo_lock", TIMING_TABLE)
+
+
+@dataclass(frozen=True)
+class Applied:
+    id: str
+    seconds: float
+
+
+def read(migrations_dir: Path) -> MigrationList:
+    """All migrations in yoyo's order, each loaded, so a broken file fails here by name and line."""
+    if not migrations_dir.is_dir():
+        raise ConfigError(f"Migrations folder {migrations_dir} does not exist.")
+    try:
+        migrations = read_migrations(str(migrations_dir))
+    except yoyo_exceptions.BadMigration as exc:
+        raise MigrationError(f"Cannot read migrations in {migrations_dir}: {exc}") from None
+    for migration in migrations:
+        load(migration)
+    return migrations
+
+
+def load(migration: Migration) -> None:
+    try:
+        migration.load()
+    except yoyo_exceptions.BadMigration as exc:
+        cause = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], BaseException) else exc.__context__
+        raise MigrationError(_describe_load_failure(migration, cause or exc)) from None
+
+
+def _describe_load_failure(migration: Migration, cause: BaseException) -> str:
+    path = Path(migration.path)
+    line = None
+    if isinstance(cause, SyntaxError) and cause.lineno:
+        line = cause.lineno
+    else:
+        for frame in traceback.extract_tb(cause.__traceback__):
+            if Path(frame.filename) == path:
+                line = frame.lineno
+    where = f"{path}:{line}" if line else str(path)
+    detail = cause.msg if isinstance(cause, SyntaxError) else str(cause)
+    return f"Migration file {where} does not import: {type(cause).__name__}: {detail}. Fix the file; nothing was applied."
+
+
+def ids(migrations: Iterable[Migration]) -> list[str]:
+    return [m.id for m in migrations]
+
+
+def has_rollback(migration: Migration) -> bool:
+    """False when any step lacks a rollback: yoyo would silently 'roll it back' as a no-op."""
+    load(migration)
+
+    def steps(items: Iterable[object]) -> Iterator[MigrationStep]:
+        for item in items:
+            if isinstance(item, (TransactionWrapper, Transactionless)):
+                yield from steps([item.step])
+            elif isinstance(item, StepGroup):
+                yield from steps(item.steps)
+            elif isinstance(item, MigrationStep):
+                yield item
+
+    found = list(steps(migration.steps or []))
+    return bool(found) and all(step._rollback not in (None, "") for step in found)
+
+
+def backend(url: str):  # type: ignore[no-untyped-def]
+    """A yoyo backend for ``url`` (the scheme normalised: yoyo rejects +psycopg2)."""
+    return get_backend(urls.normalize(url))
+
+
+def _find_statement(sql: str, position: int | None) -> str:
+    statements = [s for s in sqlparse.split(sql) if s.strip()]
+    if position is None or not statements:
+        return statements[0] if len(statements) == 1 else ""
+    offset = 0
+    for statement in statements:
+        start = sql.find(statement, offset)
+        end = start + len(statement)
+        if start <= position - 1 < end:
+            return statement
+        offset = end
+    return ""
+
+
+def _source_line(migration: Migration, statement: str) -> int | None:
+    source = migration.source or ""
+    probe = statement.strip().splitlines()[0].strip() if statement.strip() else ""
+    if not probe:
+        return None
+    index = source.find(probe)
+    return source.count("\n", 0, index) + 1 if index >= 0 else None
+
+
+def describe_db_error(migration: Migration, exc: Exception, action: str) -> str:
+    """One paragraph: migration, PostgreSQL message, failing statement and its line in the file."""
+    message = getattr(exc, "pgerror", None) or str(exc)
+    primary = message.strip().splitlines()[0] if message.strip() else type(exc).__name__
+    if primary.startswith("ERROR:"):
+        primary = primary[len("ERROR:"):].strip()
+    sqlstate = getattr(exc, "pgcode", None)
+    cursor = getattr(exc, "cursor", None)
+    query = cursor.query if cursor is not None and cursor.query else None
+    if isinstance(query, bytes):
+        query = query.decode("utf-8", "replace")
+    diag = getattr(exc, "diag", None)
+    position = getattr(diag, "statement_position", None)
+    statement = _find_statement(query, int(position)) if query else ""
+    parts = [f"Migration {migration.id} failed to {action}: {primary}" + (f" (SQLSTATE {sqlstate})" if sqlstate else "") + "."]
+    if statement:
+        line = _source_line(migration, statement)
+        shown = " ".join(statement.split())
+        if len(shown) > 300:
+            shown = shown[:297] + "..."
+        parts.append(f"Failing statement{f' (line {line} of {migration.path})' if line else ''}: {shown}")
+    parts.append(f"yoyo rolled the migration back; migrations before it stay {'applied' if action == 'apply' else 'as they were'}.")
+    return " ".join(parts)
+
+
+def ensure_timing_table(conn: "psycopg2.extensions.connection") -> None:
+    with conn.cursor() as cur:
+        cur.execute(
+            f"CREATE TABLE IF NOT EXISTS {TIMING_TABLE} ("
+            " migration_id text PRIMARY KEY, duration_ms double precision NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+
+
+def apply(url: str, migrations: Iterable[Migration], *, lock: bool = True, on_progress=None) -> list[Applied]:  # type: ignore[no-untyped-def]
+    """Apply the given migrations that are pending, in order, recording each one's duration."""
+    be = backend(url)
+    applied: list[Applied] = []
+    with (be.lock() if lock else _nullcontext()):
+        todo = be.to_apply(MigrationList(list(migrations)))
+        conn = be.connection
+        ensure_timing_table(conn)
+        for migration in todo:
+            if on_progress:
+                on_progress(migration, "apply")
+            started = time.perf_counter()
+            try:
+                be.apply_one(migration)
+            except yoyo_exceptions.BadMigration as exc:
+                raise MigrationError(f"Migration {migration.id}: {exc}") from None
+            except psycopg2.Error as exc:
+                raise MigrationError(describe_db_error(migration, exc, "apply")) from None
+            seconds = time.perf_counter() - started
+            with conn.cursor() as cur:
+                cur.execute(
+                    f"INSERT INTO {TIMING_TABLE} (migration_id, duration_ms) VALUES (%s, %s)"
+                    " ON CONFLICT (migration_id) DO UPDATE SET duration_ms = EXCLUDED.duration_ms, applied_at = now()",
+                    (migration.id, seconds * 1000),
+                )
+            applied.append(Applied(migration.id, seconds))
+        if todo:
+            be.run_post_apply(todo)
+    be.connection.close()
+    return applied
+
+
+def rollback(url: str, migrations: Iterable[Migration], *, lock: bool = True, on_progress=None) -> list[Applied]:  # type: ignore[no-untyped-def]
+    """Roll back the given migrations that are applied, newest first."""
+    be = backend(url)
+    done: list[Applied] = []
+    with (be.lock() if lock else _nullcontext()):
+        todo = be.to_rollback(MigrationList(list(migrations)))
+        conn = be.connection
+        ensure_timing_table(conn)
+        for migration in todo:
+            if on_progress:
+                on_progress(migration, "rollback")
+            started = time.perf_counter()
+            try:
+                be.rollback_one(migration)
+            except psycopg2.Error as exc:
+                raise MigrationError(describe_db_error(migration, exc, "roll back")) from None
+            with conn.cursor() as cur:
+                cur.execute(f"DELETE FROM {TIMING_TABLE} WHERE migration_id = %s", (migration.id,))
+            done.append(Applied(migration.id, time.perf_counter() - started))
+    be.connection.close()
+    return done
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None

@@ -1,0 +1,283 @@
+"""pytest hooks, options and fixtures. Thin: the work is in runtime, template and connections."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Iterator
+
+import pytest
+import pytest_asyncio
+
+from . import settings as settings_mod
+from . import urls
+from .connections import AsyncConnections, TestConnection, connect_sync
+from .errors import ConfigError, MigrationError, OverlordError
+from .runtime import Runtime, ServerInfo
+
+_STATE = pytest.StashKey["_State"]()
+
+_OPTIONS = [
+    # (flag, ini name, env var, help)
+    ("--seed", "overlord_seed", "OVERLORD_SEED", "load seeds/ENV/*.sql into the template after migrating"),
+    ("--overlord-backend", "overlord_backend", "OVERLORD_BACKEND", "auto|embedded|docker|url (auto: a URL if given, else Docker if it answers, else embedded)"),
+    ("--overlord-db-url", "overlord_db_url", "OVERLORD_DB_URL", "an existing server to create our databases on (needs CREATEDB)"),
+    ("--overlord-image", "overlord_image", "OVERLORD_IMAGE", f"Docker image (default {settings_mod.DEFAULT_IMAGE})"),
+    ("--overlord-migrations", "overlord_migrations", "OVERLORD_MIGRATIONS", "migrations folder (default: yoyo.ini, else ./migrations)"),
+    ("--overlord-datadir", "overlord_datadir", "OVERLORD_DATADIR", "embedded server data directory (default: per project on /dev/shm)"),
+]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("overlord-db", "migration-verified PostgreSQL test databases")
+    for flag, ini, env, help_text in _OPTIONS:
+        group.addoption(flag, dest=ini, default=None, metavar="VALUE", help=f"{help_text} [env {env}, ini {ini}]")
+        parser.addini(ini, help=help_text, default=None)
+    group.addoption(
+        "--overlord-roundtrip",
+        action="store_true",
+        default=False,
+        help="add one test per migration proving apply -> rollback -> apply leaves the schema exact",
+    )
+
+
+def _value(config: pytest.Config, ini: str, env: str) -> str | None:
+    return config.getoption(ini) or os.environ.get(env) or config.getini(ini) or None
+
+
+@dataclass
+class _State:
+    settings: settings_mod.Settings
+    backend: str
+    reason: str
+    runtime: Runtime | None = None
+    sync_conn: TestConnection | None = None
+    async_conns: AsyncConnections | None = None
+
+    def ensure_runtime(self) -> tuple[Runtime, ServerInfo]:
+        if self.runtime is None:
+            self.runtime = Runtime(self.settings, self.backend, self.reason)
+            try:
+                self.runtime.start()
+            except BaseException:
+                self.runtime = None
+                raise
+        assert self.runtime.info is not None
+        return self.runtime, self.runtime.info
+
+    def drop_connections(self) -> None:
+        if self.sync_conn is not None and not self.sync_conn.closed:
+            self.sync_conn.close()
+        self.sync_conn = None
+        if self.async_conns is not None:
+            self.async_conns.close_all()
+
+    def reset_work_db(self) -> None:
+        self.drop_connections()
+        if self.runtime is not None:
+            self.runtime.reset_work_db()
+
+    def shutdown(self) -> None:
+        try:
+            self.drop_connections()
+        finally:
+            if self.runtime is not None:
+                self.runtime.stop()
+                self.runtime = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "overlord_roundtrip: a migration round-trip check")
+    values = {ini: _value(config, ini, env) for _, ini, env, _ in _OPTIONS}
+    try:
+        settings = settings_mod.resolve(
+            config.rootpath,
+            migrations=values["overlord_migrations"],
+            seed=values["overlord_seed"],
+            backend=values["overlord_backend"],
+            db_url=values["overlord_db_url"],
+            image=values["overlord_image"],
+            datadir=values["overlord_datadir"],
+        )
+    except ConfigError as exc:
+        if not _uses_overlord(config):
+            return  # a project that only has the plugin installed must not break
+        raise pytest.UsageError(str(exc)) from None
+    from .servers import choose_backend
+
+    backend, reason = choose_backend(settings)
+    config.stash[_STATE] = _State(settings, backend, reason)
+
+
+def _uses_overlord(config: pytest.Config) -> bool:
+    """Whether the user asked for us explicitly (any option) or has the files we work on."""
+    explicit = any(_value(config, ini, env) for _, ini, env, _ in _OPTIONS) or config.getoption("overlord_roundtrip")
+    return bool(explicit) or (config.rootpath / "yoyo.ini").is_file() or (config.rootpath / "migrations").is_dir()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    state = config.stash.get(_STATE, None)
+    if state is not None:
+        state.shutdown()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    state = config.stash.get(_STATE, None)
+    if state is None:
+        return []
+    s = state.settings
+    where = urls.mask(s.db_url) if state.backend == "url" and s.db_url else (s.image if state.backend == "docker" else "")
+    if state.backend == "embedded":
+        from .servers.embedded import default_datadir
+
+        where = f"data in {s.datadir or default_datadir(s.root)}"
+    return [
+        f"overlord-db: backend {state.backend} ({state.reason}); {where}",
+        f"overlord-db: migrations {s.migrations_dir}; seed {s.seed or 'none'}",
+    ]
+
+
+def _state(config: pytest.Config) -> _State:
+    state = config.stash.get(_STATE, None)
+    if state is None:
+        raise pytest.UsageError("pytest-overlord-db is not configured: no migrations folder found (see --overlord-migrations).")
+    return state
+
+
+def _fail_setup(exc: OverlordError) -> None:
+    # One paragraph and stop: every test would otherwise repeat the same error.
+    code = pytest.ExitCode.TESTS_FAILED if isinstance(exc, MigrationError) or exc.exit_code == 1 else pytest.ExitCode.USAGE_ERROR
+    pytest.exit(f"overlord-db: {exc}", returncode=code)
+
+
+# -- fixtures -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def overlord_server(request: pytest.FixtureRequest) -> Iterator[ServerInfo]:
+    """Session info: backend, server version, the template's name, URL and cache key."""
+    state = _state(request.config)
+    try:
+        _, info = state.ensure_runtime()
+    except OverlordError as exc:
+        _fail_setup(exc)
+        raise
+    yield info
+    state.shutdown()
+
+
+@pytest.fixture
+def overlord_db_sync(overlord_server: ServerInfo, request: pytest.FixtureRequest) -> Iterator[TestConnection]:
+    """A psycopg2 connection to the migrated database, in a transaction rolled back after the test."""
+    state = _state(request.config)
+    if state.sync_conn is None or state.sync_conn.closed:
+        runtime, _ = state.ensure_runtime()
+        state.sync_conn = connect_sync(runtime.work_db_url())
+    conn = state.sync_conn
+    conn.begin_test()
+    yield conn
+    if not conn.end_test():
+        state.reset_work_db()
+        pytest.fail(
+            "overlord_db_sync: the test committed the transaction the fixture rolls back (autocommit, "
+            "`with conn:` or a raw COMMIT), so its writes would leak into later tests. The database was "
+            "rebuilt from the template. Use overlord_fresh_db for tests that must really commit.",
+            pytrace=False,
+        )
+
+
+def _test_loop_scope(item: Any) -> str:
+    marker = item.get_closest_marker("asyncio") if hasattr(item, "get_closest_marker") else None
+    scope = (marker.kwargs.get("loop_scope") or marker.kwargs.get("scope")) if marker else None
+    return scope or item.config.getini("asyncio_default_test_loop_scope") or "function"
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_fixture_setup(fixturedef: Any, request: pytest.FixtureRequest) -> Any:
+    """Run ``overlord_db`` in the test's own event loop, whatever loop scope the test uses.
+
+    pytest-asyncio runs an async fixture in the loop of the fixture's loop
+    scope; an asyncpg connection made in another loop than the test's fails.
+    So the fixture's loop scope follows the test's.
+    """
+    if fixturedef.argname != "overlord_db":
+        return (yield)
+    func = fixturedef.func
+    previous = getattr(func, "_loop_scope", None)
+    func._loop_scope = _test_loop_scope(request.node)
+    try:
+        return (yield)
+    finally:
+        func._loop_scope = previous
+
+
+_SCOPE_NODES = {"package": pytest.Package, "module": pytest.Module, "class": pytest.Class}
+
+
+@pytest_asyncio.fixture
+async def overlord_db(overlord_server: ServerInfo, request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """An asyncpg connection to the migrated database, in a transaction rolled back after the test.
+
+    Nested ``conn.transaction()`` blocks in the code under test become savepoints.
+    """
+    state = _state(request.config)
+    runtime, _ = state.ensure_runtime()
+    if state.async_conns is None:
+        state.async_conns = AsyncConnections(runtime.work_db_url)
+    pool = state.async_conns
+    scope = _test_loop_scope(request.node)
+    keep = scope != "function"
+    conn = await pool.get(keep)
+    if keep and not getattr(conn, "_overlord_finalizer", False):
+        # Close it while its loop still exists: when the loop's scope ends.
+        loop = __import__("asyncio").get_running_loop()
+        node = request.node.session if scope == "session" else request.node.getparent(_SCOPE_NODES[scope]) or request.node.session
+        node.addfinalizer(lambda: pool.close_for(loop))
+        conn._overlord_finalizer = True
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        yield conn
+    finally:
+        committed = not conn.is_closed() and not conn.is_in_transaction()
+        if not conn.is_closed() and conn.is_in_transaction():
+            await transaction.rollback()
+        if not keep or conn.is_closed():
+            pool.forget(conn)
+            if not conn.is_closed():
+                await conn.close()
+    if committed:
+        state.reset_work_db()
+        pytest.fail(
+            "overlord_db: the test ended the fixture's transaction (a raw COMMIT or ROLLBACK), so its writes "
+            "would leak into later tests. The database was rebuilt from the template. Use "
+            "`async with conn.transaction():` (a savepoint here) or overlord_fresh_db for real commits.",
+            pytrace=False,
+        )
+
+
+@dataclass(frozen=True)
+class FreshDatabase:
+    """A database cloned from the migrated template for one test; dropped afterwards."""
+
+    name: str
+    url: str
+
+    @property
+    def dsn(self) -> dict[str, object]:
+        """host, port, user, password, dbname: keyword arguments for psycopg2/asyncpg connect."""
+        return urls.dsn_parts(self.url)
+
+    def __str__(self) -> str:
+        return urls.mask(self.url)
+
+
+@pytest.fixture
+def overlord_fresh_db(overlord_server: ServerInfo, request: pytest.FixtureRequest) -> Iterator[FreshDatabase]:
+    """A new database cloned from the template: commit, use several connections; dropped after the test."""
+    state = _state(request.config)
+    runtime, _ = state.ensure_runtime()
+    name = runtime.fresh_db()
+    try:
+        yield FreshDatabase(name=name, url=runtime.templates.url(name))  # type: ignore[union-attr]
+    finally:
+        runtime.drop(name)

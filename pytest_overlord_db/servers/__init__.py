@@ -1,0 +1,35 @@
+"""Server backends: embedded (default without Docker), docker, url — one interface."""
+from __future__ import annotations
+
+from ..settings import Settings
+from .base import Server, ServerFacts, inspect_server, required_extensions
+from .docker import DockerServer, docker_available
+from .embedded import EmbeddedServer, default_datadir
+from .external import ExternalServer
+
+
+def choose_backend(settings: Settings) -> tuple[str, str]:
+    """Resolve ``auto``: a URL if given, else Docker if it answers within a second, else embedded."""
+    if settings.backend != "auto":
+        return settings.backend, "chosen by option"
+    if settings.db_url:
+        return "url", "auto: a database URL was given"
+    ok, why = docker_available(timeout=1.0)
+    if ok:
+        return "docker", "auto: Docker answers"
+    return "embedded", f"auto: {why}"
+
+
+def make_server(settings: Settings, backend: str) -> Server:
+    if backend == "url":
+        assert settings.db_url
+        return ExternalServer(settings.db_url)
+    if backend == "docker":
+        return DockerServer(settings.image)
+    return EmbeddedServer(settings.datadir or default_datadir(settings.root))
+
+
+__all__ = [
+    "Server", "ServerFacts", "inspect_server", "required_extensions", "choose_backend", "make_server",
+    "EmbeddedServer", "DockerServer", "ExternalServer", "docker_available", "default_datadir",
+]

@@ -1,0 +1,87 @@
+"""The one small interface every backend implements, and the checks every server must pass."""
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg2
+
+from .. import urls
+from ..errors import ServerError
+
+MIN_SERVER_VERSION = 130000  # gen_random_uuid() and DROP DATABASE ... WITH (FORCE)
+_CREATE_EXTENSION = re.compile(r"""create\s+extension\s+(?:if\s+not\s+exists\s+)?["']?([A-Za-z0-9_\-]+)""", re.I)
+
+
+class Server(ABC):
+    """A PostgreSQL server the plugin may create and drop its own databases on."""
+
+    kind: str = "?"
+
+    @abstractmethod
+    def start(self) -> str:
+        """Make the server available; return a superuser (or CREATEDB) URL to a maintenance database."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Release the server (the last user of a shared embedded server stops it)."""
+
+    def describe(self) -> str:
+        return self.kind
+
+
+@dataclass(frozen=True)
+class ServerFacts:
+    version_num: int
+    version: str
+
+    @property
+    def major(self) -> int:
+        return self.version_num // 10000
+
+
+def required_extensions(migrations_dir: Path) -> set[str]:
+    """Extensions the migrations create: checked up front so a missing one is one clear error."""
+    found: set[str] = set()
+    for path in sorted(migrations_dir.glob("*")):
+        if path.suffix in {".py", ".sql"} and path.is_file():
+            found.update(m.lower() for m in _CREATE_EXTENSION.findall(path.read_text(encoding="utf-8", errors="replace")))
+    return found
+
+
+def connect(url: str, **kwargs: object) -> "psycopg2.extensions.connection":
+    """psycopg2 connection with a clear, masked error when the server cannot be reached."""
+    try:
+        return psycopg2.connect(urls.normalize(url), connect_timeout=kwargs.pop("connect_timeout", 10), **kwargs)
+    except psycopg2.Error as exc:
+        message = urls.mask_text(str(exc).strip(), url)
+        raise ServerError(f"Cannot connect to PostgreSQL at {urls.mask(url)}: {message}") from None
+
+
+def inspect_server(admin_url: str, extensions: set[str]) -> ServerFacts:
+    """Check version and extension availability; raise one error listing everything missing."""
+    conn = connect(admin_url)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SELECT current_setting('server_version_num')::int, current_setting('server_version')")
+            version_num, version = cur.fetchone()
+            cur.execute("SELECT name FROM pg_available_extensions")
+            available = {row[0] for row in cur.fetchall()}
+    finally:
+        conn.close()
+    problems = []
+    if version_num < MIN_SERVER_VERSION:
+        problems.append(f"PostgreSQL {version} is older than 13")
+    missing = sorted(extensions - available)
+    if missing:
+        problems.append("extension(s) not available: " + ", ".join(missing))
+    if problems:
+        raise ServerError(
+            f"The server at {urls.mask(admin_url)} cannot run these migrations: {'; '.join(problems)}. "
+            "Use a server with them installed (the embedded backend and the pgvector/pgvector Docker "
+            "image have vector and citext)."
+        )
+    return ServerFacts(version_num=version_num, version=version)

@@ -1,0 +1,224 @@
+"""The template: migrations applied once into a database named by a content hash, then cloned.
+
+The name carries a hash of every migration file, the seed files in use, the
+server's major version and the versions of the plugin, yoyo and sqlparse, so
+a cached template is reused only while all of them are unchanged (yoyo itself
+notices only new file *names*). It is built under a PostgreSQL advisory lock
+(concurrent runs and xdist workers never race, and a killed builder's lock
+dies with its connection) in a database with a temporary name, renamed only
+when complete: a crash never leaves a half-built template that looks ready.
+
+Every database we create carries a COMMENT marking it as ours; cleanup only
+ever drops databases with that mark, for this project.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import psutil
+import psycopg2
+from psycopg2 import sql
+
+from . import __version__, migrations, seeds, urls
+from .errors import OverlordError
+from .servers.base import ServerFacts, connect
+from .settings import Settings
+
+MARK = "pytest-overlord-db"
+_counter = itertools.count(1)
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "?"
+
+
+def project_id(settings: Settings) -> str:
+    """Identifies one project (and seed choice) on a shared server: its templates replace each other."""
+    ident = f"{settings.migrations_dir}\0{settings.seed or ''}"
+    return hashlib.sha256(ident.encode()).hexdigest()[:8]
+
+
+def cache_key(migrations_dir: Path, seed_files: list[Path], server_major: int) -> str:
+    h = hashlib.sha256()
+    files = sorted(p for p in migrations_dir.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    for path in files:
+        h.update(b"M\0" + str(path.relative_to(migrations_dir)).encode() + b"\0" + path.read_bytes())
+    for path in seed_files:
+        h.update(b"S\0" + path.name.encode() + b"\0" + path.read_bytes())
+    versions = f"pg{server_major} plugin{__version__} yoyo{_version('yoyo-migrations')} sqlparse{_version('sqlparse')}"
+    h.update(versions.encode())
+    return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Template:
+    name: str
+    key: str
+    url: str
+    reused: bool
+    build_seconds: float
+
+
+class Templates:
+    """Builds the template once and clones it; all admin work goes through one autocommit connection."""
+
+    def __init__(self, admin_url: str, settings: Settings, facts: ServerFacts) -> None:
+        self.admin_url = urls.normalize(admin_url)
+        self.settings = settings
+        self.facts = facts
+        self.project = project_id(settings)
+        self.prefix = f"ovl_{self.project}_"
+        self._conn: psycopg2.extensions.connection | None = None
+
+    # -- connection & bookkeeping -----------------------------------------------
+    @property
+    def conn(self) -> "psycopg2.extensions.connection":
+        if self._conn is None or self._conn.closed:
+            self._conn = connect(self.admin_url)
+            self._conn.autocommit = True
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None and not self._conn.closed:
+            self._conn.close()
+
+    def url(self, name: str) -> str:
+        return urls.with_database(self.admin_url, name)
+
+    def _execute(self, query: sql.Composable | str, params: tuple = ()) -> list[tuple]:
+        with self.conn.cursor() as cur:
+            cur.execute(query, params)
+            return cur.fetchall() if cur.description else []
+
+    def _mark(self, name: str, kind: str) -> None:
+        note = json.dumps({"by": MARK, "kind": kind, "project": self.project, "host": socket.gethostname(), "pid": os.getpid()})
+        self._execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name), sql.Literal(note)))
+
+    def ours(self) -> list[tuple[str, dict]]:
+        """(name, mark) of every database of this project that we created."""
+        rows = self._execute(
+            "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database WHERE datname LIKE %s",
+            (self.prefix.replace("_", r"\_") + "%",),
+        )
+        found = []
+        for name, comment in rows:
+            try:
+                mark = json.loads(comment or "")
+            except ValueError:
+                continue
+            if isinstance(mark, dict) and mark.get("by") == MARK and mark.get("project") == self.project:
+                found.append((name, mark))
+        return found
+
+    def exists(self, name: str) -> bool:
+        return bool(self._execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)))
+
+    # -- the template ---------------------------------------------------------------
+    def key(self) -> str:
+        return cache_key(self.settings.migrations_dir, self.settings.seed_files(), self.facts.major)
+
+    def template_name(self, key: str) -> str:
+        return f"{self.prefix}t_{key}"
+
+    def ensure(self) -> Template:
+        key = self.key()
+        name = self.template_name(key)
+        if self.exists(name):  # the rename is the last step, so existing means complete
+            return Template(name, key, self.url(name), reused=True, build_seconds=0.0)
+        lock_id = int.from_bytes(hashlib.sha256(f"{MARK}:{self.project}".encode()).digest()[:8], "big", signed=True)
+        self._execute("SELECT pg_advisory_lock(%s)", (lock_id,))
+        try:
+            if self.exists(name):  # another process built it while we waited
+                return Template(name, key, self.url(name), reused=True, build_seconds=0.0)
+            self.drop_stale()
+            started = time.perf_counter()
+            self._build(name)
+            seconds = time.perf_counter() - started
+            self._drop_old_templates(keep=name)
+            return Template(name, key, self.url(name), reused=False, build_seconds=seconds)
+        finally:
+            self._execute("SELECT pg_advisory_unlock(%s)", (lock_id,))
+
+    def _build(self, name: str) -> None:
+        building = f"{self.prefix}b_{os.getpid()}"
+        self.drop(building)
+        self._execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(building)))
+        self._mark(building, "build")
+        try:
+            loaded = migrations.read(self.settings.migrations_dir)
+            migrations.apply(self.url(building), loaded, lock=False)
+            files = self.settings.seed_files()
+            if files:
+                conn = connect(self.url(building))
+                try:
+                    seeds.load(conn, files)
+                finally:
+                    conn.close()
+        except BaseException:
+            self.drop(building)
+            raise
+        self._wait_idle(building)
+        self._execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(building), sql.Identifier(name)))
+        self._mark(name, "template")
+
+    def _drop_old_templates(self, keep: str) -> None:
+        for other, mark in self.ours():
+            if mark.get("kind") == "template" and other != keep:
+                try:
+                    self._execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(other)))
+                except psycopg2.Error:
+                    pass  # still being cloned by another run; the next build tries again
+
+    def drop_stale(self) -> None:
+        """Drop clones and builds left by dead processes of this host (a SIGKILLed run, say)."""
+        host = socket.gethostname()
+        for name, mark in self.ours():
+            if mark.get("kind") in ("build", "work", "fresh") and mark.get("host") == host:
+                pid = int(mark.get("pid", 0))
+                if pid != os.getpid() and not psutil.pid_exists(pid):
+                    self.drop(name)
+
+    # -- clones ------------------------------------------------------------------------
+    def clone(self, template: str, kind: str) -> str:
+        """A new database copied from ``template``; its name says which process owns it."""
+        name = f"{self.prefix}{kind[0]}_{os.getpid()}_{next(_counter)}"
+        strategy = sql.SQL(" STRATEGY FILE_COPY") if self.facts.major >= 15 else sql.SQL("")
+        query = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template)) + strategy
+        for attempt in range(50):
+            try:
+                self._execute(query)
+                break
+            except psycopg2.errors.ObjectInUse:
+                # Someone is connected to the template (a round trip, a person with psql): wait a little.
+                if attempt == 49:
+                    raise OverlordError(f"Cannot clone {template}: other sessions keep it busy.") from None
+                time.sleep(0.05)
+        self._mark(name, kind)
+        return name
+
+    def _wait_idle(self, name: str, timeout: float = 1.0) -> None:
+        # A backend that just closed still counts for DROP/RENAME, which then
+        # naps 100 ms; polling pg_stat_activity for ~1 ms is cheaper.
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self._execute("SELECT 1 FROM pg_stat_activity WHERE datname = %s LIMIT 1", (name,)):
+                return
+            time.sleep(0.001)
+
+    def drop(self, name: str) -> None:
+        """Drop one of our databases, disconnecting whoever is still in it."""
+        if not name.startswith(self.prefix):
+            raise AssertionError(f"refusing to drop {name}: not a database of this plugin")
+        self._wait_idle(name, timeout=0.5)
+        self._execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
