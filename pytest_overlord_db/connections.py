@@ -78,15 +78,16 @@ class AsyncConnections:
     url: Callable[[], str]
     by_loop: dict[Any, asyncpg.Connection] = field(default_factory=dict)
 
-    async def get(self, keep: bool) -> asyncpg.Connection:
+    async def get(self, keep: bool) -> tuple[asyncpg.Connection, bool]:
+        """The running loop's connection, and whether it was just made."""
         loop = asyncio.get_running_loop()
         conn = self.by_loop.get(loop)
         if conn is not None and not conn.is_closed():
-            return conn
+            return conn, False
         conn = await asyncpg.connect(urls.normalize(self.url()))
         if keep:
             self.by_loop[loop] = conn
-        return conn
+        return conn, True
 
     def forget(self, conn: asyncpg.Connection) -> None:
         for loop, known in list(self.by_loop.items()):

@@ -77,21 +77,60 @@ def ids(migrations: Iterable[Migration]) -> list[str]:
     return [m.id for m in migrations]
 
 
-def has_rollback(migration: Migration) -> bool:
-    """False when any step lacks a rollback: yoyo would silently 'roll it back' as a no-op."""
+def steps(migration: Migration) -> list[MigrationStep]:
+    """The migration's steps in apply order, unwrapped from yoyo's transaction wrappers and groups."""
     load(migration)
 
-    def steps(items: Iterable[object]) -> Iterator[MigrationStep]:
+    def walk(items: Iterable[object]) -> Iterator[MigrationStep]:
         for item in items:
             if isinstance(item, (TransactionWrapper, Transactionless)):
-                yield from steps([item.step])
+                yield from walk([item.step])
             elif isinstance(item, StepGroup):
-                yield from steps(item.steps)
+                yield from walk(item.steps)
             elif isinstance(item, MigrationStep):
                 yield item
 
-    found = list(steps(migration.steps or []))
+    return list(walk(migration.steps or []))
+
+
+def has_rollback(migration: Migration) -> bool:
+    """False when any step lacks a rollback: yoyo would silently 'roll it back' as a no-op."""
+    found = steps(migration)
     return bool(found) and all(step._rollback not in (None, "") for step in found)
+
+
+def pinpoint_statement(url: str, migration: Migration, direction: str = "apply") -> str | None:
+    """Replay a failed transactional migration statement by statement, inside a transaction that is
+    rolled back, to find the statement PostgreSQL rejected when its error carries no position."""
+    if not migration.use_transactions:
+        return None  # replaying non-transactional statements could change the database
+    conn = psycopg2.connect(urls.normalize(url))
+    try:
+        ordered = steps(migration) if direction == "apply" else list(reversed(steps(migration)))
+        with conn.cursor() as cur:
+            for step in ordered:
+                body = step._apply if direction == "apply" else step._rollback
+                if not body:
+                    continue
+                if callable(body):
+                    try:
+                        body(conn)
+                    except psycopg2.Error:
+                        return None
+                    continue
+                for statement in sqlparse.split(body):
+                    if not statement.strip():
+                        continue
+                    try:
+                        cur.execute(statement)
+                    except psycopg2.Error:
+                        return statement
+    except psycopg2.Error:
+        return None
+    finally:
+        conn.rollback()
+        conn.close()
+    return None
 
 
 def backend(url: str):  # type: ignore[no-untyped-def]
@@ -100,17 +139,21 @@ def backend(url: str):  # type: ignore[no-untyped-def]
 
 
 def _find_statement(sql: str, position: int | None) -> str:
+    """The statement of a multi-statement string holding 1-based ``position`` (comments dropped)."""
     statements = [s for s in sqlparse.split(sql) if s.strip()]
+    found = ""
     if position is None or not statements:
-        return statements[0] if len(statements) == 1 else ""
-    offset = 0
-    for statement in statements:
-        start = sql.find(statement, offset)
-        end = start + len(statement)
-        if start <= position - 1 < end:
-            return statement
-        offset = end
-    return ""
+        found = statements[0] if len(statements) == 1 else ""
+    else:
+        offset = 0
+        for statement in statements:
+            start = sql.find(statement, offset)
+            end = start + len(statement)
+            if start <= position - 1 < end:
+                found = statement
+                break
+            offset = end
+    return "\n".join(line for line in found.splitlines() if not line.strip().startswith("--")).strip()
 
 
 def _source_line(migration: Migration, statement: str) -> int | None:
@@ -122,7 +165,7 @@ def _source_line(migration: Migration, statement: str) -> int | None:
     return source.count("\n", 0, index) + 1 if index >= 0 else None
 
 
-def describe_db_error(migration: Migration, exc: Exception, action: str) -> str:
+def describe_db_error(migration: Migration, exc: Exception, action: str, url: str | None = None) -> str:
     """One paragraph: migration, PostgreSQL message, failing statement and its line in the file."""
     message = getattr(exc, "pgerror", None) or str(exc)
     primary = message.strip().splitlines()[0] if message.strip() else type(exc).__name__
@@ -135,7 +178,10 @@ def describe_db_error(migration: Migration, exc: Exception, action: str) -> str:
         query = query.decode("utf-8", "replace")
     diag = getattr(exc, "diag", None)
     position = getattr(diag, "statement_position", None)
-    statement = _find_statement(query, int(position)) if query else ""
+    statement = _find_statement(query, int(position) if position else None) if query else ""
+    if not statement and url:
+        replayed = pinpoint_statement(url, migration, "apply" if action == "apply" else "rollback")
+        statement = _find_statement(replayed, None) if replayed else ""
     parts = [f"Migration {migration.id} failed to {action}: {primary}" + (f" (SQLSTATE {sqlstate})" if sqlstate else "") + "."]
     if statement:
         line = _source_line(migration, statement)
@@ -143,7 +189,8 @@ def describe_db_error(migration: Migration, exc: Exception, action: str) -> str:
         if len(shown) > 300:
             shown = shown[:297] + "..."
         parts.append(f"Failing statement{f' (line {line} of {migration.path})' if line else ''}: {shown}")
-    parts.append(f"yoyo rolled the migration back; migrations before it stay {'applied' if action == 'apply' else 'as they were'}.")
+    if migration.use_transactions:
+        parts.append("The migration's transaction was rolled back.")
     return " ".join(parts)
 
 
@@ -173,7 +220,7 @@ def apply(url: str, migrations: Iterable[Migration], *, lock: bool = True, on_pr
             except yoyo_exceptions.BadMigration as exc:
                 raise MigrationError(f"Migration {migration.id}: {exc}") from None
             except psycopg2.Error as exc:
-                raise MigrationError(describe_db_error(migration, exc, "apply")) from None
+                raise MigrationError(describe_db_error(migration, exc, "apply", url)) from None
             seconds = time.perf_counter() - started
             with conn.cursor() as cur:
                 cur.execute(
@@ -203,7 +250,7 @@ def rollback(url: str, migrations: Iterable[Migration], *, lock: bool = True, on
             try:
                 be.rollback_one(migration)
             except psycopg2.Error as exc:
-                raise MigrationError(describe_db_error(migration, exc, "roll back")) from None
+                raise MigrationError(describe_db_error(migration, exc, "roll back", url)) from None
             with conn.cursor() as cur:
                 cur.execute(f"DELETE FROM {TIMING_TABLE} WHERE migration_id = %s", (migration.id,))
             done.append(Applied(migration.id, time.perf_counter() - started))

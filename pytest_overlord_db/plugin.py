@@ -1,6 +1,7 @@
 """pytest hooks, options and fixtures. Thin: the work is in runtime, template and connections."""
 from __future__ import annotations
 
+import asyncio
 import os
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Iterator
@@ -226,13 +227,12 @@ async def overlord_db(overlord_server: ServerInfo, request: pytest.FixtureReques
     pool = state.async_conns
     scope = _test_loop_scope(request.node)
     keep = scope != "function"
-    conn = await pool.get(keep)
-    if keep and not getattr(conn, "_overlord_finalizer", False):
+    conn, new = await pool.get(keep)
+    if keep and new:
         # Close it while its loop still exists: when the loop's scope ends.
-        loop = __import__("asyncio").get_running_loop()
+        loop = asyncio.get_running_loop()
         node = request.node.session if scope == "session" else request.node.getparent(_SCOPE_NODES[scope]) or request.node.session
         node.addfinalizer(lambda: pool.close_for(loop))
-        conn._overlord_finalizer = True
     transaction = conn.transaction()
     await transaction.start()
     try:

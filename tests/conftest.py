@@ -1,0 +1,83 @@
+"""Helpers for tests that run whole pytest sessions of a throwaway project in a subprocess."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Project:
+    """A user project on disk (migrations/, seeds/, yoyo.ini, tests) with its own embedded server."""
+
+    root: Path
+    datadir: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def write(self, relative: str, text: str) -> Path:
+        path = self.root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return path
+
+    def command(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args]
+
+    def environ(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OVERLORD_", "PYTEST_"))}
+        env["OVERLORD_DATADIR"] = str(self.datadir)
+        env.update(self.env)
+        return env
+
+    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.command(*args), cwd=self.root, env=self.environ(), capture_output=True, text=True, timeout=timeout
+        )
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            self.command(*args), cwd=self.root, env=self.environ(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+
+    def server_processes(self) -> list[int]:
+        """pids of postgres servers running on this project's data directory."""
+        import psutil
+
+        found = []
+        for proc in psutil.process_iter(["name", "cmdline"]):
+            cmdline = proc.info.get("cmdline") or []
+            if proc.info.get("name") == "postgres" and str(self.datadir) in " ".join(cmdline):
+                found.append(proc.pid)
+        return found
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    """A copy of our own migrations, seeds and yoyo.ini, plus a private data directory on RAM disk."""
+    root = tmp_path / "userproject"
+    root.mkdir()
+    shutil.copytree(REPO / "migrations", root / "migrations", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "seeds", root / "seeds")
+    shutil.copy(REPO / "yoyo.ini", root / "yoyo.ini")
+    base = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else tmp_path
+    datadir = base / f"ovl-test-{uuid.uuid4().hex[:10]}"
+    proj = Project(root=root, datadir=datadir)
+    yield proj
+    for pid in proj.server_processes():  # a test that failed half-way must not leave a server behind
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+    for leftover in base.glob(datadir.name + "*"):
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)

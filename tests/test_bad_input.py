@@ -1,0 +1,93 @@
+"""Every bad input gets one clear paragraph, not a traceback wall, and leaves nothing behind."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+USES_DB = "def test_it(overlord_db_sync):\n    pass\n"
+
+
+def output(result) -> str:
+    return result.stdout + result.stderr
+
+
+def test_no_migrations_folder(project):
+    shutil.rmtree(project.root / "migrations")
+    project.write("test_it.py", USES_DB)
+    result = project.run("-q", "test_it.py")
+    assert result.returncode == 4
+    assert "Migrations folder" in output(result) and "does not exist" in output(result)
+    assert "Traceback" not in output(result)
+
+
+def test_migration_that_does_not_import(project):
+    project.write("migrations/0006.broken.py", "from yoyo import step\n\nstep(\"SELECT 1\"\n")
+    project.write("test_it.py", USES_DB)
+    result = project.run("-q", "test_it.py")
+    text = output(result)
+    assert result.returncode == 1, text
+    assert "0006.broken.py:3" in text and "does not import" in text and "SyntaxError" in text
+    assert "Traceback" not in text
+
+
+def test_migration_that_raises_names_file_and_line(project):
+    project.write("migrations/0006.raises.py", "from yoyo import step\nimport os\nVALUE = 1 / 0\n")
+    project.write("test_it.py", USES_DB)
+    text = output(project.run("-q", "test_it.py"))
+    assert "0006.raises.py:3" in text and "ZeroDivisionError" in text
+
+
+def test_migration_whose_sql_fails(project):
+    project.write(
+        "migrations/0006.bad-sql.py",
+        'from yoyo import step\nstep("""\n    CREATE TABLE fine (id int);\n    CREATE TABLE broken (id int REFERENCES nowhere(id));\n""", "DROP TABLE broken; DROP TABLE fine")\n',
+    )
+    project.write("test_it.py", USES_DB)
+    result = project.run("-q", "test_it.py")
+    text = output(result)
+    assert result.returncode == 1, text
+    assert "Migration 0006.bad-sql failed to apply" in text
+    assert 'relation "nowhere" does not exist' in text
+    assert "CREATE TABLE broken (id int REFERENCES nowhere(id));" in text
+    assert "line 4" in text
+    assert "Traceback" not in text
+    # Nothing half-built is left looking like a template, and the server is stopped.
+    assert project.server_processes() == []
+
+
+def test_unknown_seed_lists_environments(project):
+    project.write("test_it.py", USES_DB)
+    result = project.run("-q", "--seed=staging", "test_it.py")
+    text = output(result)
+    assert result.returncode == 4
+    assert "Unknown seed environment 'staging'" in text and "development, production" in text
+
+
+def test_unreachable_url_masks_the_password(project):
+    project.write("test_it.py", USES_DB)
+    result = project.run("-q", "--overlord-db-url=postgresql://robot:s3cr3t-pw@127.0.0.1:1/nowhere", "test_it.py")
+    text = output(result)
+    assert result.returncode == 4, text
+    assert "Cannot connect to PostgreSQL at postgresql://robot:***@127.0.0.1:1/nowhere" in text
+    assert "s3cr3t-pw" not in text
+
+
+def test_docker_backend_without_docker(project, monkeypatch):
+    from pytest_overlord_db.servers import docker_available
+
+    if docker_available()[0]:
+        pytest.skip("Docker is available here; this checks the message when it is not")
+    project.write("test_it.py", USES_DB)
+    result = project.run("-q", "--overlord-backend=docker", "test_it.py")
+    text = output(result)
+    assert result.returncode == 4
+    assert "--overlord-backend=docker, but" in text and "--overlord-backend=embedded" in text
+
+
+def test_unknown_backend(project):
+    project.write("test_it.py", USES_DB)
+    result = project.run("-q", "--overlord-backend=oracle", "test_it.py")
+    assert result.returncode == 4 and "is not one of auto, embedded, docker, url" in output(result)

@@ -1,0 +1,149 @@
+"""Whole pytest runs of a separate user project: caching, seeds, xdist, crashes, cleanup.
+
+Each project here has only migrations/, seeds/, yoyo.ini and test files — no
+conftest — and finds the plugin through its pytest11 entry point.
+"""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+
+import psycopg2
+import pytest
+
+pytestmark = pytest.mark.slow
+
+REPORT_TEST = '''
+import pytest
+
+def test_report(overlord_server):
+    print("TEMPLATE", overlord_server.template, "REUSED", overlord_server.template_reused)
+'''
+
+USER_TESTS = '''
+import pytest
+
+@pytest.mark.asyncio
+async def test_async_write(overlord_db):
+    await overlord_db.execute("INSERT INTO tags (name) VALUES ('t1')")
+    assert await overlord_db.fetchval("SELECT count(*) FROM tags") == 1
+
+@pytest.mark.asyncio
+async def test_async_clean(overlord_db):
+    assert await overlord_db.fetchval("SELECT count(*) FROM tags") == 0
+
+def test_sync(overlord_db_sync):
+    cur = overlord_db_sync.cursor()
+    cur.execute("SELECT count(*) FROM users")
+    assert cur.fetchone()[0] == 0
+'''
+
+
+def templates_in(out: str) -> list[tuple[str, str]]:
+    return re.findall(r"TEMPLATE (\S+) REUSED (\w+)", out)
+
+
+def test_user_project_runs_with_plain_pytest(project):
+    project.write("tests/test_user.py", USER_TESTS)
+    result = project.run("-q", "tests")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 passed" in result.stdout
+    assert not (project.root / "conftest.py").exists() and not (project.root / "tests" / "conftest.py").exists()
+
+
+def test_header_names_the_backend(project):
+    project.write("test_report.py", REPORT_TEST)
+    result = project.run("test_report.py")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "overlord-db: backend embedded (auto:" in result.stdout
+
+
+def test_second_run_reuses_template_and_changed_migration_builds_a_new_one(project):
+    project.write("test_report.py", REPORT_TEST)
+    first = project.run("-s", "-q", "test_report.py")
+    second = project.run("-s", "-q", "test_report.py")
+    assert first.returncode == 0 and second.returncode == 0, first.stdout + second.stdout
+    [(name1, reused1)] = templates_in(first.stdout)
+    [(name2, reused2)] = templates_in(second.stdout)
+    assert (reused1, reused2) == ("False", "True") and name1 == name2
+
+    migration = project.root / "migrations" / "0005.add-rbac-system.py"
+    migration.write_text(migration.read_text().replace("description TEXT,\n", "description TEXT NOT NULL,\n", 1))
+    third = project.run("-s", "-q", "test_report.py")
+    [(name3, reused3)] = templates_in(third.stdout)
+    assert reused3 == "False" and name3 != name1
+    # The old template of this project was dropped; the new one is there.
+    assert not project.server_processes()
+
+
+def test_seed_development_is_loaded_into_the_template(project):
+    project.write(
+        "test_seeded.py",
+        '''
+def test_seeded(overlord_db_sync):
+    cur = overlord_db_sync.cursor()
+    cur.execute("SELECT count(*) FROM users"); users = cur.fetchone()[0]
+    cur.execute("SELECT count(*) FROM topics"); topics = cur.fetchone()[0]
+    assert (users, topics) == (5, 3)
+''',
+    )
+    result = project.run("-q", "--seed=development", "test_seeded.py")
+    assert result.returncode == 0, result.stdout + result.stderr
+    unseeded = project.run("-q", "test_seeded.py")
+    assert unseeded.returncode == 1 and "assert (0, 0) == (5, 3)" in unseeded.stdout
+
+
+def test_xdist_two_workers_are_isolated(project):
+    body = "\n".join(
+        f'''
+@pytest.mark.asyncio
+async def test_{i}(overlord_db):
+    await overlord_db.execute("INSERT INTO tags (name) VALUES ('same-name')")
+    assert await overlord_db.fetchval("SELECT count(*) FROM tags") == 1
+    await asyncio.sleep(0.01)
+'''
+        for i in range(20)
+    )
+    project.write("test_many.py", "import asyncio\nimport pytest\n" + body)
+    result = project.run("-q", "-n", "2", "-p", "xdist", "test_many.py")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "20 passed" in result.stdout
+    assert not project.server_processes()
+
+
+def test_no_server_is_left_after_a_normal_run(project):
+    project.write("tests/test_user.py", USER_TESTS)
+    assert project.run("-q", "tests").returncode == 0
+    assert project.server_processes() == []
+
+
+def test_sigkill_while_building_the_template_then_rerun_succeeds(project):
+    # A slow migration keeps the build going long enough to kill pytest in the middle of it.
+    project.write(
+        "migrations/0006.slow.py",
+        'from yoyo import step\nstep("SELECT pg_sleep(1.5); CREATE TABLE slow_one (id int)", "DROP TABLE slow_one")\n',
+    )
+    project.write("test_slow.py", "def test_it(overlord_db_sync):\n    overlord_db_sync.cursor().execute('SELECT * FROM slow_one')\n")
+    victim = project.popen("-q", "test_slow.py")
+    url = f"postgresql://postgres@/postgres?host={project.datadir}"
+    deadline = time.monotonic() + 60
+    building = False
+    while time.monotonic() < deadline and not building:
+        try:
+            conn = psycopg2.connect(url, connect_timeout=1)
+            with conn.cursor() as cur:
+                cur.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'ovl\\_%%\\_b\\_%%'")
+                building = cur.fetchone()[0] == 1
+            conn.close()
+        except psycopg2.OperationalError:
+            pass
+        time.sleep(0.02)
+    assert building, "the template build never started"
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+
+    rerun = project.run("-q", "-s", "test_slow.py")
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert project.server_processes() == []  # the killed run's server was stopped by the rerun
