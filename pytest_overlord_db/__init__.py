@@ -5,4 +5,16 @@ __version__ = "0.1.0"
 
 from .errors import ConfigError, MigrationError, OverlordError, ServerError
 
-__all__ = ["__version__", "OverlordError", "ConfigError", "MigrationError", "ServerError"]
+
+def __getattr__(name: str):  # lazy: the pytest plugin imports this package and needs none of it
+    if name in ("ensure_migrations", "ensure_migrations_async"):
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(name)
+
+
+__all__ = [
+    "__version__", "OverlordError", "ConfigError", "MigrationError", "ServerError",
+    "ensure_migrations", "ensure_migrations_async",
+]

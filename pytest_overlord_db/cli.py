@@ -1,14 +1,298 @@
-"""The overlord-db command line."""
+"""The overlord-db command line: one engine (yoyo via migrations.py) behind every command.
+
+Exit codes: 0 success, 1 a migration, seed or check failed, 2 usage or connection error.
+"""
 from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Annotated, Callable, Optional
 
 import typer
 
-app = typer.Typer(help="Migrations, seeds and rollback verification for The Robot Overlord's PostgreSQL.", no_args_is_help=True)
+from . import config as config_mod
+from . import migrations as mig
+from . import urls
+from .errors import ConfigError, OverlordError
+
+app = typer.Typer(
+    help="Migrations, seeds and rollback verification for PostgreSQL projects using yoyo (The Robot Overlord).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+EnvOpt = Annotated[Optional[str], typer.Option("--env", help="yoyo.ini section to use (env OVERLORD_ENV; DEFAULT when none).")]
+UrlOpt = Annotated[Optional[str], typer.Option("--database-url", help="Database URL; overrides DATABASE_URL and yoyo.ini.")]
+MigOpt = Annotated[Optional[Path], typer.Option("--migrations", help="Migrations folder (default: yoyo.ini, else ./migrations).")]
+FormatOpt = Annotated[str, typer.Option("--format", help="text or json.")]
+PROGRESS_AFTER = 3  # more migrations than this get a progress display
 
 
-@app.callback()
-def _root() -> None:
-    """overlord-db: status, migrate, rollback, seed, roundtrip, new."""
+def _echo(text: str = "") -> None:
+    typer.echo(text)
+
+
+def _err(text: str) -> None:
+    typer.echo(text, err=True)
+
+
+def _run(action: Callable[[], int]) -> None:
+    """Run a command body, turning our errors into one paragraph and the documented exit code."""
+    try:
+        code = action()
+    except OverlordError as exc:
+        _err(f"Error: {exc}")
+        raise typer.Exit(exc.exit_code) from None
+    raise typer.Exit(code)
+
+
+def _config(env: str | None, database_url: str | None, migrations: Path | None) -> config_mod.AppConfig:
+    return config_mod.load(env=env, database_url=database_url, migrations=migrations)
+
+
+def _confirm_production(cfg: config_mod.AppConfig, yes: bool, what: str) -> None:
+    """Production needs a yes: asked on a terminal, --yes otherwise (and always in batch mode)."""
+    if (cfg.env or "").lower() != "production" or yes:
+        return
+    if sys.stdin.isatty() and not cfg.batch_mode:
+        if typer.confirm(f"{what} on PRODUCTION ({urls.mask(cfg.require_url())})?", default=False):
+            return
+        raise ConfigError("Not confirmed; nothing was changed.")
+    raise ConfigError(f"{what} on production needs confirmation: run it on a terminal, or pass --yes.")
+
+
+def _describe_steps(migration) -> list[str]:  # type: ignore[no-untyped-def]
+    lines = []
+    for number, step in enumerate(mig.steps(migration), 1):
+        body = step._apply
+        if callable(body):
+            lines.append(f"    -- step {number}: Python function {getattr(body, '__name__', body)!r}")
+        else:
+            lines.append(f"    -- step {number}:")
+            lines.extend("    " + line for line in str(body).strip().splitlines())
+    return lines
+
+
+def _progress(total: int) -> Callable[[object, str], None]:
+    count = {"n": 0}
+
+    def report(migration, action: str) -> None:  # type: ignore[no-untyped-def]
+        count["n"] += 1
+        if total > PROGRESS_AFTER:
+            _err(f"[{count['n']}/{total}] {action} {migration.id}")
+
+    return report
+
+
+@app.command()
+def status(env: EnvOpt = None, database_url: UrlOpt = None, migrations: MigOpt = None, format: FormatOpt = "text") -> None:
+    """List applied migrations (when, and how long each took) and pending ones."""
+
+    def body() -> int:
+        cfg = _config(env, database_url, migrations)
+        chain = mig.read(cfg.migrations_dir)
+        applied = {a.id: a for a in mig.applied_info(cfg.require_url())}
+        pending = [m.id for m in chain if m.id not in applied]
+        if format == "json":
+            _echo(json.dumps({
+                "database": urls.mask(cfg.require_url()),
+                "applied": [{"id": a.id, "applied_at": a.applied_at.isoformat() + "Z" if a.applied_at else None,
+                             "duration_ms": round(a.duration_ms, 1) if a.duration_ms is not None else None}
+                            for a in applied.values()],
+                "pending": pending,
+            }, indent=2))
+            return 0
+        width = max([len(m.id) for m in chain] + [10])
+        _echo(f"Database:   {urls.mask(cfg.require_url())} ({cfg.url_origin})")
+        _echo(f"Migrations: {cfg.migrations_dir}")
+        _echo(f"Applied ({len(applied)}):")
+        for a in applied.values():
+            took = f"{a.duration_ms:8.1f} ms" if a.duration_ms is not None else "        ? ms"
+            _echo(f"  {a.id:{width}}  {a.applied_at:%Y-%m-%d %H:%M:%S} UTC  {took}")
+        _echo(f"Pending ({len(pending)}):")
+        for mid in pending:
+            _echo(f"  {mid}")
+        return 0
+
+    _run(body)
+
+
+@app.command()
+def migrate(
+    target: Annotated[Optional[str], typer.Option("--target", help="Apply up to and including this migration (id or number).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be applied, with its SQL; change nothing.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation (production).")] = False,
+    env: EnvOpt = None, database_url: UrlOpt = None, migrations: MigOpt = None,
+) -> None:
+    """Apply pending migrations, all or up to --target."""
+
+    def body() -> int:
+        cfg = _config(env, database_url, migrations)
+        chain = list(mig.read(cfg.migrations_dir))
+        upto = mig.position(chain, target) if target else len(chain) - 1
+        done = {a.id for a in mig.applied_info(cfg.require_url())}
+        todo = [m for m in chain[: upto + 1] if m.id not in done]
+        if not todo:
+            _echo("Nothing to apply: the database is up to date" + (f" with {chain[upto].id}." if target else "."))
+            return 0
+        if dry_run:
+            _echo(f"Would apply {len(todo)} migration(s) to {urls.mask(cfg.require_url())} (dry run, nothing changed):")
+            for m in todo:
+                _echo(f"  {m.id}")
+                for line in _describe_steps(m):
+                    _echo(line)
+            return 0
+        _confirm_production(cfg, yes, f"Applying {len(todo)} migration(s)")
+        applied = mig.apply(cfg.require_url(), todo, on_progress=_progress(len(todo)))
+        width = max(len(a.id) for a in applied)
+        _echo(f"Applied {len(applied)} migration(s):")
+        for a in applied:
+            _echo(f"  {a.id:{width}}  {a.seconds * 1000:8.1f} ms")
+        return 0
+
+    _run(body)
+
+
+@app.command()
+def rollback(
+    target: Annotated[Optional[str], typer.Argument(help="Keep this migration applied and roll back everything after it; default: the last one.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be rolled back, with its SQL; change nothing.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation (production).")] = False,
+    env: EnvOpt = None, database_url: UrlOpt = None, migrations: MigOpt = None,
+) -> None:
+    """Roll back to TARGET (kept applied), or the last applied migration."""
+
+    def body() -> int:
+        cfg = _config(env, database_url, migrations)
+        chain = list(mig.read(cfg.migrations_dir))
+        done = {a.id for a in mig.applied_info(cfg.require_url())}
+        applied_chain = [m for m in chain if m.id in done]
+        if target:
+            keep = mig.position(chain, target)
+            todo = [m for m in chain[keep + 1:] if m.id in done]
+        else:
+            todo = applied_chain[-1:]
+        todo.reverse()
+        if not todo:
+            _echo("Nothing to roll back.")
+            return 0
+        if dry_run:
+            _echo(f"Would roll back {len(todo)} migration(s) from {urls.mask(cfg.require_url())} (dry run, nothing changed):")
+            for m in todo:
+                _echo(f"  {m.id}")
+                for number, step in enumerate(reversed(mig.steps(m)), 1):
+                    rb = step._rollback
+                    text = f"Python function {getattr(rb, '__name__', rb)!r}" if callable(rb) else (str(rb).strip() if rb else "(no rollback: a no-op)")
+                    _echo(f"    -- step {number}:")
+                    _echo("\n".join("    " + line for line in text.splitlines()))
+            return 0
+        _confirm_production(cfg, yes, f"Rolling back {len(todo)} migration(s)")
+        done_list = mig.rollback(cfg.require_url(), todo, on_progress=_progress(len(todo)))
+        _echo(f"Rolled back {len(done_list)} migration(s):")
+        width = max(len(a.id) for a in done_list)
+        for a in done_list:
+            _echo(f"  {a.id:{width}}  {a.seconds * 1000:8.1f} ms")
+        return 0
+
+    _run(body)
+
+
+@app.command()
+def seed(
+    environment: Annotated[str, typer.Option("--environment", "-e", help="Seed environment: runs seeds/ENV/*.sql in sorted order.")] = "development",
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation (production).")] = False,
+    env: EnvOpt = None, database_url: UrlOpt = None,
+) -> None:
+    """Load seed data, each file in its own transaction; report every file."""
+
+    def body() -> int:
+        from . import seeds
+        from .servers.base import connect
+        from .settings import seed_files
+
+        cfg = _config(env, database_url, None)
+        files = seed_files(cfg.seeds_dir, environment)
+        if environment.lower() == "production":
+            _confirm_production(config_mod.AppConfig(**{**cfg.__dict__, "env": "production"}), yes, f"Seeding {len(files)} file(s)")
+        conn = connect(cfg.require_url())
+        try:
+            results = seeds.load(conn, files, stop_on_error=False)
+        finally:
+            conn.close()
+        failed = [r for r in results if not r.ok]
+        _echo(f"Seeded {environment} into {urls.mask(cfg.require_url())}:")
+        for r in results:
+            _echo(f"  {'ok    ' if r.ok else 'FAILED'}  {r.file.name}")
+        for r in failed:
+            _err(f"Error: {r.error}")
+        return 1 if failed else 0
+
+    _run(body)
+
+
+@app.command()
+def new(
+    message: Annotated[str, typer.Option("--message", "-m", help="What the migration does; becomes its file name.")],
+    migrations: MigOpt = None,
+    env: EnvOpt = None,
+) -> None:
+    """Create the next numbered migration file with an apply and a rollback step to fill in."""
+
+    def body() -> int:
+        cfg = config_mod.load(env=env, migrations=migrations)
+        folder = cfg.migrations_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        numbers = [int(p.name.split(".", 1)[0]) for p in folder.iterdir() if p.name.split(".", 1)[0].isdigit()]
+        slug = re.sub(r"[^a-z0-9]+", "-", message.lower()).strip("-") or "migration"
+        path = folder / f"{max(numbers, default=0) + 1:04d}.{slug}.py"
+        path.write_text(
+            f'"""\n{message}\n"""\nfrom yoyo import step\n\n'
+            'step(\n    """\n    -- apply\n    """,\n    """\n    -- rollback: undo exactly what the apply did\n    """,\n)\n'
+        )
+        _echo(f"Created {path}")
+        return 0
+
+    _run(body)
+
+
+@app.command()
+def roundtrip(
+    migrations: MigOpt = None,
+    database_url: Annotated[Optional[str], typer.Option("--database-url", help="Server to create throwaway databases on (needs CREATEDB; env OVERLORD_DB_URL). Default: our own embedded server.")] = None,
+    format: FormatOpt = "text",
+) -> None:
+    """Prove every rollback: apply -> rollback -> apply each migration, snapshots compared."""
+
+    def body() -> int:
+        from . import roundtrip as rt
+        from . import settings as settings_mod
+        from .servers import inspect_server, make_server, required_extensions
+        from .template import Templates
+
+        url = database_url or os.environ.get("OVERLORD_DB_URL")
+        st = settings_mod.resolve(Path.cwd(), migrations=migrations, db_url=url, backend="url" if url else "embedded")
+        server = make_server(st, st.backend)
+        admin = server.start()
+        try:
+            facts = inspect_server(admin, required_extensions(st.migrations_dir))
+            templates = Templates(admin, st, facts)
+            try:
+                report = rt.run(templates, st.migrations_dir, st.accepted)
+            finally:
+                templates.close()
+        finally:
+            server.stop()
+        _echo(report.to_json() if format == "json" else report.render())
+        return 0 if report.ok else 1
+
+    if format not in ("text", "json"):
+        _err("Error: --format must be text or json.")
+        raise typer.Exit(2)
+    _run(body)
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ from yoyo import exceptions as yoyo_exceptions
 from yoyo.migrations import Migration, MigrationList, MigrationStep, StepGroup, TransactionWrapper, Transactionless
 
 from . import urls
-from .errors import ConfigError, MigrationError
+from .errors import ConfigError, MigrationError, ServerError
 
 # yoyo logs import failures with a full traceback through logging.exception;
 # we report them ourselves in one paragraph.
@@ -29,7 +29,7 @@ logging.getLogger("yoyo").addHandler(logging.NullHandler())
 logging.getLogger("yoyo").propagate = False
 
 TIMING_TABLE = "_overlord_migration_timing"
-BOOKKEEPING_TABLES = ("_yoyo_migration", "_yoyo_log", "_yoyo_version", "yoyo_lock", TIMING_TABLE)
+BOOKKEEPING_TABLES = ("_yoyo_migrations", "_yoyo_log", "_yoyo_version", "yoyo_lock", TIMING_TABLE)
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,54 @@ def pinpoint_statement(url: str, migration: Migration, direction: str = "apply")
 
 def backend(url: str):  # type: ignore[no-untyped-def]
     """A yoyo backend for ``url`` (the scheme normalised: yoyo rejects +psycopg2)."""
-    return get_backend(urls.normalize(url))
+    try:
+        return get_backend(urls.normalize(url))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    except psycopg2.Error as exc:
+        message = urls.mask_text(str(exc).strip(), url)
+        raise ServerError(f"Cannot connect to PostgreSQL at {urls.mask(url)}: {message}") from None
+
+
+def position(chain: list[Migration], target: str) -> int:
+    """Index of ``target`` in the chain: an id, or its number ('3' and '0003' both mean 0003.*)."""
+    for index, migration in enumerate(chain):
+        if migration.id == target:
+            return index
+    if target.isdigit():
+        matches = [i for i, m in enumerate(chain) if m.id.split(".", 1)[0].isdigit() and int(m.id.split(".", 1)[0]) == int(target)]
+        if len(matches) == 1:
+            return matches[0]
+    known = ", ".join(m.id for m in chain) or "none"
+    raise ConfigError(f"Unknown migration {target!r}: give an id or its number. Migrations: {known}.")
+
+
+@dataclass(frozen=True)
+class AppliedInfo:
+    id: str
+    applied_at: object  # datetime (UTC) from yoyo's own table
+    duration_ms: float | None  # from ours; None for migrations applied by plain yoyo
+
+
+def applied_info(url: str) -> list[AppliedInfo]:
+    """The applied migrations, in the order yoyo applied them, with their recorded durations."""
+    be = backend(url)
+    conn = be.connection
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT to_regclass('_yoyo_migrations') IS NOT NULL, to_regclass(%s) IS NOT NULL", (TIMING_TABLE,))
+            has_yoyo, has_timing = cur.fetchone()
+            if not has_yoyo:
+                return []
+            timing = f"LEFT JOIN {TIMING_TABLE} t ON t.migration_id = m.migration_id" if has_timing else ""
+            duration = "t.duration_ms" if has_timing else "NULL::float8"
+            cur.execute(
+                f"SELECT m.migration_id, m.applied_at_utc, {duration} FROM _yoyo_migrations m {timing}"
+                " ORDER BY m.applied_at_utc, m.migration_id"
+            )
+            return [AppliedInfo(*row) for row in cur.fetchall()]
+    finally:
+        conn.close()
 
 
 def _find_statement(sql: str, position: int | None) -> str:

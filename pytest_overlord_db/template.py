@@ -184,7 +184,7 @@ class Templates:
         """Drop clones and builds left by dead processes of this host (a SIGKILLed run, say)."""
         host = socket.gethostname()
         for name, mark in self.ours():
-            if mark.get("kind") in ("build", "work", "fresh") and mark.get("host") == host:
+            if mark.get("kind") in ("build", "work", "fresh", "roundtrip") and mark.get("host") == host:
                 pid = int(mark.get("pid", 0))
                 if pid != os.getpid() and not psutil.pid_exists(pid):
                     self.drop(name)
@@ -204,6 +204,13 @@ class Templates:
                 if attempt == 49:
                     raise OverlordError(f"Cannot clone {template}: other sessions keep it busy.") from None
                 time.sleep(0.05)
+        self._mark(name, kind)
+        return name
+
+    def create_empty(self, kind: str) -> str:
+        """A new empty database (from template1) of ours, for work that must not touch any other."""
+        name = f"{self.prefix}{kind[0]}_{os.getpid()}_{next(_counter)}"
+        self._execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         self._mark(name, kind)
         return name
 

@@ -147,3 +147,42 @@ def test_sigkill_while_building_the_template_then_rerun_succeeds(project):
     rerun = project.run("-q", "-s", "test_slow.py")
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert project.server_processes() == []  # the killed run's server was stopped by the rerun
+
+
+def test_auto_mode_and_commit_detection(project):
+    project.write(
+        "test_auto.py",
+        '''
+async def test_unmarked_async_test_in_auto_mode(overlord_db):
+    assert await overlord_db.fetchval("SELECT 1") == 1
+
+async def test_raw_commit_is_caught(overlord_db):
+    await overlord_db.execute("INSERT INTO tags (name) VALUES ('committed')")
+    await overlord_db.execute("COMMIT")
+
+async def test_after_raw_commit_database_is_clean(overlord_db):
+    assert await overlord_db.fetchval("SELECT count(*) FROM tags") == 0
+
+def test_with_block_commit_is_a_savepoint(overlord_db_sync):
+    with overlord_db_sync:
+        overlord_db_sync.cursor().execute("INSERT INTO tags (name) VALUES ('with-block')")
+
+def test_raw_sync_commit_is_caught(overlord_db_sync):
+    cur = overlord_db_sync.cursor()
+    cur.execute("INSERT INTO tags (name) VALUES ('raw-commit')")
+    cur.execute("COMMIT")
+    cur.execute("SELECT 1")
+
+def test_after_sync_commits_database_is_clean(overlord_db_sync):
+    cur = overlord_db_sync.cursor()
+    cur.execute("SELECT count(*) FROM tags")
+    assert cur.fetchone()[0] == 0
+''',
+    )
+    result = project.run("-q", "-o", "asyncio_mode=auto", "-o", "asyncio_default_fixture_loop_scope=function", "test_auto.py")
+    out = result.stdout
+    assert "6 passed, 2 errors" in out, out + result.stderr
+    assert "ERROR test_auto.py::test_raw_commit_is_caught" in out
+    assert "ERROR test_auto.py::test_raw_sync_commit_is_caught" in out
+    assert "the test ended the fixture's transaction" in out
+    assert "the test committed the transaction the fixture rolls back" in out

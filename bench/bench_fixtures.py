@@ -1,0 +1,178 @@
+"""Per-test overhead of each fixture and session start cost, as a user sees them.
+
+Whole pytest runs of a throwaway project (our migrations) at several sizes;
+the per-test figure is the slope of wall time against the number of tests,
+minus the slope of the same tests using no database. Every figure is printed
+with its ratio to the raw floor measured in the same run: one bare
+BEGIN/ROLLBACK round trip on the same server.
+
+    python bench/bench_fixtures.py [--sizes 50 200 400] [--repeat 3]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+import psycopg2
+
+REPO = Path(__file__).resolve().parent.parent
+
+BODIES = {
+    "baseline (async, no db)": ("@pytest.mark.asyncio\nasync def test_{i}():\n    pass\n", []),
+    "baseline (sync, no db)": ("def test_{i}():\n    pass\n", []),
+    "overlord_db": ("@pytest.mark.asyncio\nasync def test_{i}(overlord_db):\n    await overlord_db.execute('SELECT 1')\n", []),
+    "overlord_db, session loop": (
+        "@pytest.mark.asyncio(loop_scope='session')\nasync def test_{i}(overlord_db):\n    await overlord_db.execute('SELECT 1')\n",
+        [],
+    ),
+    "baseline (async session loop, no db)": ("@pytest.mark.asyncio(loop_scope='session')\nasync def test_{i}():\n    pass\n", []),
+    "overlord_db_sync": ("def test_{i}(overlord_db_sync):\n    overlord_db_sync.cursor().execute('SELECT 1')\n", []),
+    "overlord_fresh_db": ("def test_{i}(overlord_fresh_db):\n    assert overlord_fresh_db.url\n", []),
+}
+BASELINE_FOR = {
+    "overlord_db": "baseline (async, no db)",
+    "overlord_db, session loop": "baseline (async session loop, no db)",
+    "overlord_db_sync": "baseline (sync, no db)",
+    "overlord_fresh_db": "baseline (sync, no db)",
+}
+
+
+def make_project(root: Path) -> None:
+    shutil.copytree(REPO / "migrations", root / "migrations", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "yoyo.ini", root / "yoyo.ini")
+    (root / "pytest.ini").write_text("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+
+
+def write_tests(root: Path, kind: str, n: int) -> Path:
+    body, _ = BODIES[kind]
+    path = root / f"test_bench_{abs(hash(kind)) % 10**8}_{n}.py"
+    path.write_text("import pytest\n\n" + "\n".join(body.format(i=i) for i in range(n)))
+    return path
+
+
+def run(root: Path, datadir: Path, *files: Path) -> float:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OVERLORD_")}
+    env["OVERLORD_DATADIR"] = str(datadir)
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist", *map(str, files)],
+        cwd=root, env=env, capture_output=True, text=True,
+    )
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        raise SystemExit(f"benchmark run failed:\n{result.stdout}\n{result.stderr}")
+    return elapsed
+
+
+def slope(xs: list[int], ys: list[float]) -> float:
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+
+
+def raw_floor(url: str) -> tuple[float, float]:
+    """Median seconds of one BEGIN+ROLLBACK: psycopg2 and asyncpg."""
+    conn = psycopg2.connect(url)
+    samples = []
+    for _ in range(2000):
+        t = time.perf_counter()
+        conn.cursor().execute("BEGIN; ROLLBACK")
+        samples.append(time.perf_counter() - t)
+    conn.close()
+
+    async def async_floor() -> float:
+        aconn = await asyncpg.connect(url)
+        out = []
+        for _ in range(2000):
+            t = time.perf_counter()
+            tr = aconn.transaction()
+            await tr.start()
+            await tr.rollback()
+            out.append(time.perf_counter() - t)
+        await aconn.close()
+        return statistics.median(out)
+
+    return statistics.median(samples), asyncio.run(async_floor())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[50, 200, 400])
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="ovl-bench-"))
+    shm = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else work
+    datadir = shm / f"ovl-bench-{uuid.uuid4().hex[:8]}"
+    try:
+        make_project(work)
+        one_db = work / "test_one_db.py"
+        one_db.write_text("def test_one(overlord_db_sync):\n    pass\n")
+        one_plain = work / "test_one_plain.py"
+        one_plain.write_text("def test_one():\n    pass\n")
+
+        # Session start: cold (new data directory) and warm (template cached).
+        plain = min(run(work, datadir, one_plain) for _ in range(args.repeat))
+        cold = []
+        for i in range(args.repeat):
+            cold_dir = shm / f"{datadir.name}-cold{i}"
+            cold.append(run(work, cold_dir, one_db))
+            shutil.rmtree(cold_dir, ignore_errors=True)
+        run(work, datadir, one_db)  # build the template once
+        warm = min(run(work, datadir, one_db) for _ in range(args.repeat))
+
+        # The raw floor, on the same server, started for the purpose.
+        sys.path.insert(0, str(REPO))
+        from pytest_overlord_db.servers.embedded import EmbeddedServer
+
+        server = EmbeddedServer(datadir)
+        url = server.start()
+        try:
+            floor_sync, floor_async = raw_floor(url)
+        finally:
+            server.stop()
+
+        slopes = {}
+        for kind in BODIES:
+            xs, ys = [], []
+            for n in args.sizes:
+                path = write_tests(work, kind, n)
+                for _ in range(args.repeat):
+                    xs.append(n)
+                    ys.append(run(work, datadir, path))
+                path.unlink()
+            slopes[kind] = slope(xs, ys)
+
+        ms = 1000.0
+        print(f"embedded PostgreSQL, data in {shm}; sizes {args.sizes}, {args.repeat} runs each")
+        print(f"raw floor: BEGIN+ROLLBACK psycopg2 {floor_sync*ms:.3f} ms, asyncpg {floor_async*ms:.3f} ms")
+        print()
+        print(f"{'fixture':34} {'per test':>10} {'x floor':>9}   target")
+        targets = {"overlord_db": 1.0, "overlord_db, session loop": 1.0, "overlord_db_sync": 1.0, "overlord_fresh_db": 15.0}
+        for kind, base in BASELINE_FOR.items():
+            overhead = slopes[kind] - slopes[base]
+            floor = floor_async if kind.startswith("overlord_db,") or kind == "overlord_db" else floor_sync
+            verdict = "ok" if overhead * ms < targets[kind] else "MISSED"
+            print(f"{kind:34} {overhead*ms:8.3f} ms {overhead/floor:8.1f}x   < {targets[kind]:g} ms {verdict}")
+        print()
+        cold_share, warm_share = statistics.median(cold) - plain, warm - plain
+        print(f"session start, plugin's share: cold {cold_share:.3f} s (target < 2 s {'ok' if cold_share < 2 else 'MISSED'}), "
+              f"warm {warm_share:.3f} s (target < 0.5 s {'ok' if warm_share < 0.5 else 'MISSED'})")
+        print(f"  (pytest with one plain test: {plain:.3f} s; raw floor x{warm_share/floor_sync:.0f} warm)")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        for leftover in shm.glob(datadir.name + "*"):
+            shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink()
+
+
+if __name__ == "__main__":
+    main()

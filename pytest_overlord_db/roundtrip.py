@@ -1,0 +1,242 @@
+"""Prove every rollback: apply -> rollback -> apply, with catalog snapshots compared.
+
+For each migration, in yoyo's order, on a throwaway database at the level
+before it: snapshot S, apply, snapshot A, roll back, snapshot R, apply again,
+snapshot A2. R must equal S (schema and data) and A2 must equal A (schema and
+row counts: re-applied rows may carry new uuids and timestamps). After a
+failure the walk carries on from a clean database brought to that level, so
+one bad migration never hides the verdicts of the others. Finally everything
+is rolled back to empty and applied again.
+
+yoyo commits each migration itself, so none of this can hide in a
+transaction: it all happens in databases this module creates and drops.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import psycopg2
+from yoyo.migrations import Migration
+
+from . import migrations as mig
+from . import schema
+from .errors import MigrationError
+from .template import Templates
+
+STATUSES = ("ok", "irreversible", "rollback_failed", "reapply_failed", "apply_failed", "no_rollback")
+FULL_CYCLE = "(all migrations)"
+
+
+@dataclass
+class Verdict:
+    id: str
+    status: str = "ok"
+    diff: str = ""
+    error: str | None = None
+    accepted: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+@dataclass
+class Report:
+    migrations: list[Verdict]
+    full_cycle: Verdict | None
+    stale_exceptions: list[dict]
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return all(v.ok for v in self.migrations) and (self.full_cycle is None or self.full_cycle.ok) and not self.stale_exceptions
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "migrations": [asdict(v) for v in self.migrations],
+                "full_cycle": asdict(self.full_cycle) if self.full_cycle else None,
+                "stale_exceptions": self.stale_exceptions,
+                "ok": self.ok,
+                "seconds": round(self.seconds, 3),
+            },
+            indent=2,
+        )
+
+    def render(self) -> str:
+        width = max([len(v.id) for v in self.migrations] + [len(FULL_CYCLE)])
+        lines = [f"Round trip of {len(self.migrations)} migration(s): apply -> rollback -> apply, schema and data compared"]
+        for verdict in self.migrations + ([self.full_cycle] if self.full_cycle else []):
+            lines.append(f"  {verdict.status:15} {verdict.id:{width}}  {verdict.seconds:6.2f}s")
+            for item in verdict.accepted:
+                lines.append(f"      accepted: {item['object']} ({item['reason']})")
+            if verdict.error:
+                lines.append("      " + verdict.error)
+            if verdict.diff:
+                lines.extend("      " + line for line in verdict.diff.splitlines())
+        for stale in self.stale_exceptions:
+            lines.append(
+                f"  stale exception: {stale['migration']} / {stale['object']} matches nothing any more; "
+                "remove it from [tool.overlord_db] (or fix its name)"
+            )
+        counts: dict[str, int] = {}
+        for verdict in self.migrations:
+            counts[verdict.status] = counts.get(verdict.status, 0) + 1
+        summary = ", ".join(f"{n} {status}" for status, n in counts.items())
+        lines.append(f"Result: {'OK' if self.ok else 'FAILED'} ({summary}) in {self.seconds:.2f}s")
+        return "\n".join(lines)
+
+
+class _Walker:
+    """One throwaway database walked up the migration chain."""
+
+    def __init__(self, templates: Templates) -> None:
+        self.templates = templates
+        self.name: str | None = None
+        self.conn: psycopg2.extensions.connection | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.name
+        return self.templates.url(self.name)
+
+    def fresh(self, level: list[Migration]) -> None:
+        """A clean database with exactly ``level`` applied."""
+        self.close()
+        self.name = self.templates.create_empty("roundtrip")
+        if level:
+            mig.apply(self.url, level, lock=False)
+
+    def snapshot(self, data: bool = True) -> schema.Snapshot:
+        if self.conn is None or self.conn.closed:
+            self.conn = psycopg2.connect(self.url)
+        return schema.take(self.conn, data=data)
+
+    def close(self) -> None:
+        if self.conn is not None and not self.conn.closed:
+            self.conn.close()
+        self.conn = None
+        if self.name:
+            self.templates.drop(self.name)
+            self.name = None
+
+
+def _accept(diff: schema.Diff, entries: list[dict], used: set[int], verdict: Verdict) -> schema.Diff:
+    keys = diff.keys()
+    for entry in entries:
+        if entry["object"] in keys:
+            used.add(id(entry))
+            if not any(a["object"] == entry["object"] for a in verdict.accepted):
+                verdict.accepted.append({"object": entry["object"], "reason": entry["reason"]})
+    return diff.without(e["object"] for e in entries)
+
+
+def run(
+    templates: Templates,
+    migrations_dir: Path,
+    accepted: list[dict] | tuple[dict, ...] = (),
+    on_verdict: Callable[[Verdict], None] | None = None,
+) -> Report:
+    started = time.perf_counter()
+    chain = list(mig.read(migrations_dir))
+    accepted = list(accepted)
+    used: set[int] = set()
+    verdicts: list[Verdict] = []
+    walker = _Walker(templates)
+    applied: list[Migration] = []
+    try:
+        walker.fresh([])
+        empty = walker.snapshot()
+        before = empty
+        for migration in chain:
+            t0 = time.perf_counter()
+            verdict = Verdict(migration.id)
+            entries = [a for a in accepted if a["migration"] == migration.id]
+            clean = _check(walker, migration, before, verdict, entries, used)
+            if verdict.status != "apply_failed":
+                applied.append(migration)
+            if not clean:
+                walker.fresh(applied)  # carry on from a clean database at this level
+            before = walker.snapshot()
+            verdict.seconds = time.perf_counter() - t0
+            verdicts.append(verdict)
+            if on_verdict:
+                on_verdict(verdict)
+        full = _full_cycle(walker, applied, empty, before, accepted, used) if applied else None
+    finally:
+        walker.close()
+    known = {m.id for m in chain}
+    stale = [
+        {"migration": a["migration"], "object": a["object"], "reason": a["reason"],
+         "why": "no such migration" if a["migration"] not in known else "nothing it names was left behind"}
+        for a in accepted if id(a) not in used
+    ]
+    return Report(verdicts, full, stale, time.perf_counter() - started)
+
+
+def _check(walker: _Walker, migration: Migration, before: schema.Snapshot, verdict: Verdict,
+           entries: list[dict], used: set[int]) -> bool:
+    """Fill ``verdict``; return whether the walker's database is cleanly at the new level."""
+    try:
+        mig.apply(walker.url, [migration], lock=False)
+    except MigrationError as exc:
+        verdict.status, verdict.error = "apply_failed", str(exc)
+        return False
+    if not mig.has_rollback(migration):
+        verdict.status = "no_rollback"
+        verdict.error = ("A step of this migration has no rollback; yoyo would 'roll it back' as a silent no-op. "
+                         "Give every step a rollback, or declare it irreversible on purpose.")
+        return True
+    after = walker.snapshot()
+    try:
+        mig.rollback(walker.url, [migration], lock=False)
+    except MigrationError as exc:
+        verdict.status, verdict.error = "rollback_failed", str(exc)
+        return False
+    rolled_back = walker.snapshot()
+    diff = _accept(schema.compare(before, rolled_back), entries, used, verdict)
+    if diff:
+        verdict.status = "irreversible"
+        verdict.diff = diff.render("before apply", "after rollback")
+    try:
+        mig.apply(walker.url, [migration], lock=False)
+    except MigrationError as exc:
+        if verdict.status == "ok":
+            verdict.status = "reapply_failed"
+        verdict.error = f"Re-applying after the rollback failed: {exc}"
+        return False
+    again = walker.snapshot()
+    diff2 = _accept(schema.compare(after, again, counts_only=True), entries, used, verdict)
+    if diff2 and verdict.status == "ok":
+        verdict.status = "reapply_failed"
+        verdict.diff = diff2.render("first apply", "re-apply")
+    return verdict.status == "ok"
+
+
+def _full_cycle(walker: _Walker, applied: list[Migration], empty: schema.Snapshot, top: schema.Snapshot,
+                accepted: list[dict], used: set[int]) -> Verdict:
+    t0 = time.perf_counter()
+    verdict = Verdict(FULL_CYCLE)
+    try:
+        mig.rollback(walker.url, applied, lock=False)
+    except MigrationError as exc:
+        verdict.status, verdict.error = "rollback_failed", str(exc)
+    else:
+        diff = _accept(schema.compare(empty, walker.snapshot()), accepted, used, verdict)
+        if diff:
+            verdict.status, verdict.diff = "irreversible", diff.render("empty database", "after rolling everything back")
+        try:
+            mig.apply(walker.url, applied, lock=False)
+        except MigrationError as exc:
+            verdict.status, verdict.error = "reapply_failed", str(exc)
+        else:
+            diff2 = schema.compare(top, walker.snapshot(), counts_only=True).without(a["object"] for a in accepted)
+            if diff2 and verdict.ok:
+                verdict.status, verdict.diff = "reapply_failed", diff2.render("first apply", "re-apply")
+    verdict.seconds = time.perf_counter() - t0
+    return verdict
