@@ -7,7 +7,10 @@ migration took, which yoyo does not.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
+import sys
 import time
 import traceback
 from dataclasses import dataclass
@@ -96,7 +99,12 @@ def steps(migration: Migration) -> list[MigrationStep]:
 def has_rollback(migration: Migration) -> bool:
     """False when any step lacks a rollback: yoyo would silently 'roll it back' as a no-op."""
     found = steps(migration)
-    return bool(found) and all(step._rollback not in (None, "") for step in found)
+    with_rollback = [step._rollback not in (None, "") for step in found]
+    if migration.is_raw_sql():
+        # yoyo pairs a .rollback.sql file's statements with the apply statements
+        # one by one, so unpaired steps are normal: what matters is the file.
+        return any(with_rollback)
+    return bool(found) and all(with_rollback)
 
 
 def pinpoint_statement(url: str, migration: Migration, direction: str = "apply") -> str | None:
@@ -250,11 +258,17 @@ def ensure_timing_table(conn: "psycopg2.extensions.connection") -> None:
         )
 
 
-def apply(url: str, migrations: Iterable[Migration], *, lock: bool = True, on_progress=None) -> list[Applied]:  # type: ignore[no-untyped-def]
+def _rows_output(quiet: bool):  # type: ignore[no-untyped-def]
+    # yoyo prints the rows of any SELECT a step runs to stdout; keep stdout for
+    # our own output (JSON, reports): rows go to stderr, or nowhere when quiet.
+    return contextlib.redirect_stdout(io.StringIO() if quiet else sys.stderr)
+
+
+def apply(url: str, migrations: Iterable[Migration], *, lock: bool = True, on_progress=None, quiet: bool = False) -> list[Applied]:  # type: ignore[no-untyped-def]
     """Apply the given migrations that are pending, in order, recording each one's duration."""
     be = backend(url)
     applied: list[Applied] = []
-    with (be.lock() if lock else _nullcontext()):
+    with (be.lock() if lock else _nullcontext()), _rows_output(quiet):
         todo = be.to_apply(MigrationList(list(migrations)))
         conn = be.connection
         ensure_timing_table(conn)
@@ -282,11 +296,11 @@ def apply(url: str, migrations: Iterable[Migration], *, lock: bool = True, on_pr
     return applied
 
 
-def rollback(url: str, migrations: Iterable[Migration], *, lock: bool = True, on_progress=None) -> list[Applied]:  # type: ignore[no-untyped-def]
+def rollback(url: str, migrations: Iterable[Migration], *, lock: bool = True, on_progress=None, quiet: bool = False) -> list[Applied]:  # type: ignore[no-untyped-def]
     """Roll back the given migrations that are applied, newest first."""
     be = backend(url)
     done: list[Applied] = []
-    with (be.lock() if lock else _nullcontext()):
+    with (be.lock() if lock else _nullcontext()), _rows_output(quiet):
         todo = be.to_rollback(MigrationList(list(migrations)))
         conn = be.connection
         ensure_timing_table(conn)

@@ -65,6 +65,18 @@ class _State:
         assert self.runtime.info is not None
         return self.runtime, self.runtime.info
 
+    _roundtrip: Any = None
+
+    def roundtrip_report(self) -> Any:
+        """The round trip of every migration, run once per process on this run's server."""
+        if self._roundtrip is None:
+            from . import roundtrip
+
+            runtime, _ = self.ensure_runtime()
+            assert runtime.templates is not None
+            self._roundtrip = roundtrip.run(runtime.templates, self.settings.migrations_dir, self.settings.accepted)
+        return self._roundtrip
+
     def drop_connections(self) -> None:
         if self.sync_conn is not None and not self.sync_conn.closed:
             self.sync_conn.close()
@@ -281,3 +293,90 @@ def overlord_fresh_db(overlord_server: ServerInfo, request: pytest.FixtureReques
         yield FreshDatabase(name=name, url=runtime.templates.url(name))  # type: ignore[union-attr]
     finally:
         runtime.drop(name)
+
+
+# -- --overlord-roundtrip: one test item per migration ---------------------------------------
+
+
+class RoundtripFailure(Exception):
+    pass
+
+
+class RoundtripItem(pytest.Item):
+    """Passes when its migration's apply -> rollback -> apply leaves the schema exact."""
+
+    def __init__(self, *, verdict_id: str, path_hint: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.verdict_id = verdict_id
+        self.path_hint = path_hint
+        self.add_marker("overlord_roundtrip")
+
+    def runtest(self) -> None:
+        state = _state(self.config)
+        report = state.roundtrip_report()
+        if self.verdict_id == "stale":
+            if report.stale_exceptions:
+                raise RoundtripFailure("\n".join(
+                    f"{s['migration']} / {s['object']}: {s['why']}; remove it from [tool.overlord_db] or fix it"
+                    for s in report.stale_exceptions))
+            return
+        verdicts = report.migrations + ([report.full_cycle] if report.full_cycle else [])
+        verdict = next(v for v in verdicts if v.id == self.verdict_id)
+        for item in verdict.accepted:
+            self.user_properties.append(("accepted", f"{item['object']} — {item['reason']}"))
+        if not verdict.ok:
+            text = [f"{verdict.id}: {verdict.status}"]
+            if verdict.error:
+                text.append(verdict.error)
+            if verdict.diff:
+                text.append(verdict.diff)
+            raise RoundtripFailure("\n".join(text))
+
+    def repr_failure(self, excinfo: Any, style: Any = None) -> str:
+        if isinstance(excinfo.value, RoundtripFailure):
+            return str(excinfo.value)
+        if isinstance(excinfo.value, OverlordError):
+            return f"overlord-db: {excinfo.value}"
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self) -> tuple[Any, int | None, str]:
+        return self.path_hint, None, f"roundtrip {self.verdict_id}"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("overlord_roundtrip"):
+        return
+    state = _state(config)
+    from . import migrations as mig
+    from .roundtrip import FULL_CYCLE
+
+    try:
+        chain = list(mig.read(state.settings.migrations_dir))
+    except OverlordError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    for migration in chain:
+        items.append(RoundtripItem.from_parent(session, name=f"roundtrip[{migration.id}]", verdict_id=migration.id, path_hint=migration.path))
+    if chain:
+        items.append(RoundtripItem.from_parent(session, name="roundtrip[all-down-and-up]", verdict_id=FULL_CYCLE, path_hint=str(state.settings.migrations_dir)))
+    if state.settings.accepted:
+        items.append(RoundtripItem.from_parent(session, name="roundtrip[accepted-exceptions]", verdict_id="stale", path_hint=str(state.settings.root / "pyproject.toml")))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    # Reports (with their user_properties) reach the xdist controller too, so collect here.
+    if report.when == "call":
+        for key, value in report.user_properties:
+            if key == "accepted":
+                _accepted_seen.append((report.nodeid, value))
+
+
+_accepted_seen: list[tuple[str, str]] = []
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """Accepted round-trip exceptions are shown, never silently hidden."""
+    if _accepted_seen:
+        terminalreporter.section("overlord-db round trip: accepted exceptions")
+        for nodeid, text in _accepted_seen:
+            terminalreporter.write_line(f"{nodeid.split('[', 1)[-1].rstrip(']')}: {text}")

@@ -20,13 +20,15 @@ _USER_NS = f"n.nspname NOT IN {_SYSTEM_SCHEMAS} AND n.nspname NOT LIKE 'pg\\_tem
 _NOT_EXT = "NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = {cat}::regclass AND d.objid = {oid} AND d.deptype = 'e')"
 _BOOKKEEPING = "(" + ", ".join(f"'{t}'" for t in BOOKKEEPING_TABLES) + ")"
 
-# Sorted privileges: aclitem[] order depends on grant history, not meaning.
+# Sorted privileges: aclitem[] order depends on grant history, not meaning; and a
+# NULL acl means the defaults, which is what a GRANT then REVOKE leaves spelled out.
 _ACL = "(SELECT string_agg(a::text, ' ' ORDER BY a::text) FROM unnest({col}) a)"
+_REL_ACL = _ACL.format(col="""coalesce(c.relacl, acldefault(CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END::"char", c.relowner))""")
 
 QUERIES: dict[str, str] = {
     "schema": f"""
         SELECT 'schema ' || quote_ident(n.nspname),
-               concat_ws(E'\\n', 'owner ' || pg_get_userbyid(n.nspowner), 'acl ' || {_ACL.format(col='n.nspacl')},
+               concat_ws(E'\\n', 'owner ' || pg_get_userbyid(n.nspowner), 'acl ' || {_ACL.format(col="coalesce(n.nspacl, acldefault('n', n.nspowner))")},
                          'comment ' || obj_description(n.oid, 'pg_namespace'))
         FROM pg_namespace n WHERE {_USER_NS} AND {_NOT_EXT.format(cat="'pg_namespace'", oid='n.oid')}""",
     "relation": f"""
@@ -35,7 +37,7 @@ QUERIES: dict[str, str] = {
                || quote_ident(n.nspname) || '.' || quote_ident(c.relname),
                concat_ws(E'\\n',
                  'owner ' || pg_get_userbyid(c.relowner),
-                 'acl ' || {_ACL.format(col='c.relacl')},
+                 'acl ' || {_REL_ACL},
                  CASE WHEN c.relkind IN ('r','p') THEN 'persistence ' || c.relpersistence::text END,
                  CASE WHEN c.relrowsecurity THEN 'row level security enabled' END,
                  CASE WHEN c.relforcerowsecurity THEN 'row level security forced' END,
@@ -102,7 +104,7 @@ QUERIES: dict[str, str] = {
                || quote_ident(n.nspname) || '.' || quote_ident(p.proname) || '(' || pg_get_function_identity_arguments(p.oid) || ')',
                concat_ws(E'\\n', CASE WHEN p.prokind IN ('f', 'p', 'w') THEN pg_get_functiondef(p.oid)
                                       ELSE 'returns ' || pg_get_function_result(p.oid) END,
-                         'owner ' || pg_get_userbyid(p.proowner), 'acl ' || {_ACL.format(col='p.proacl')},
+                         'owner ' || pg_get_userbyid(p.proowner), 'acl ' || {_ACL.format(col="coalesce(p.proacl, acldefault('f', p.proowner))")},
                          'comment ' || obj_description(p.oid, 'pg_proc'))
         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
         WHERE {_USER_NS} AND {_NOT_EXT.format(cat="'pg_proc'", oid='p.oid')}""",
@@ -121,7 +123,7 @@ QUERIES: dict[str, str] = {
                  CASE WHEN t.typtype = 'd' AND t.typnotnull THEN 'not null' END,
                  CASE WHEN t.typtype = 'd' THEN 'default ' || t.typdefault END,
                  CASE WHEN t.typtype = 'r' THEN 'subtype ' || (SELECT format_type(r.rngsubtype, NULL) FROM pg_range r WHERE r.rngtypid = t.oid) END,
-                 'owner ' || pg_get_userbyid(t.typowner), 'acl ' || {_ACL.format(col='t.typacl')},
+                 'owner ' || pg_get_userbyid(t.typowner), 'acl ' || {_ACL.format(col="coalesce(t.typacl, acldefault('T', t.typowner))")},
                  'comment ' || obj_description(t.oid, 'pg_type'))
         FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
         WHERE t.typtype IN ('e', 'd', 'r', 'b') AND t.typelem = 0 AND {_USER_NS}
