@@ -297,3 +297,7 @@ def roundtrip(
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -32,7 +32,7 @@ logging.getLogger("yoyo").addHandler(logging.NullHandler())
 logging.getLogger("yoyo").propagate = False
 
 TIMING_TABLE = "_overlord_migration_timing"
-BOOKKEEPING_TABLES = ("_yoyo_migrations", "_yoyo_log", "_yoyo_version", "yoyo_lock", TIMING_TABLE)
+BOOKKEEPING_TABLES = ("_yoyo_migration", "_yoyo_log", "_yoyo_version", "yoyo_lock", TIMING_TABLE)
 
 
 @dataclass(frozen=True)
@@ -178,14 +178,14 @@ def applied_info(url: str) -> list[AppliedInfo]:
     conn = be.connection
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT to_regclass('_yoyo_migrations') IS NOT NULL, to_regclass(%s) IS NOT NULL", (TIMING_TABLE,))
+            cur.execute("SELECT to_regclass(%s) IS NOT NULL, to_regclass(%s) IS NOT NULL", (be.migration_table, TIMING_TABLE))
             has_yoyo, has_timing = cur.fetchone()
             if not has_yoyo:
                 return []
             timing = f"LEFT JOIN {TIMING_TABLE} t ON t.migration_id = m.migration_id" if has_timing else ""
             duration = "t.duration_ms" if has_timing else "NULL::float8"
             cur.execute(
-                f"SELECT m.migration_id, m.applied_at_utc, {duration} FROM _yoyo_migrations m {timing}"
+                f"SELECT m.migration_id, m.applied_at_utc, {duration} FROM {be.migration_table_quoted} m {timing}"
                 " ORDER BY m.applied_at_utc, m.migration_id"
             )
             return [AppliedInfo(*row) for row in cur.fetchall()]

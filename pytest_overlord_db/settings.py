@@ -113,8 +113,29 @@ def seed_files(seeds_dir: Path, env: str) -> list[Path]:
     return files
 
 
-def read_accepted(root: Path) -> tuple[dict, ...]:
-    """Accepted round-trip exceptions from ``[tool.overlord_db]`` in pyproject.toml."""
+ACCEPTED_SECTION = "overlord_db:accepted"
+
+
+def read_accepted(root: Path, ini_path: Path | None = None) -> tuple[dict, ...]:
+    """Accepted round-trip exceptions: ``[[tool.overlord_db.accepted]]`` in pyproject.toml and/or a
+    ``[overlord_db:accepted]`` section of yoyo.ini, one ``<migration> <object> = <reason>`` per line."""
+    entries: list[dict] = []
+    if ini_path is not None:
+        parser = configparser.ConfigParser(interpolation=None, default_section="\0no-defaults")
+        parser.optionxform = str  # type: ignore[assignment,method-assign]  # keep object names' case
+        parser.read(ini_path, encoding="utf-8")
+        if parser.has_section(ACCEPTED_SECTION):
+            for key, reason in parser.items(ACCEPTED_SECTION):
+                migration, _, obj = key.strip().partition(" ")
+                if not obj.strip() or not reason.strip():
+                    raise ConfigError(
+                        f"{ini_path}: [{ACCEPTED_SECTION}] lines read `<migration> <object> = <reason>`; {key!r} is not one."
+                    )
+                entries.append({"migration": migration, "object": obj.strip(), "reason": reason.strip()})
+    return tuple(entries) + _read_accepted_pyproject(root)
+
+
+def _read_accepted_pyproject(root: Path) -> tuple[dict, ...]:
     pyproject = root / "pyproject.toml"
     if not pyproject.is_file():
         return ()
@@ -195,7 +216,7 @@ def resolve(
         image=image or environ.get("OVERLORD_IMAGE") or DEFAULT_IMAGE,
         datadir=Path(datadir or environ["OVERLORD_DATADIR"]) if (datadir or environ.get("OVERLORD_DATADIR")) else None,
         ini_path=ini_path,
-        accepted=read_accepted(root),
+        accepted=read_accepted(root, ini_path),
     )
     settings.seed_files()  # an unknown --seed fails here, before any server starts
     return settings

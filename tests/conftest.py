@@ -81,3 +81,33 @@ def project(tmp_path: Path) -> Project:
             shutil.rmtree(leftover, ignore_errors=True)
         else:
             leftover.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def empty_db_url(overlord_server):
+    """An empty database of ours on the session's server (no migrations applied), dropped afterwards."""
+    from pytest_overlord_db.servers.base import ServerFacts
+    from pytest_overlord_db.settings import resolve
+    from pytest_overlord_db.template import Templates
+
+    templates = Templates(overlord_server.admin_url, resolve(REPO), ServerFacts(overlord_server.version_num, overlord_server.version))
+    name = templates.create_empty("fresh")
+    try:
+        yield templates.url(name)
+    finally:
+        templates.drop(name)
+        templates.close()
+
+
+@pytest.fixture
+def app_project(tmp_path, monkeypatch):
+    """The current directory is a copy of our project (migrations, seeds, yoyo.ini); no DATABASE_URL."""
+    root = tmp_path / "app"
+    root.mkdir()
+    shutil.copytree(REPO / "migrations", root / "migrations", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "seeds", root / "seeds")
+    shutil.copy(REPO / "yoyo.ini", root / "yoyo.ini")
+    monkeypatch.chdir(root)
+    for var in ("DATABASE_URL", "OVERLORD_ENV", "OVERLORD_DB_URL"):
+        monkeypatch.delenv(var, raising=False)
+    return root
