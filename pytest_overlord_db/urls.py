@@ -32,7 +32,7 @@ def mask(url: str) -> str:
     query = parts.query
     if query:
         pairs = [(k, "***" if k.lower() == "password" else v) for k, v in parse_qsl(query)]
-        query = urlencode(pairs, safe="/")
+        query = urlencode(pairs, safe="/*")
     netloc = parts.netloc
     if "@" in netloc:
         userinfo, host = netloc.rsplit("@", 1)

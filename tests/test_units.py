@@ -1,0 +1,144 @@
+"""Pure logic, no server: URLs, settings, yoyo.ini, backend choice, the Docker backend's pieces."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pytest_overlord_db import urls
+from pytest_overlord_db.errors import ConfigError
+from pytest_overlord_db.servers import choose_backend, docker_available, make_server, required_extensions
+from pytest_overlord_db.servers.docker import DockerServer, container_command
+from pytest_overlord_db.servers.embedded import EmbeddedServer, default_datadir
+from pytest_overlord_db.servers.external import ExternalServer
+from pytest_overlord_db.settings import YoyoIni, read_accepted, resolve, seed_files
+
+REPO = Path(__file__).resolve().parent.parent
+password_chars = st.text(alphabet=st.characters(blacklist_characters="@/?#[]:%", blacklist_categories=("Cs", "Cc")), min_size=3, max_size=30)
+
+
+@given(password=password_chars, user=st.from_regex(r"[a-z][a-z0-9_]{0,10}", fullmatch=True))
+def test_mask_never_shows_the_password(password, user):
+    url = f"postgresql+psycopg2://{user}:{password}@db.example.com:5432/app"
+    masked = urls.mask(url)
+    assert f"{user}:***@db.example.com:5432/app" in masked
+    assert password not in masked.replace(f"{user}:", "", 1).replace("db.example.com:5432/app", "").replace("postgresql+psycopg2://", "")
+
+
+def test_mask_query_password_and_text():
+    assert urls.mask("postgresql://h/db?user=u&password=secret") == "postgresql://h/db?user=u&password=***"
+    assert urls.mask_text('FATAL: password authentication failed for "u" (pw s3cret)', "postgresql://u:s3cret@h/db").count("s3cret") == 0
+
+
+def test_normalize_schemes():
+    assert urls.normalize("postgresql+psycopg2://u:p@h:1/d") == "postgresql://u:p@h:1/d"
+    assert urls.normalize("postgres://h/d") == "postgresql://h/d"
+    with pytest.raises(ValueError, match="not a PostgreSQL URL"):
+        urls.normalize("mysql://u:pw@h/d")
+
+
+def test_dsn_parts_of_a_socket_url():
+    parts = urls.dsn_parts("postgresql://postgres@/ovl_x?host=/dev/shm/data")
+    assert parts == {"host": "/dev/shm/data", "port": 5432, "user": "postgres", "password": None, "dbname": "ovl_x"}
+    assert urls.with_database("postgresql://u@h:5/a?x=1", "b") == "postgresql://u@h:5/b?x=1"
+
+
+def test_yoyo_ini_sections_and_variables(tmp_path):
+    ini = tmp_path / "yoyo.ini"
+    ini.write_text("[DEFAULT]\ndatabase = postgresql://d/default\nmigrations = db/migrations\n\n"
+                   "[production]\ndatabase = ${PROD_URL}\n\n[here]\nmigrations = %(here)s/other\n")
+    parsed = YoyoIni(ini, environ={"PROD_URL": "postgresql://p/prod"})
+    assert parsed.get("database") == "postgresql://d/default"
+    assert parsed.get("database", "production") == "postgresql://p/prod"
+    assert parsed.migrations_dir() == tmp_path / "db" / "migrations"
+    assert parsed.migrations_dir("here") == tmp_path / "other"
+    with pytest.raises(ConfigError, match=r"\$\{PROD_URL\}, but the environment variable PROD_URL is not set"):
+        YoyoIni(ini, environ={}).get("database", "production")
+    with pytest.raises(ConfigError, match=r"no \[staging\] section.*DEFAULT, production, here"):
+        parsed.get("database", "staging")
+
+
+def test_our_yoyo_ini_reads_as_the_seed_says():
+    parsed = YoyoIni(REPO / "yoyo.ini", environ={"DATABASE_URL": "postgresql://x/prod"})
+    assert parsed.get("database", "development").endswith("/robotoverlord_dev")
+    assert parsed.get("database", "production") == "postgresql://x/prod"
+    assert parsed.migrations_dir() == REPO / "migrations"
+    assert parsed.get("batch_mode") == "on"
+
+
+def test_resolve_precedence_and_errors(tmp_path):
+    (tmp_path / "migrations").mkdir()
+    (tmp_path / "seeds" / "dev").mkdir(parents=True)
+    (tmp_path / "seeds" / "dev" / "b.sql").write_text("SELECT 1")
+    (tmp_path / "seeds" / "dev" / "a.sql").write_text("SELECT 1")
+    s = resolve(tmp_path, environ={"OVERLORD_BACKEND": "embedded", "OVERLORD_DB_URL": "postgresql://h/d"})
+    assert s.backend == "embedded" and s.db_url == "postgresql://h/d"
+    assert resolve(tmp_path, backend="url", environ={"OVERLORD_DB_URL": "postgresql://h/d"}).backend == "url"
+    assert [p.name for p in seed_files(tmp_path / "seeds", "dev")] == ["a.sql", "b.sql"]
+    with pytest.raises(ConfigError, match="Unknown seed environment 'prod'.*exist: dev"):
+        resolve(tmp_path, seed="prod", environ={})
+    with pytest.raises(ConfigError, match="needs --overlord-db-url"):
+        resolve(tmp_path, backend="url", environ={})
+    with pytest.raises(ConfigError, match="does not exist"):
+        resolve(tmp_path, migrations="nope", environ={})
+
+
+def test_accepted_exceptions_from_both_places(tmp_path):
+    (tmp_path / "pyproject.toml").write_text(
+        '[[tool.overlord_db.accepted]]\nmigration = "0001.a"\nobject = "extension vector"\nreason = "shared"\n')
+    (tmp_path / "yoyo.ini").write_text("[overlord_db:accepted]\n0002.b table public.Keep = on purpose\n")
+    assert read_accepted(tmp_path, tmp_path / "yoyo.ini") == (
+        {"migration": "0002.b", "object": "table public.Keep", "reason": "on purpose"},
+        {"migration": "0001.a", "object": "extension vector", "reason": "shared"},
+    )
+    (tmp_path / "pyproject.toml").write_text('[[tool.overlord_db.accepted]]\nmigration = "0001.a"\n')
+    with pytest.raises(ConfigError, match="lacks object, reason"):
+        read_accepted(tmp_path)
+
+
+def test_backend_choice(tmp_path, monkeypatch):
+    (tmp_path / "migrations").mkdir()
+    assert choose_backend(resolve(tmp_path, db_url="postgresql://h/d", environ={}))[0] == "url"
+    assert choose_backend(resolve(tmp_path, backend="docker", environ={})) == ("docker", "chosen by option")
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    backend, reason = choose_backend(resolve(tmp_path, environ={}))
+    assert backend == "embedded" and reason.startswith("auto: Docker does not answer")
+    assert isinstance(make_server(resolve(tmp_path, environ={}), "embedded"), EmbeddedServer)
+    assert isinstance(make_server(resolve(tmp_path, environ={}), "docker"), DockerServer)
+    assert isinstance(make_server(resolve(tmp_path, db_url="postgres://h/d", environ={}), "url"), ExternalServer)
+
+
+def test_docker_backend_pieces_without_docker(monkeypatch):
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    if Path("/var/run/docker.sock").exists():
+        pytest.skip("a Docker socket exists here")
+    assert docker_available() == (False, "no DOCKER_HOST and no /var/run/docker.sock")
+    assert container_command() == "postgres -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
+    assert DockerServer("pgvector/pgvector:pg17").describe() == "docker pgvector/pgvector:pg17"
+
+
+def test_docker_backend_for_real():
+    ok, why = docker_available()
+    if not ok:
+        pytest.skip(f"Docker backend integration test needs a Docker engine: {why}")
+    server = DockerServer("pgvector/pgvector:pg17")
+    url = server.start()
+    try:
+        from pytest_overlord_db.servers import inspect_server
+
+        facts = inspect_server(url, {"vector", "citext"})
+        assert facts.major >= 13
+    finally:
+        server.stop()
+
+
+def test_default_datadir_is_per_project(tmp_path):
+    a, b = default_datadir(tmp_path / "one"), default_datadir(tmp_path / "two")
+    assert a != b and a.parent == b.parent
+    assert a.name.startswith("one-")
+
+
+def test_required_extensions_are_read_from_the_migrations():
+    assert required_extensions(REPO / "migrations") == {"citext", "vector"}
