@@ -10,6 +10,7 @@ import psycopg2
 import psycopg2.extensions
 
 from . import urls
+from .relay import Relay
 
 SAVEPOINT = "overlord_test"
 
@@ -71,12 +72,25 @@ def connect_sync(url: str) -> TestConnection:
 class AsyncConnections:
     """asyncpg connections keyed by event loop: an asyncpg connection belongs to the loop that made it.
 
-    With a function-scoped loop every test needs a new connection (~1.5 ms); with
-    a wider loop scope one connection serves every test of that loop.
+    With a wider loop scope one connection serves every test of that loop. With
+    a function-scoped loop every test needs a new connection; it goes through
+    the in-process relay, which keeps PostgreSQL backends between tests (a new
+    backend costs ~1.3 ms, a relayed connection ~0.3 ms).
     """
 
     url: Callable[[], str]
     by_loop: dict[Any, asyncpg.Connection] = field(default_factory=dict)
+    relay: Relay | None = None
+
+    def _relay_url(self) -> str:
+        url = urls.normalize(self.url())
+        if self.relay is None:
+            parts = urls.dsn_parts(url)
+            host = str(parts["host"] or "localhost")
+            target: object = f"{host}/.s.PGSQL.{parts['port']}" if host.startswith("/") else (host, parts["port"])
+            self.relay = Relay(target)
+            self.relay.start()
+        return self.relay.url_for(url)
 
     async def get(self, keep: bool) -> tuple[asyncpg.Connection, bool]:
         """The running loop's connection, and whether it was just made."""
@@ -84,9 +98,11 @@ class AsyncConnections:
         conn = self.by_loop.get(loop)
         if conn is not None and not conn.is_closed():
             return conn, False
-        conn = await asyncpg.connect(urls.normalize(self.url()))
         if keep:
+            conn = await asyncpg.connect(urls.normalize(self.url()))
             self.by_loop[loop] = conn
+        else:
+            conn = await asyncpg.connect(self._relay_url())
         return conn, True
 
     def forget(self, conn: asyncpg.Connection) -> None:
@@ -113,3 +129,6 @@ class AsyncConnections:
     def close_all(self) -> None:
         for loop in list(self.by_loop):
             self.close_for(loop)
+        if self.relay is not None:
+            self.relay.close()
+            self.relay = None

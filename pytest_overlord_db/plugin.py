@@ -251,12 +251,15 @@ async def overlord_db(overlord_server: ServerInfo, request: pytest.FixtureReques
         yield conn
     finally:
         committed = not conn.is_closed() and not conn.is_in_transaction()
-        if not conn.is_closed() and conn.is_in_transaction():
-            await transaction.rollback()
-        if not keep or conn.is_closed():
+        if keep and not conn.is_closed():
+            if conn.is_in_transaction():
+                await transaction.rollback()
+        elif not conn.is_closed():
+            # A relayed connection: just drop it. The relay rolls its backend
+            # back (and resets it) in the background; no round trip here.
+            conn.terminate()
+        if conn.is_closed():
             pool.forget(conn)
-            if not conn.is_closed():
-                await conn.close()
     if committed:
         state.reset_work_db()
         pytest.fail(

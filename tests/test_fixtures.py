@@ -142,3 +142,46 @@ async def test_both_fixtures_in_one_test(overlord_db, overlord_db_sync):
     with overlord_db_sync.cursor() as cur:
         cur.execute("SELECT count(*) FROM tags")
         assert cur.fetchone()[0] == 0
+
+
+# Under the default function-scoped loop, overlord_db goes through the relay, which reuses backends:
+# nothing of one test's session may reach the next.
+@pytest.mark.asyncio
+async def test_relay_session_state_first(overlord_db):
+    assert await overlord_db.fetchval("SELECT $1::int + 1", 1) == 2  # a prepared statement
+    await overlord_db.execute("SELECT pg_advisory_lock(4242)")
+    await overlord_db.execute("CREATE TEMP TABLE scratch (id int)")
+    await overlord_db.execute("LISTEN overlord_channel")
+
+
+@pytest.mark.asyncio
+async def test_relay_session_state_second(overlord_db):
+    assert await overlord_db.fetchval("SELECT $1::int + 1", 2) == 3  # same statement name, no clash
+    assert await overlord_db.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()") == 0
+    assert await overlord_db.fetchval("SELECT to_regclass('pg_temp.scratch')") is None
+    assert await overlord_db.fetchval("SELECT count(*) FROM pg_listening_channels()") == 0
+
+
+@pytest.mark.asyncio
+async def test_relay_passes_cancel_requests(overlord_db):
+    import asyncio
+    import time
+
+    started = time.monotonic()
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(overlord_db.fetchval("SELECT pg_sleep(30)"), timeout=0.2)
+    assert time.monotonic() - started < 5
+    # The connection is usable after the cancel (asyncpg rolls back to its savepoint-free state).
+    assert not overlord_db.is_closed()
+
+
+@pytest.mark.asyncio
+async def test_relay_backend_is_reused(overlord_db):
+    pids = {await overlord_db.fetchval("SELECT pg_backend_pid()")}
+    assert overlord_db.get_server_pid() in pids  # the key handed out is the real backend's
+
+
+@pytest.mark.asyncio
+async def test_relay_after_cancel_is_clean(overlord_db):
+    assert await overlord_db.fetchval("SELECT 1") == 1
+    assert overlord_db.is_in_transaction()
