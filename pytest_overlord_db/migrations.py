@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import sys
 import time
 import traceback
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
+import psutil
 import psycopg2
 import sqlparse
 from yoyo import get_backend, read_migrations
@@ -258,6 +260,30 @@ def ensure_timing_table(conn: "psycopg2.extensions.connection") -> None:
         )
 
 
+@contextlib.contextmanager
+def _yoyo_lock(be, url: str):  # type: ignore[no-untyped-def]
+    """yoyo's lock, which is a row in yoyo_lock keyed by pid: a killed run leaves it behind and
+    every later run would wait, then fail. Say so at once when the holder is dead on this host."""
+    try:
+        with be.connection.cursor() as cur:
+            cur.execute(f"SELECT pid, ctime FROM {be.lock_table_quoted}")
+            holders = cur.fetchall()
+    except psycopg2.Error:
+        holders = []
+    for pid, ctime in holders:
+        if pid != os.getpid() and not psutil.pid_exists(pid):
+            raise MigrationError(
+                f"{urls.mask(url)} is locked by yoyo for process {pid} (since {ctime} UTC), which is not running on "
+                "this machine: a migration run was killed. If no other machine is migrating this database, remove "
+                "the lock with `yoyo break-lock --database URL` and run again."
+            )
+    try:
+        with be.lock():
+            yield
+    except yoyo_exceptions.LockTimeout as exc:
+        raise MigrationError(f"{urls.mask(url)}: {exc}") from None
+
+
 def _rows_output(quiet: bool):  # type: ignore[no-untyped-def]
     # yoyo prints the rows of any SELECT a step runs to stdout; keep stdout for
     # our own output (JSON, reports): rows go to stderr, or nowhere when quiet.
@@ -268,7 +294,7 @@ def apply(url: str, migrations: Iterable[Migration], *, lock: bool = True, on_pr
     """Apply the given migrations that are pending, in order, recording each one's duration."""
     be = backend(url)
     applied: list[Applied] = []
-    with (be.lock() if lock else _nullcontext()), _rows_output(quiet):
+    with (_yoyo_lock(be, url) if lock else _nullcontext()), _rows_output(quiet):
         todo = be.to_apply(MigrationList(list(migrations)))
         conn = be.connection
         ensure_timing_table(conn)
@@ -300,7 +326,7 @@ def rollback(url: str, migrations: Iterable[Migration], *, lock: bool = True, on
     """Roll back the given migrations that are applied, newest first."""
     be = backend(url)
     done: list[Applied] = []
-    with (be.lock() if lock else _nullcontext()), _rows_output(quiet):
+    with (_yoyo_lock(be, url) if lock else _nullcontext()), _rows_output(quiet):
         todo = be.to_rollback(MigrationList(list(migrations)))
         conn = be.connection
         ensure_timing_table(conn)

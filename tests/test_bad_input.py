@@ -91,3 +91,14 @@ def test_unknown_backend(project):
     project.write("test_it.py", USES_DB)
     result = project.run("-q", "--overlord-backend=oracle", "test_it.py")
     assert result.returncode == 4 and "is not one of auto, embedded, docker, url" in output(result)
+
+
+def test_missing_extension_is_listed_before_anything_runs(project):
+    # The embedded server has no pgcrypto (the seed's original 0001 asked for it).
+    project.write("migrations/0006.crypto.py", 'from yoyo import step\nstep("CREATE EXTENSION IF NOT EXISTS \\"pgcrypto\\"", "DROP EXTENSION pgcrypto")\n')
+    project.write("test_it.py", USES_DB)
+    result = project.run("-q", "test_it.py")
+    text = output(result)
+    assert result.returncode == 4, text
+    assert "cannot run these migrations: extension(s) not available: pgcrypto" in text
+    assert "Traceback" not in text

@@ -283,3 +283,17 @@ def test_plain_yoyo_works_with_the_same_yoyo_ini(app_project, empty_db_url):
     status = cli("status", "--database-url", empty_db_url)
     assert "Applied (5):" in status.stdout and "Pending (0):" in status.stdout
     assert "? ms" in status.stdout  # applied by plain yoyo: no duration was recorded, and we say so
+
+
+def test_a_lock_left_by_a_killed_run_is_named(app_project, empty_db_url):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    assert cli("migrate", "--target", "1", "--database-url", empty_db_url).exit_code == 0
+    conn = psycopg2.connect(empty_db_url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("INSERT INTO yoyo_lock (locked, ctime, pid) VALUES (1, now(), %s)", (dead_pid,))
+    conn.close()
+    result = cli("migrate", "--database-url", empty_db_url)
+    assert result.exit_code == 1
+    assert f"locked by yoyo for process {dead_pid}" in result.stderr and "yoyo break-lock" in result.stderr

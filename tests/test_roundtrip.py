@@ -69,6 +69,14 @@ BROKEN = {
     "left_privilege": (step("GRANT SELECT ON a TO PUBLIC", "SELECT 1"), "irreversible", "table public.a"),
     "left_rows": (step("INSERT INTO a (name) VALUES ('seeded')", "SELECT 1"), "irreversible", "data public.a"),
     "changed_rows": (step("INSERT INTO a (name) VALUES ('one')", "UPDATE a SET name = 'two'"), "irreversible", "data public.a"),
+    "left_exclusion": (
+        step("CREATE EXTENSION IF NOT EXISTS btree_gist; CREATE TABLE slots (room int, during tstzrange, EXCLUDE USING gist (room WITH =, during WITH &&))",
+             "DROP TABLE slots"),
+        "irreversible", "left behind: extension btree_gist"),
+    "exclusion_changed": (
+        step("CREATE TABLE slots (room int, during tstzrange, CONSTRAINT no_overlap EXCLUDE USING gist (during WITH &&))",
+             "ALTER TABLE slots DROP CONSTRAINT no_overlap; ALTER TABLE slots ADD CONSTRAINT no_overlap EXCLUDE USING gist (during WITH =)"),
+        "irreversible", "left behind: table public.slots"),
     "left_domain": (step("CREATE DOMAIN positive AS int CHECK (VALUE > 0)", "SELECT 1"), "irreversible", "domain public.positive"),
     "left_schema": (step("CREATE SCHEMA reporting", "SELECT 1"), "irreversible", "left behind: schema reporting"),
     "identity_added": (step("ALTER TABLE a ADD COLUMN n int GENERATED ALWAYS AS IDENTITY", "ALTER TABLE a DROP COLUMN n; ALTER TABLE a ADD COLUMN n int"), "irreversible", "column public.a.n"),

@@ -74,8 +74,19 @@ def test_second_run_reuses_template_and_changed_migration_builds_a_new_one(proje
     third = project.run("-s", "-q", "test_report.py")
     [(name3, reused3)] = templates_in(third.stdout)
     assert reused3 == "False" and name3 != name1
-    # The old template of this project was dropped; the new one is there.
     assert not project.server_processes()
+    # The old template of this project was dropped; the new one is there.
+    from pytest_overlord_db.servers.embedded import EmbeddedServer
+
+    server = EmbeddedServer(project.datadir)
+    conn = psycopg2.connect(server.start())
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT datname FROM pg_database WHERE datname LIKE 'ovl\\_%%\\_t\\_%%' ORDER BY 1")
+            assert [r[0] for r in cur.fetchall()] == [name3]
+    finally:
+        conn.close()
+        server.stop()
 
 
 def test_seed_development_is_loaded_into_the_template(project):

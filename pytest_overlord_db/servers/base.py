@@ -12,7 +12,8 @@ from .. import urls
 from ..errors import ServerError
 
 MIN_SERVER_VERSION = 130000  # gen_random_uuid() and DROP DATABASE ... WITH (FORCE)
-_CREATE_EXTENSION = re.compile(r"""create\s+extension\s+(?:if\s+not\s+exists\s+)?["']?([A-Za-z0-9_\-]+)""", re.I)
+# The name may sit in quotes, escaped quotes (inside a Python string) or none.
+_CREATE_EXTENSION = re.compile(r"""create\s+extension\s+(?:if\s+not\s+exists\s+)?\\?["']?(?!if\b)([A-Za-z0-9_\-]+)""", re.I)
 
 
 class Server(ABC):
