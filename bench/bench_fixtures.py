@@ -30,15 +30,13 @@ REPO = Path(__file__).resolve().parent.parent
 BODIES = {
     "baseline (async, no db)": ("@pytest.mark.asyncio\nasync def test_{i}():\n    pass\n", []),
     "baseline (sync, no db)": ("def test_{i}():\n    pass\n", []),
-    # The fixture tests only take the fixture: its overhead is what is measured, not a query's.
-    "overlord_db": ("@pytest.mark.asyncio\nasync def test_{i}(overlord_db):\n    assert overlord_db.is_in_transaction()\n", []),
-    "overlord_db, session loop": (
-        "@pytest.mark.asyncio(loop_scope='session')\nasync def test_{i}(overlord_db):\n    assert overlord_db.is_in_transaction()\n",
-        [],
-    ),
+    # Every body is `pass`: the fixture's overhead is what is measured, not a query's, and not
+    # pytest's assertion rewriting (which alone costs ~0.5 ms per assert in a new file).
+    "overlord_db": ("@pytest.mark.asyncio\nasync def test_{i}(overlord_db):\n    pass\n", []),
+    "overlord_db, session loop": ("@pytest.mark.asyncio(loop_scope='session')\nasync def test_{i}(overlord_db):\n    pass\n", []),
     "baseline (async session loop, no db)": ("@pytest.mark.asyncio(loop_scope='session')\nasync def test_{i}():\n    pass\n", []),
-    "overlord_db_sync": ("def test_{i}(overlord_db_sync):\n    assert not overlord_db_sync.closed\n", []),
-    "overlord_fresh_db": ("def test_{i}(overlord_fresh_db):\n    assert overlord_fresh_db.url\n", []),
+    "overlord_db_sync": ("def test_{i}(overlord_db_sync):\n    pass\n", []),
+    "overlord_fresh_db": ("def test_{i}(overlord_fresh_db):\n    pass\n", []),
 }
 BASELINE_FOR = {
     "overlord_db": "baseline (async, no db)",

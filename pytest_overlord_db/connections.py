@@ -13,6 +13,9 @@ from . import urls
 from .relay import Relay
 
 SAVEPOINT = "overlord_test"
+# What a rollback does not undo: session-level advisory locks, LISTEN, WITH HOLD
+# cursors, session settings. asyncpg's own pool resets connections the same way.
+RESET_SESSION = "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL"
 
 
 class TestConnection(psycopg2.extensions.connection):
@@ -59,6 +62,12 @@ class TestConnection(psycopg2.extensions.connection):
             super().rollback()
             if self.autocommit:
                 intact = False
+            self.autocommit = True  # the reset must not open (and leave) a transaction
+            try:
+                with self.cursor() as cur:
+                    cur.execute(RESET_SESSION)
+            finally:
+                self.autocommit = False
         return intact
 
 

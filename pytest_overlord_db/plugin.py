@@ -4,14 +4,14 @@ from __future__ import annotations
 import asyncio
 import os
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, Iterator
 
 import pytest
 import pytest_asyncio
 
 from . import settings as settings_mod
 from . import urls
-from .connections import AsyncConnections, TestConnection, connect_sync
+from .connections import RESET_SESSION, AsyncConnections, TestConnection, connect_sync
 from .errors import ConfigError, MigrationError, OverlordError
 from .runtime import Runtime, ServerInfo
 
@@ -227,7 +227,7 @@ _SCOPE_NODES = {"package": pytest.Package, "module": pytest.Module, "class": pyt
 
 
 @pytest_asyncio.fixture
-async def overlord_db(overlord_server: ServerInfo, request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+async def overlord_db(overlord_server: ServerInfo, request: pytest.FixtureRequest) -> Any:
     """An asyncpg connection to the migrated database, in a transaction rolled back after the test.
 
     Nested ``conn.transaction()`` blocks in the code under test become savepoints.
@@ -239,27 +239,36 @@ async def overlord_db(overlord_server: ServerInfo, request: pytest.FixtureReques
     pool = state.async_conns
     scope = _test_loop_scope(request.node)
     keep = scope != "function"
+    loop = asyncio.get_running_loop()
     conn, new = await pool.get(keep)
     if keep and new:
         # Close it while its loop still exists: when the loop's scope ends.
-        loop = asyncio.get_running_loop()
         node = request.node.session if scope == "session" else request.node.getparent(_SCOPE_NODES[scope]) or request.node.session
         node.addfinalizer(lambda: pool.close_for(loop))
     transaction = conn.transaction()
     await transaction.start()
-    try:
-        yield conn
-    finally:
-        committed = not conn.is_closed() and not conn.is_in_transaction()
-        if keep and not conn.is_closed():
-            if conn.is_in_transaction():
-                await transaction.rollback()
-        elif not conn.is_closed():
-            # A relayed connection: just drop it. The relay rolls its backend
-            # back (and resets it) in the background; no round trip here.
-            conn.terminate()
-        if conn.is_closed():
-            pool.forget(conn)
+    # A plain (sync) finalizer, not an async generator: the relayed case needs no
+    # await at all, and pytest-asyncio would spend a whole loop run on it.
+    request.addfinalizer(lambda: _end_async_test(state, pool, conn, transaction, keep, loop))
+    return conn
+
+
+async def _rollback_and_reset(conn: Any, transaction: Any) -> None:
+    if conn.is_in_transaction():
+        await transaction.rollback()
+    await conn.execute(RESET_SESSION)
+
+
+def _end_async_test(state: _State, pool: AsyncConnections, conn: Any, transaction: Any, keep: bool, loop: Any) -> None:
+    committed = not conn.is_closed() and not conn.is_in_transaction()
+    if keep and not conn.is_closed():
+        loop.run_until_complete(_rollback_and_reset(conn, transaction))
+    elif not conn.is_closed():
+        # A relayed connection: just drop it. The relay rolls its backend back
+        # (and resets it) in the background; no round trip here.
+        conn.terminate()
+    if conn.is_closed():
+        pool.forget(conn)
     if committed:
         state.reset_work_db()
         pytest.fail(

@@ -2,14 +2,20 @@
 
 An asyncpg connection belongs to the event loop that made it, so under
 pytest-asyncio's default function-scoped loop every test needs a new
-connection — and a new PostgreSQL backend costs ~1.3 ms to start. The relay
-listens on a unix socket in a background thread; the first client's startup
-(authentication included, whatever the method) is passed through to the
-server and its answer recorded; later clients get that answer replayed at
-once and are joined to an idle backend. When a client says goodbye
-(Terminate), its backend is reset with ROLLBACK and DISCARD ALL and kept for
-the next one; a client that vanishes mid-conversation takes its backend
-with it. This is what PgBouncer's session pooling does, in-process.
+connection, and a new PostgreSQL backend costs ~1.3 ms to start. The relay
+listens on a unix socket, served by one background thread. The first
+client's startup (authentication included, whatever the method) is passed
+through to the server and the server's greeting recorded; later clients get
+that greeting replayed at once and are joined to an idle backend. When a
+client leaves (Terminate, or just closing its socket once every query it sent
+was answered), its backend is reset with ROLLBACK and DISCARD ALL, so no
+session state reaches the next client, and kept. This is what PgBouncer's
+session pooling does, in-process.
+
+One more trick, because the fixture's first words are always BEGIN: a reset
+backend is left with a transaction already begun, and a client whose first
+message is exactly ``BEGIN`` is answered by the relay itself. Any other first
+message rolls that transaction back before it is forwarded.
 """
 from __future__ import annotations
 
@@ -19,11 +25,22 @@ import socket
 import struct
 import tempfile
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, urlsplit, urlunsplit, urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 _SSL_REQUEST, _GSS_REQUEST, _CANCEL = 80877103, 80877104, 80877102
+_BEGIN = b"Q\x00\x00\x00\x0aBEGIN\x00"
+_BEGIN_DONE = b"C\x00\x00\x00\x0aBEGIN\x00Z\x00\x00\x00\x05T"
+_AUTH_OK = b"R\x00\x00\x00\x08\x00\x00\x00\x00"
+_READY_IDLE = b"Z\x00\x00\x00\x05I"
+
+
+def _query(sql: bytes) -> bytes:
+    return b"Q" + struct.pack("!I", len(sql) + 5) + sql + b"\x00"
+
+
+_RESET = _query(b"ROLLBACK") + _query(b"DISCARD ALL") + _query(b"BEGIN")
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytes:
@@ -37,50 +54,69 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
 
 
 def _read_message(sock: socket.socket) -> tuple[bytes, bytes]:
-    """One typed protocol message: (type, whole message bytes)."""
+    """One typed protocol message, read blocking: (type, whole message)."""
     head = _recv_exact(sock, 5)
     (length,) = struct.unpack("!I", head[1:])
     return head[:1], head + _recv_exact(sock, length - 4)
 
 
-def _read_startup(sock: socket.socket) -> bytes:
-    head = _recv_exact(sock, 4)
-    (length,) = struct.unpack("!I", head)
-    return head + _recv_exact(sock, length - 4)
+def _split(buffer: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """Whole typed messages at the front of ``buffer``, and the incomplete rest."""
+    messages, offset = [], 0
+    while len(buffer) - offset >= 5:
+        (length,) = struct.unpack("!I", buffer[offset + 1: offset + 5])
+        end = offset + 1 + length
+        if len(buffer) < end:
+            break
+        messages.append((buffer[offset:offset + 1], buffer[offset:end]))
+        offset = end
+    return messages, buffer[offset:]
 
 
-@dataclass
+@dataclass(eq=False)
 class _Backend:
     sock: socket.socket
-    key: bytes  # BackendKeyData message, for cancel requests
+    key: bytes  # its BackendKeyData message, handed to clients for cancel requests
+    begun: bool = False  # a transaction was begun for the next client
+    owed: int = 0  # ReadyForQuery messages still to come
+    buffer: bytes = b""
+    broken: bool = False
+
+
+@dataclass(eq=False)
+class _Session:
+    client: socket.socket
+    buffer: bytes = b""
+    backend: _Backend | None = None
+    client_open: bool = True
+    started: bool = False  # past the startup packet
+    startup: bytes = b""
 
 
 @dataclass
 class Relay:
-    """Relay to the server at ``target`` (a unix socket path or (host, port))."""
+    """Relay to the server at ``target``: a unix socket path or (host, port)."""
 
     target: object
-    greeting: bytes = b""  # what the server said after authentication, replayed to later clients
+    greeting: bytes = b""
     idle: list[_Backend] = field(default_factory=list)
-    resetting: int = 0  # backends on their way back to ``idle``
-    changed: threading.Condition = field(default_factory=threading.Condition)
+    waiting: deque = field(default_factory=deque)  # sessions waiting for a backend being reset
+    resetting: int = 0
     path: str = ""
-
-    @property
-    def lock(self) -> threading.Condition:
-        return self.changed
 
     def start(self) -> str:
         folder = tempfile.mkdtemp(prefix="ovl-relay-")
-        os.chmod(folder, 0o700)
         self.path = os.path.join(folder, ".s.PGSQL.5432")
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(self.path)
         self.listener.listen(64)
+        self.listener.setblocking(False)
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.listener, selectors.EVENT_READ, ("accept", None))
+        self._wake_r, self._wake_w = socket.socketpair()
+        self.selector.register(self._wake_r, selectors.EVENT_READ, ("stop", None))
         self._stop = False
-        # Threads are kept: starting one per client would cost as much as the rest of a connect.
-        self.workers = ThreadPoolExecutor(max_workers=64, thread_name_prefix="overlord-relay")
-        self.thread = threading.Thread(target=self._accept_loop, name="overlord-relay-accept", daemon=True)
+        self.thread = threading.Thread(target=self._run, name="overlord-relay", daemon=True)
         self.thread.start()
         return folder
 
@@ -96,210 +132,256 @@ class Relay:
     def close(self) -> None:
         self._stop = True
         try:
-            self.listener.shutdown(socket.SHUT_RDWR)
+            self._wake_w.send(b"x")
         except OSError:
             pass
+        self.thread.join(timeout=5)
+        for key in list(self.selector.get_map().values()):
+            key.fileobj.close()  # type: ignore[union-attr]
+        for backend in self.idle:
+            backend.sock.close()
+        self.idle.clear()
+        self.selector.close()
+        self._wake_w.close()
         try:
-            self.listener.close()
-            self.workers.shutdown(wait=False, cancel_futures=True)
-        finally:
-            with self.lock:
-                for backend in self.idle:
-                    backend.sock.close()
-                self.idle.clear()
-            try:
-                os.unlink(self.path)
-                os.rmdir(os.path.dirname(self.path))
-            except OSError:
-                pass
+            os.unlink(self.path)
+            os.rmdir(os.path.dirname(self.path))
+        except OSError:
+            pass
 
-    # -- the background thread -----------------------------------------------------------------
-    def _accept_loop(self) -> None:
+    # -- the relay thread ------------------------------------------------------------------------
+    def _run(self) -> None:
         while not self._stop:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            self.workers.submit(self._serve, client)
+            for key, _ in self.selector.select():
+                kind, obj = key.data
+                try:
+                    if kind == "accept":
+                        self._accept()
+                    elif kind == "client":
+                        self._from_client(obj)
+                    elif kind == "server":
+                        self._from_server(obj)
+                    elif kind == "reset":
+                        self._reset_progress(obj)
+                    elif kind == "stop":
+                        return
+                except (OSError, ConnectionError, struct.error):
+                    if kind == "client" or kind == "server":
+                        self._drop(obj)
+                    elif kind == "reset":
+                        self._forget(obj)
+
+    def _accept(self) -> None:
+        try:
+            client, _ = self.listener.accept()
+        except BlockingIOError:
+            return
+        client.setblocking(True)
+        self.selector.register(client, selectors.EVENT_READ, ("client", _Session(client)))
 
     def _connect_server(self) -> socket.socket:
-        if isinstance(self.target, str):
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        else:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        family = socket.AF_UNIX if isinstance(self.target, str) else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        if family == socket.AF_INET:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.connect(self.target)
+        sock.connect(self.target)  # type: ignore[arg-type]
         return sock
 
-    def _serve(self, client: socket.socket) -> None:
-        backend = None
-        try:
-            startup = _read_startup(client)
-            code = struct.unpack("!I", startup[4:8])[0]
-            while code in (_SSL_REQUEST, _GSS_REQUEST):
-                client.sendall(b"N")  # no encryption on a local socket
-                startup = _read_startup(client)
-                code = struct.unpack("!I", startup[4:8])[0]
-            if code == _CANCEL:
-                self._forward_cancel(startup)
+    def _from_client(self, session: _Session) -> None:
+        data = session.client.recv(65536)
+        if not data:
+            self._client_left(session)
+            return
+        session.buffer += data
+        if not session.started:
+            self._startup(session)
+            return
+        messages, session.buffer = _split(session.buffer)
+        backend = session.backend
+        assert backend is not None
+        out = b""
+        for kind, message in messages:
+            if kind == b"X":
+                if out:
+                    backend.sock.sendall(out)
+                self._client_left(session)
                 return
-            backend = self._checkout(client, startup)
-            if backend is None:
-                return
-            if self._pump(client, backend.sock):
-                with self.changed:
-                    self.resetting += 1
-                client.close()
-                try:
-                    self._reset_and_return(backend)
-                finally:
-                    with self.changed:
-                        self.resetting -= 1
-                        self.changed.notify_all()
-                backend = None
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            client.close()
-            if backend is not None:
-                backend.sock.close()
+            if backend.begun:
+                backend.begun = False
+                if message == _BEGIN:  # the fixture's BEGIN: already done
+                    session.client.sendall(_BEGIN_DONE)
+                    continue
+                self._rollback_now(backend)
+            if kind in (b"Q", b"S", b"F"):
+                backend.owed += 1
+            out += message
+        if out:
+            backend.sock.sendall(out)
 
-    def _checkout(self, client: socket.socket, startup: bytes) -> _Backend | None:
-        with self.changed:
-            # A backend being reset is ready in ~0.1 ms: far sooner than a new one.
-            self.changed.wait_for(lambda: self.idle or not self.resetting, timeout=1.0)
-            backend = self.idle.pop() if self.idle else None
-            greeting = self.greeting
-        if backend is not None and greeting:
-            client.sendall(b"R\x00\x00\x00\x08\x00\x00\x00\x00" + greeting + backend.key + b"Z\x00\x00\x00\x05I")
-            return backend
-        # A new backend: pass the client's startup and authentication through, recording the greeting.
+    def _startup(self, session: _Session) -> None:
+        while len(session.buffer) >= 8:
+            (length,) = struct.unpack("!I", session.buffer[:4])
+            if len(session.buffer) < length:
+                return
+            packet, session.buffer = session.buffer[:length], session.buffer[length:]
+            code = struct.unpack("!I", packet[4:8])[0]
+            if code in (_SSL_REQUEST, _GSS_REQUEST):
+                session.client.sendall(b"N")  # no encryption on a local socket
+                continue
+            if code == _CANCEL:
+                server = self._connect_server()
+                server.sendall(packet)  # the key is the real backend's: pass it on
+                server.close()
+                self._close_client(session)
+                return
+            session.started = True
+            session.startup = packet
+            self._checkout(session)
+            return
+
+    def _checkout(self, session: _Session) -> None:
+        if self.idle and self.greeting:
+            backend = self.idle.pop()
+            session.backend = backend
+            session.client.sendall(_AUTH_OK + self.greeting + backend.key + _READY_IDLE)
+            self.selector.register(backend.sock, selectors.EVENT_READ, ("server", session))
+            return
+        if self.resetting and self.greeting:
+            self.selector.unregister(session.client)  # wait quietly: a backend is ~0.1 ms away
+            self.waiting.append(session)
+            return
+        self._new_backend(session)
+
+    def _new_backend(self, session: _Session) -> None:
+        """Pass the client's startup and authentication through to a new backend (blocking, rare)."""
         server = self._connect_server()
-        server.sendall(startup)
+        server.sendall(session.startup)
         greeting, key = b"", b""
         while True:
             kind, message = _read_message(server)
             if kind == b"R" and message[5:9] != b"\x00\x00\x00\x00":  # an authentication challenge
-                client.sendall(message)
-                _, answer = _read_message(client)
+                session.client.sendall(message)
+                _, answer = _read_message(session.client)
                 server.sendall(answer)
                 continue
-            client.sendall(message)
+            session.client.sendall(message)
             if kind == b"S":
                 greeting += message
             elif kind == b"K":
                 key = message
             elif kind == b"E":
                 server.close()
-                return None
+                self._close_client(session)
+                return
             elif kind == b"Z":
                 break
-        with self.lock:
-            if not self.greeting:
-                self.greeting = greeting
-        return _Backend(server, key)
+        if not self.greeting:
+            self.greeting = greeting
+        session.backend = _Backend(server, key)
+        self.selector.register(server, selectors.EVENT_READ, ("server", session))
 
-    def _pump(self, client: socket.socket, server: socket.socket) -> bool:
-        """Relay until the client leaves; True when its backend is idle and may be reused.
-
-        A client leaves with Terminate, or by just closing its socket (the
-        fixture does, to save a round trip). Either way the backend is reusable
-        once every query the client sent has been answered: we count the
-        messages that end in ReadyForQuery (Query, Sync, FunctionCall) against
-        the ReadyForQuery messages the server sent, and wait for stragglers.
-        """
-        selector = selectors.DefaultSelector()
-        selector.register(client, selectors.EVENT_READ, "client")
-        selector.register(server, selectors.EVENT_READ, "server")
-        pending = b""  # client bytes not yet forwarded as whole messages
-        from_server = b""  # server bytes whose message boundaries are not yet known
-        owed = 0  # ReadyForQuery messages the server still owes
-        client_open = True
-        try:
-            while True:
-                events = selector.select(timeout=None if client_open else 5.0)
-                if not events:
-                    return False  # a straggling query that does not finish: give the backend up
-                for key, _ in events:
-                    if key.data == "server":
-                        data = server.recv(65536)
-                        if not data:
-                            return False
-                        if client_open:
-                            try:
-                                client.sendall(data)
-                            except OSError:
-                                client_open = False
-                                selector.unregister(client)
-                        from_server += data
-                        offset = 0
-                        while len(from_server) - offset >= 5:
-                            (length,) = struct.unpack("!I", from_server[offset + 1: offset + 5])
-                            end = offset + 1 + length
-                            if len(from_server) < end:
-                                break
-                            if from_server[offset:offset + 1] == b"Z":
-                                owed -= 1
-                            offset = end
-                        from_server = from_server[offset:]
-                        if not client_open and owed <= 0:
-                            return True
-                        continue
-                    data = client.recv(65536)
-                    if not data:
-                        client_open = False
-                        selector.unregister(client)
-                        if owed <= 0:  # nothing partial was forwarded: the backend is idle
-                            return True
-                        continue
-                    pending += data
-                    # Forward whole messages; stop at Terminate without forwarding it.
-                    offset = 0
-                    while len(pending) - offset >= 5:
-                        (length,) = struct.unpack("!I", pending[offset + 1: offset + 5])
-                        end = offset + 1 + length
-                        if len(pending) < end:
-                            break
-                        kind = pending[offset:offset + 1]
-                        if kind == b"X":
-                            server.sendall(pending[:offset])
-                            client_open = False
-                            selector.unregister(client)
-                            pending = b""
-                            if owed <= 0:
-                                return True
-                            break
-                        if kind in (b"Q", b"S", b"F"):
-                            owed += 1
-                        offset = end
-                    if offset and client_open:
-                        server.sendall(pending[:offset])
-                        pending = pending[offset:]
-        finally:
-            selector.close()
-
-    def _reset_and_return(self, backend: _Backend) -> None:
-        # Session state (prepared statements, settings, temp tables) must not reach the next client.
-        for statement in (b"ROLLBACK", b"DISCARD ALL"):
-            backend.sock.sendall(b"Q" + struct.pack("!I", len(statement) + 5) + statement + b"\x00")
-        greeting = b""
-        ready = 0
-        while ready < 2:
-            kind, message = _read_message(backend.sock)
+    def _rollback_now(self, backend: _Backend) -> None:
+        # The client did not start with BEGIN: undo the one we began for it.
+        backend.sock.sendall(_query(b"ROLLBACK"))
+        while True:
+            kind, _ = _read_message(backend.sock)
             if kind == b"Z":
-                ready += 1
-            elif kind == b"S":
-                greeting += message
-            elif kind == b"E" and ready == 1:  # DISCARD ALL failed: do not reuse this backend
-                backend.sock.close()
                 return
-        with self.lock:
-            self.idle.append(backend)
 
-    def _forward_cancel(self, request: bytes) -> None:
-        # The client cancels with the key we gave it: the key of the backend it was joined to.
-        server = self._connect_server()
+    def _from_server(self, session: _Session) -> None:
+        backend = session.backend
+        assert backend is not None
+        data = backend.sock.recv(65536)
+        if not data:
+            backend.broken = True
+            self._drop(session)
+            return
+        if session.client_open:
+            try:
+                session.client.sendall(data)
+            except OSError:
+                self._client_gone(session)
+        messages, backend.buffer = _split(backend.buffer + data)
+        for kind, _ in messages:
+            if kind == b"Z":
+                backend.owed -= 1
+        if not session.client_open and backend.owed <= 0:
+            self._release(session)
+
+    def _client_left(self, session: _Session) -> None:
+        self._client_gone(session)
+        if session.backend is None:
+            return
+        if session.backend.owed <= 0:
+            self._release(session)
+        # else: wait for the answers still owed, then release
+
+    def _client_gone(self, session: _Session) -> None:
+        if session.client_open:
+            session.client_open = False
+            self._close_client(session)
+
+    def _close_client(self, session: _Session) -> None:
         try:
-            server.sendall(request)
-        finally:
-            server.close()
+            self.selector.unregister(session.client)
+        except (KeyError, ValueError):
+            pass
+        session.client.close()
+
+    def _release(self, session: _Session) -> None:
+        backend, session.backend = session.backend, None
+        if backend is None:
+            return
+        self.selector.unregister(backend.sock)
+        # Reset in the background: ROLLBACK, DISCARD ALL (prepared statements, settings, locks,
+        # LISTEN, temp tables), and BEGIN for the next client's BEGIN.
+        backend.sock.sendall(_RESET)
+        backend.owed, backend.buffer, backend.begun = 3, b"", False
+        self.resetting += 1
+        self.selector.register(backend.sock, selectors.EVENT_READ, ("reset", backend))
+
+    def _reset_progress(self, backend: _Backend) -> None:
+        data = backend.sock.recv(65536)
+        if not data:
+            raise ConnectionError("backend closed during reset")
+        messages, backend.buffer = _split(backend.buffer + data)
+        for kind, _ in messages:
+            if kind == b"E":
+                backend.broken = True
+            elif kind == b"Z":
+                backend.owed -= 1
+        if backend.owed > 0:
+            return
+        self.selector.unregister(backend.sock)
+        self.resetting -= 1
+        if backend.broken:
+            backend.sock.close()
+        else:
+            backend.begun = True
+            self.idle.append(backend)
+        while self.waiting and (self.idle or not self.resetting):
+            session = self.waiting.popleft()
+            try:
+                self.selector.register(session.client, selectors.EVENT_READ, ("client", session))
+                self._checkout(session)
+            except (OSError, ConnectionError, struct.error):
+                self._drop(session)  # it gave up waiting
+
+    def _forget(self, backend: _Backend) -> None:
+        try:
+            self.selector.unregister(backend.sock)
+        except (KeyError, ValueError):
+            pass
+        backend.sock.close()
+        self.resetting -= 1
+
+    def _drop(self, session: _Session) -> None:
+        """Something went wrong mid-conversation: close both sides, never reuse the backend."""
+        self._client_gone(session)
+        backend, session.backend = session.backend, None
+        if backend is not None:
+            try:
+                self.selector.unregister(backend.sock)
+            except (KeyError, ValueError):
+                pass
+            backend.sock.close()

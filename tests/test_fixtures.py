@@ -185,3 +185,16 @@ async def test_relay_backend_is_reused(overlord_db):
 async def test_relay_after_cancel_is_clean(overlord_db):
     assert await overlord_db.fetchval("SELECT 1") == 1
     assert overlord_db.is_in_transaction()
+
+
+def test_sync_session_state_first(overlord_db_sync):
+    with overlord_db_sync.cursor() as cur:
+        cur.execute("SELECT pg_advisory_lock(4343); LISTEN sync_channel")
+
+
+def test_sync_session_state_second(overlord_db_sync):
+    with overlord_db_sync.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()")
+        assert cur.fetchone() == (0,)
+        cur.execute("SELECT count(*) FROM pg_listening_channels()")
+        assert cur.fetchone() == (0,)
