@@ -197,3 +197,34 @@ def test_after_sync_commits_database_is_clean(overlord_db_sync):
     assert "ERROR test_auto.py::test_raw_sync_commit_is_caught" in out
     assert "the test ended the fixture's transaction" in out
     assert "the test committed the transaction the fixture rolls back" in out
+
+
+def test_url_backend_creates_and_drops_only_its_own_databases(project, tmp_path):
+    from pytest_overlord_db.servers.embedded import EmbeddedServer
+
+    server = EmbeddedServer(project.datadir.with_name(project.datadir.name + "-theirs"))
+    url = server.start()
+    try:
+        conn = psycopg2.connect(url)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("CREATE DATABASE precious")
+            cur.execute("CREATE DATABASE ovl_lookalike")  # our prefix, but not ours: no mark
+        project.write("tests/test_user.py", USER_TESTS + REPORT_TEST.replace("import pytest", ""))
+        # The seed can also come from the ini file.
+        project.write("pytest.ini", "[pytest]\noverlord_seed = production\n")
+        project.write("tests/test_badges.py", "def test_badges(overlord_db_sync):\n    cur = overlord_db_sync.cursor()\n"
+                      "    cur.execute('SELECT count(*) FROM badges')\n    assert cur.fetchone()[0] == 5\n")
+        result = project.run("-q", "-s", f"--overlord-db-url={url}", "tests")
+        assert result.returncode == 0, result.stdout + result.stderr
+        header = project.run("--co", f"--overlord-db-url={url}", "tests").stdout
+        assert "overlord-db: backend url (auto: a database URL was given); postgresql://postgres@/postgres" in header
+        with conn.cursor() as cur:
+            cur.execute("SELECT datname FROM pg_database WHERE NOT datistemplate ORDER BY 1")
+            names = [r[0] for r in cur.fetchall()]
+        conn.close()
+        [(template, _)] = templates_in(result.stdout)
+        # Theirs are untouched; of ours only the cached template remains (work and fresh clones are gone).
+        assert names == sorted(["postgres", "precious", "ovl_lookalike", template]), names
+    finally:
+        server.stop()
