@@ -22,6 +22,7 @@ import psycopg2
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench_fixtures import raw_floor  # noqa: E402  (this folder is on sys.path when run as a script)
 from pytest_overlord_db import migrations as mig  # noqa: E402
 from pytest_overlord_db import roundtrip, schema  # noqa: E402
 from pytest_overlord_db.servers import EmbeddedServer, inspect_server  # noqa: E402
@@ -40,14 +41,7 @@ def main() -> None:
     admin = server.start()
     try:
         templates = Templates(admin, settings, inspect_server(admin, set()))
-        conn = psycopg2.connect(admin)
-        floor = []
-        for _ in range(2000):
-            t = time.perf_counter()
-            conn.cursor().execute("BEGIN; ROLLBACK")
-            floor.append(time.perf_counter() - t)
-        conn.close()
-        floor_s = statistics.median(floor)
+        floor_s, _ = raw_floor(admin)
 
         runs = []
         for _ in range(args.repeat):

@@ -65,16 +65,39 @@ def _confirm_production(cfg: config_mod.AppConfig, yes: bool, what: str) -> None
     raise ConfigError(f"{what} on production needs confirmation: run it on a terminal, or pass --yes.")
 
 
-def _describe_steps(migration) -> list[str]:  # type: ignore[no-untyped-def]
+def _describe_steps(migration, direction: str = "apply") -> list[str]:  # type: ignore[no-untyped-def]
+    """The SQL (or Python function) each step would run, for a dry run."""
+    ordered = mig.steps(migration)
+    if direction == "rollback":
+        ordered = list(reversed(ordered))
     lines = []
-    for number, step in enumerate(mig.steps(migration), 1):
-        body = step._apply
+    for number, step in enumerate(ordered, 1):
+        body = step._apply if direction == "apply" else step._rollback
+        lines.append(f"    -- step {number}:")
         if callable(body):
-            lines.append(f"    -- step {number}: Python function {getattr(body, '__name__', body)!r}")
+            lines.append(f"    Python function {getattr(body, '__name__', body)!r}")
+        elif not body:
+            lines.append("    (no rollback: yoyo runs nothing)")
         else:
-            lines.append(f"    -- step {number}:")
             lines.extend("    " + line for line in str(body).strip().splitlines())
     return lines
+
+
+def _list_done(verb: str, results: list[mig.Applied]) -> None:
+    width = max(len(a.id) for a in results)
+    _echo(f"{verb} {len(results)} migration(s):")
+    for a in results:
+        _echo(f"  {a.id:{width}}  {a.seconds * 1000:8.1f} ms")
+
+
+def _dry_run(verb: str, cfg: config_mod.AppConfig, todo: list, direction: str) -> int:  # type: ignore[type-arg]
+    _echo(f"Would {verb} {len(todo)} migration(s) {'to' if direction == 'apply' else 'from'} "
+          f"{urls.mask(cfg.require_url())} (dry run, nothing changed):")
+    for m in todo:
+        _echo(f"  {m.id}")
+        for line in _describe_steps(m, direction):
+            _echo(line)
+    return 0
 
 
 def _progress(total: int) -> Callable[[object, str], None]:
@@ -140,18 +163,9 @@ def migrate(
             _echo("Nothing to apply: the database is up to date" + (f" with {chain[upto].id}." if target else "."))
             return 0
         if dry_run:
-            _echo(f"Would apply {len(todo)} migration(s) to {urls.mask(cfg.require_url())} (dry run, nothing changed):")
-            for m in todo:
-                _echo(f"  {m.id}")
-                for line in _describe_steps(m):
-                    _echo(line)
-            return 0
+            return _dry_run("apply", cfg, todo, "apply")
         _confirm_production(cfg, yes, f"Applying {len(todo)} migration(s)")
-        applied = mig.apply(cfg.require_url(), todo, on_progress=_progress(len(todo)))
-        width = max(len(a.id) for a in applied)
-        _echo(f"Applied {len(applied)} migration(s):")
-        for a in applied:
-            _echo(f"  {a.id:{width}}  {a.seconds * 1000:8.1f} ms")
+        _list_done("Applied", mig.apply(cfg.require_url(), todo, on_progress=_progress(len(todo))))
         return 0
 
     _run(body)
@@ -181,21 +195,9 @@ def rollback(
             _echo("Nothing to roll back.")
             return 0
         if dry_run:
-            _echo(f"Would roll back {len(todo)} migration(s) from {urls.mask(cfg.require_url())} (dry run, nothing changed):")
-            for m in todo:
-                _echo(f"  {m.id}")
-                for number, step in enumerate(reversed(mig.steps(m)), 1):
-                    rb = step._rollback
-                    text = f"Python function {getattr(rb, '__name__', rb)!r}" if callable(rb) else (str(rb).strip() if rb else "(no rollback: a no-op)")
-                    _echo(f"    -- step {number}:")
-                    _echo("\n".join("    " + line for line in text.splitlines()))
-            return 0
+            return _dry_run("roll back", cfg, todo, "rollback")
         _confirm_production(cfg, yes, f"Rolling back {len(todo)} migration(s)")
-        done_list = mig.rollback(cfg.require_url(), todo, on_progress=_progress(len(todo)))
-        _echo(f"Rolled back {len(done_list)} migration(s):")
-        width = max(len(a.id) for a in done_list)
-        for a in done_list:
-            _echo(f"  {a.id:{width}}  {a.seconds * 1000:8.1f} ms")
+        _list_done("Rolled back", mig.rollback(cfg.require_url(), todo, on_progress=_progress(len(todo))))
         return 0
 
     _run(body)

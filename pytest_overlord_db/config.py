@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Mapping
 
 from .errors import ConfigError
-from .settings import YoyoIni, find_ini
+from .settings import YoyoIni, find_ini, locate
 
 
 @dataclass(frozen=True)
@@ -60,23 +60,15 @@ def load(
     else:
         url, origin = None, "nowhere"
 
-    if migrations:
-        migrations_dir = Path(migrations)
-        migrations_dir = migrations_dir if migrations_dir.is_absolute() else root / migrations_dir
-    else:
-        migrations_dir = (ini.migrations_dir(env) if ini else None) or root / "migrations"
-    seeds_value = ini.get("seeds", env) if ini else None
-    seeds_dir = Path(seeds_value) if seeds_value else root / "seeds"
-    if not seeds_dir.is_absolute():
-        seeds_dir = root / seeds_dir
+    migrations_dir, seeds_dir, _ = locate(root, ini, migrations, env=env)
     batch = (ini.get("batch_mode", env) if ini else None) or "off"
     return AppConfig(
         root=root,
         env=env,
         database_url=url,
         url_origin=origin,
-        migrations_dir=migrations_dir.resolve(),
-        seeds_dir=seeds_dir.resolve(),
+        migrations_dir=migrations_dir,
+        seeds_dir=seeds_dir,
         batch_mode=batch.strip().lower() in {"on", "true", "yes", "1"},
         ini=ini,
     )

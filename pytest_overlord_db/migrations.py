@@ -292,62 +292,47 @@ def _rows_output(quiet: bool):  # type: ignore[no-untyped-def]
 
 def apply(url: str, migrations: Iterable[Migration], *, lock: bool = True, on_progress=None, quiet: bool = False) -> list[Applied]:  # type: ignore[no-untyped-def]
     """Apply the given migrations that are pending, in order, recording each one's duration."""
-    be = backend(url)
-    applied: list[Applied] = []
-    with (_yoyo_lock(be, url) if lock else _nullcontext()), _rows_output(quiet):
-        todo = be.to_apply(MigrationList(list(migrations)))
-        conn = be.connection
-        ensure_timing_table(conn)
-        for migration in todo:
-            if on_progress:
-                on_progress(migration, "apply")
-            started = time.perf_counter()
-            try:
-                be.apply_one(migration)
-            except yoyo_exceptions.BadMigration as exc:
-                raise MigrationError(f"Migration {migration.id}: {exc}") from None
-            except psycopg2.Error as exc:
-                raise MigrationError(describe_db_error(migration, exc, "apply", url)) from None
-            seconds = time.perf_counter() - started
-            with conn.cursor() as cur:
-                cur.execute(
-                    f"INSERT INTO {TIMING_TABLE} (migration_id, duration_ms) VALUES (%s, %s)"
-                    " ON CONFLICT (migration_id) DO UPDATE SET duration_ms = EXCLUDED.duration_ms, applied_at = now()",
-                    (migration.id, seconds * 1000),
-                )
-            applied.append(Applied(migration.id, seconds))
-        if todo:
-            be.run_post_apply(todo)
-    be.connection.close()
-    return applied
+    return _run(url, migrations, "apply", lock=lock, on_progress=on_progress, quiet=quiet)
 
 
 def rollback(url: str, migrations: Iterable[Migration], *, lock: bool = True, on_progress=None, quiet: bool = False) -> list[Applied]:  # type: ignore[no-untyped-def]
     """Roll back the given migrations that are applied, newest first."""
+    return _run(url, migrations, "rollback", lock=lock, on_progress=on_progress, quiet=quiet)
+
+
+def _run(url: str, migrations: Iterable[Migration], direction: str, *, lock: bool, on_progress, quiet: bool) -> list[Applied]:  # type: ignore[no-untyped-def]
     be = backend(url)
     done: list[Applied] = []
-    with (_yoyo_lock(be, url) if lock else _nullcontext()), _rows_output(quiet):
-        todo = be.to_rollback(MigrationList(list(migrations)))
-        conn = be.connection
-        ensure_timing_table(conn)
-        for migration in todo:
-            if on_progress:
-                on_progress(migration, "rollback")
-            started = time.perf_counter()
-            try:
-                be.rollback_one(migration)
-            except psycopg2.Error as exc:
-                raise MigrationError(describe_db_error(migration, exc, "roll back", url)) from None
-            with conn.cursor() as cur:
-                cur.execute(f"DELETE FROM {TIMING_TABLE} WHERE migration_id = %s", (migration.id,))
-            done.append(Applied(migration.id, time.perf_counter() - started))
-    be.connection.close()
+    try:
+        with (_yoyo_lock(be, url) if lock else contextlib.nullcontext()), _rows_output(quiet):
+            chosen = MigrationList(list(migrations))
+            todo = be.to_apply(chosen) if direction == "apply" else be.to_rollback(chosen)
+            conn = be.connection
+            ensure_timing_table(conn)
+            for migration in todo:
+                if on_progress:
+                    on_progress(migration, direction)
+                started = time.perf_counter()
+                try:
+                    (be.apply_one if direction == "apply" else be.rollback_one)(migration)
+                except yoyo_exceptions.BadMigration as exc:
+                    raise MigrationError(f"Migration {migration.id}: {exc}") from None
+                except psycopg2.Error as exc:
+                    action = "apply" if direction == "apply" else "roll back"
+                    raise MigrationError(describe_db_error(migration, exc, action, url)) from None
+                seconds = time.perf_counter() - started
+                with conn.cursor() as cur:
+                    if direction == "apply":
+                        cur.execute(
+                            f"INSERT INTO {TIMING_TABLE} (migration_id, duration_ms) VALUES (%s, %s) ON CONFLICT"
+                            " (migration_id) DO UPDATE SET duration_ms = EXCLUDED.duration_ms, applied_at = now()",
+                            (migration.id, seconds * 1000),
+                        )
+                    else:
+                        cur.execute(f"DELETE FROM {TIMING_TABLE} WHERE migration_id = %s", (migration.id,))
+                done.append(Applied(migration.id, seconds))
+            if direction == "apply" and todo:
+                be.run_post_apply(todo)
+    finally:
+        be.connection.close()
     return done
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None

@@ -158,6 +158,29 @@ def _read_accepted_pyproject(root: Path) -> tuple[dict, ...]:
     return tuple(entries)
 
 
+def locate(
+    root: Path,
+    ini: YoyoIni | None,
+    migrations: str | os.PathLike[str] | None = None,
+    seeds: str | os.PathLike[str] | None = None,
+    env: str | None = None,
+) -> tuple[Path, Path, str]:
+    """(migrations folder, seeds folder, where the first came from): option, yoyo.ini, or ./migrations."""
+    if migrations:
+        migrations_dir, origin = Path(migrations), "--overlord-migrations"
+        if not migrations_dir.is_absolute():
+            migrations_dir = root / migrations_dir
+    elif ini is not None and ini.migrations_dir(env):
+        migrations_dir, origin = ini.migrations_dir(env), f"{ini.path} (migrations =)"  # type: ignore[assignment]
+    else:
+        migrations_dir, origin = root / "migrations", "the default ./migrations"
+    seeds_value = seeds or (ini.get("seeds", env) if ini else None)
+    seeds_dir = Path(seeds_value) if seeds_value else root / "seeds"
+    if not seeds_dir.is_absolute():
+        seeds_dir = (ini.path.parent if ini is not None and not seeds else root) / seeds_dir
+    return migrations_dir.resolve(), seeds_dir.resolve(), origin
+
+
 def resolve(
     root: Path,
     *,
@@ -176,28 +199,12 @@ def resolve(
     ini_path = find_ini(root)
     ini = YoyoIni(ini_path, environ) if ini_path else None
 
-    if migrations:
-        migrations_dir = Path(migrations)
-        if not migrations_dir.is_absolute():
-            migrations_dir = root / migrations_dir
-        origin = "--overlord-migrations"
-    elif ini and ini.migrations_dir():
-        migrations_dir = ini.migrations_dir()  # type: ignore[assignment]
-        origin = f"{ini_path} (migrations =)"
-    else:
-        migrations_dir = root / "migrations"
-        origin = "the default ./migrations"
-    migrations_dir = migrations_dir.resolve()
+    migrations_dir, seeds_dir, origin = locate(root, ini, migrations, seeds)
     if not migrations_dir.is_dir():
         raise ConfigError(
             f"Migrations folder {migrations_dir} does not exist (taken from {origin}). "
             "Create it, or point --overlord-migrations / OVERLORD_MIGRATIONS at your yoyo migrations."
         )
-
-    seeds_value = seeds or (ini.get("seeds") if ini else None)
-    seeds_dir = Path(seeds_value) if seeds_value else root / "seeds"
-    if not seeds_dir.is_absolute():
-        seeds_dir = (ini_path.parent if ini_path and not seeds else root) / seeds_dir
 
     backend = (backend or environ.get("OVERLORD_BACKEND") or "auto").lower()
     if backend not in BACKENDS:
@@ -209,7 +216,7 @@ def resolve(
     settings = Settings(
         root=root,
         migrations_dir=migrations_dir,
-        seeds_dir=seeds_dir.resolve(),
+        seeds_dir=seeds_dir,
         seed=seed or None,
         backend=backend,
         db_url=db_url,
