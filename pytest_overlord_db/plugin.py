@@ -53,6 +53,7 @@ class _State:
     runtime: Runtime | None = None
     sync_conn: TestConnection | None = None
     async_conns: AsyncConnections | None = None
+    _roundtrip: Any = None  # the round-trip report, computed once per process
 
     def ensure_runtime(self) -> tuple[Runtime, ServerInfo]:
         if self.runtime is None:
@@ -64,8 +65,6 @@ class _State:
                 raise
         assert self.runtime.info is not None
         return self.runtime, self.runtime.info
-
-    _roundtrip: Any = None
 
     def roundtrip_report(self) -> Any:
         """The round trip of every migration, run once per process on this run's server."""
@@ -156,8 +155,11 @@ def _state(config: pytest.Config) -> _State:
     return state
 
 
-def _fail_setup(exc: OverlordError) -> None:
+def _fail_setup(config: pytest.Config, exc: OverlordError) -> None:
     # One paragraph and stop: every test would otherwise repeat the same error.
+    if hasattr(config, "workerinput"):
+        # pytest.exit inside an xdist worker ends in an INTERNALERROR wall; fail the tests instead.
+        pytest.fail(f"overlord-db: {exc}", pytrace=False)
     code = pytest.ExitCode.TESTS_FAILED if isinstance(exc, MigrationError) or exc.exit_code == 1 else pytest.ExitCode.USAGE_ERROR
     pytest.exit(f"overlord-db: {exc}", returncode=code)
 
@@ -169,11 +171,13 @@ def _fail_setup(exc: OverlordError) -> None:
 def overlord_server(request: pytest.FixtureRequest) -> Iterator[ServerInfo]:
     """Session info: backend, server version, the template's name, URL and cache key."""
     state = _state(request.config)
+    error: OverlordError | None = None
     try:
         _, info = state.ensure_runtime()
     except OverlordError as exc:
-        _fail_setup(exc)
-        raise
+        error = exc
+    if error is not None:  # outside the except block, so no chained traceback is shown
+        _fail_setup(request.config, error)
     yield info
     state.shutdown()
 

@@ -102,3 +102,13 @@ def test_missing_extension_is_listed_before_anything_runs(project):
     assert result.returncode == 4, text
     assert "cannot run these migrations: extension(s) not available: pgcrypto" in text
     assert "Traceback" not in text
+
+
+def test_failing_migration_under_xdist_is_one_paragraph_per_test(project):
+    project.write("migrations/0006.bad.py", 'from yoyo import step\nstep("CREATE TABLE x (id int REFERENCES nowhere(id))", "DROP TABLE x")\n')
+    project.write("test_it.py", USES_DB + USES_DB.replace("test_it", "test_other"))
+    result = project.run("-n", "2", "test_it.py")
+    text = output(result)
+    assert result.returncode == 1, text
+    assert "INTERNALERROR" not in text and "Traceback" not in text and "During handling" not in text
+    assert text.count("overlord-db: Migration 0006.bad failed to apply") == 2
