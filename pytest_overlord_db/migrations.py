@@ -78,10 +78,6 @@ def _describe_load_failure(migration: Migration, cause: BaseException) -> str:
     return f"Migration file {where} does not import: {type(cause).__name__}: {detail}. Fix the file; nothing was applied."
 
 
-def ids(migrations: Iterable[Migration]) -> list[str]:
-    return [m.id for m in migrations]
-
-
 def steps(migration: Migration) -> list[MigrationStep]:
     """The migration's steps in apply order, unwrapped from yoyo's transaction wrappers and groups."""
     load(migration)

@@ -137,11 +137,12 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     if state is None:
         return []
     s = state.settings
-    where = urls.mask(s.db_url) if state.backend == "url" and s.db_url else (s.image if state.backend == "docker" else "")
-    if state.backend == "embedded":
-        from .servers.embedded import default_datadir
+    try:
+        from .servers import make_server
 
-        where = f"data in {s.datadir or default_datadir(s.root)}"
+        where = make_server(s, state.backend).describe()
+    except OverlordError as exc:
+        where = str(exc)
     return [
         f"overlord-db: backend {state.backend} ({state.reason}); {where}",
         f"overlord-db: migrations {s.migrations_dir}; seed {s.seed or 'none'}",

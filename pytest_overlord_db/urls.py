@@ -50,10 +50,6 @@ def mask_text(text: str, url: str) -> str:
     return text
 
 
-def database(url: str) -> str:
-    return unquote(urlsplit(url).path.lstrip("/"))
-
-
 def with_database(url: str, name: str) -> str:
     """``url`` pointing at database ``name`` instead."""
     parts = urlsplit(url)

@@ -218,7 +218,7 @@ def test_url_backend_creates_and_drops_only_its_own_databases(project, tmp_path)
         result = project.run("-q", "-s", f"--overlord-db-url={url}", "tests")
         assert result.returncode == 0, result.stdout + result.stderr
         header = project.run("--co", f"--overlord-db-url={url}", "tests").stdout
-        assert "overlord-db: backend url (auto: a database URL was given); postgresql://postgres@/postgres" in header
+        assert "overlord-db: backend url (auto: a database URL was given); url postgresql://postgres@/postgres" in header
         with conn.cursor() as cur:
             cur.execute("SELECT datname FROM pg_database WHERE NOT datistemplate ORDER BY 1")
             names = [r[0] for r in cur.fetchall()]
