@@ -142,3 +142,11 @@ def test_default_datadir_is_per_project(tmp_path):
 
 def test_required_extensions_are_read_from_the_migrations():
     assert required_extensions(REPO / "migrations") == {"citext", "vector"}
+
+
+def test_default_datadir_avoids_a_small_dev_shm(tmp_path, monkeypatch):
+    from pytest_overlord_db.servers import embedded
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(embedded, "_free_bytes", lambda path: 64 * 1024 * 1024)
+    assert default_datadir(tmp_path / "p").parent == tmp_path / "cache" / "pytest-overlord-db"

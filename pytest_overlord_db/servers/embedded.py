@@ -57,16 +57,24 @@ def _embedded_utils():  # type: ignore[no-untyped-def]
     return utils
 
 
+SHM_MIN_FREE = 512 * 1024 * 1024  # a cluster, a template and a few clones; containers often give /dev/shm 64 MB
+
+
 def default_datadir(root: Path) -> Path:
-    """Per-project data directory: on /dev/shm when it is a writable RAM disk, else the user cache."""
+    """Per-project data directory: on /dev/shm when it is a writable RAM disk with room, else the user cache."""
     root = root.resolve()
     tag = f"{root.name[:24] or 'project'}-{hashlib.sha256(str(root).encode()).hexdigest()[:8]}"
     shm = Path("/dev/shm")
-    if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK):
+    if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK) and _free_bytes(shm) >= SHM_MIN_FREE:
         base = shm / f"pytest-overlord-db-{os.getuid()}"
     else:
         base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pytest-overlord-db"
     return base / tag
+
+
+def _free_bytes(path: Path) -> int:
+    stats = os.statvfs(path)
+    return stats.f_bavail * stats.f_frsize
 
 
 def _process_key(pid: int) -> list[float] | None:
