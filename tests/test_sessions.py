@@ -228,3 +228,14 @@ def test_url_backend_creates_and_drops_only_its_own_databases(project, tmp_path)
         assert names == sorted(["postgres", "precious", "ovl_lookalike", template]), names
     finally:
         server.stop()
+
+
+def test_two_pytest_runs_at_once_share_server_and_template(project):
+    project.write("test_report.py", REPORT_TEST + USER_TESTS.replace("import pytest", ""))
+    runs = [project.popen("-q", "-s", "test_report.py") for _ in range(2)]
+    outputs = [run.communicate(timeout=120)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    built = [templates_in(out)[0] for out in outputs]
+    assert built[0][0] == built[1][0]  # one template
+    assert sorted(reused for _, reused in built) == ["False", "True"]  # built once, under the lock
+    assert project.server_processes() == []
