@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -90,16 +91,20 @@ class AsyncConnections:
     url: Callable[[], str]
     by_loop: dict[Any, asyncpg.Connection] = field(default_factory=dict)
     relay: Relay | None = None
+    _relayed: dict[str, Any] | None = None  # connect() keywords through the relay, parsed once
 
-    def _relay_url(self) -> str:
-        url = urls.normalize(self.url())
-        if self.relay is None:
+    def _relay_kwargs(self) -> dict[str, Any]:
+        if self._relayed is None:
+            url = urls.normalize(self.url())
             parts = urls.dsn_parts(url)
             host = str(parts["host"] or "localhost")
             target: object = f"{host}/.s.PGSQL.{parts['port']}" if host.startswith("/") else (host, parts["port"])
             self.relay = Relay(target)
             self.relay.start()
-        return self.relay.url_for(url)
+            # Keywords rather than a DSN: asyncpg parses a DSN (and looks for a service file) on every connect.
+            self._relayed = {"host": os.path.dirname(self.relay.path), "port": 5432, "user": parts["user"],
+                             "password": parts["password"], "database": parts["dbname"]}
+        return self._relayed
 
     async def get(self, keep: bool) -> tuple[asyncpg.Connection, bool]:
         """The running loop's connection, and whether it was just made."""
@@ -111,7 +116,7 @@ class AsyncConnections:
             conn = await asyncpg.connect(urls.normalize(self.url()))
             self.by_loop[loop] = conn
         else:
-            conn = await asyncpg.connect(self._relay_url())
+            conn = await asyncpg.connect(**self._relay_kwargs())
         return conn, True
 
     def forget(self, conn: asyncpg.Connection) -> None:
@@ -141,3 +146,4 @@ class AsyncConnections:
         if self.relay is not None:
             self.relay.close()
             self.relay = None
+        self._relayed = None

@@ -309,7 +309,7 @@ def overlord_fresh_db(overlord_server: ServerInfo, request: pytest.FixtureReques
     try:
         yield FreshDatabase(name=name, url=runtime.templates.url(name))  # type: ignore[union-attr]
     finally:
-        runtime.drop(name)
+        runtime.release_fresh_db(name)  # dropped (WITH FORCE) in the background
 
 
 # -- --overlord-roundtrip: one test item per migration ---------------------------------------

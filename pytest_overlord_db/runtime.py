@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,46 @@ class ServerInfo:
         return f"{self.backend} PostgreSQL {self.version}, template {self.template} ({state}) at {urls.mask(self.admin_url)}"
 
 
+class FreshPool:
+    """Fresh clones for ``overlord_fresh_db``, one kept ready ahead of time.
+
+    Cloning (~8 ms) and dropping (~4 ms) happen in a background thread with its
+    own connection: while a test runs, its predecessor's clone is dropped and
+    its successor's is made. A test that does work of its own then waits for
+    neither.
+    """
+
+    def __init__(self, templates: Templates, template: str) -> None:
+        self.template = template
+        self.foreground = templates
+        self.background = Templates(templates.admin_url, templates.settings, templates.facts)
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="overlord-fresh")
+        self.spare: Future[str] | None = None
+
+    def take(self) -> str:
+        name = None
+        if self.spare is not None:
+            try:
+                name = self.spare.result()
+            except Exception:
+                name = None  # made again below, in the foreground, where its error is reported
+            self.spare = None
+        if name is None:
+            name = self.foreground.clone(self.template, "fresh")
+        self.spare = self.worker.submit(self.background.clone, self.template, "fresh")
+        return name
+
+    def give_back(self, name: str) -> None:
+        self.worker.submit(self.background.drop, name)
+
+    def close(self) -> None:
+        if self.spare is not None:
+            spare, self.spare = self.spare, None
+            self.worker.submit(lambda: self.background.drop(spare.result()) if spare.exception() is None else None)
+        self.worker.shutdown(wait=True)
+        self.background.close()
+
+
 class Runtime:
     def __init__(self, settings: Settings, backend: str | None = None, reason: str = "") -> None:
         self.settings = settings
@@ -44,6 +85,7 @@ class Runtime:
         self.templates: Templates | None = None
         self.info: ServerInfo | None = None
         self._work_db: str | None = None
+        self._fresh: FreshPool | None = None
 
     def start(self) -> ServerInfo:
         started = time.perf_counter()
@@ -87,15 +129,21 @@ class Runtime:
         self._work_db = None
 
     def fresh_db(self) -> str:
+        """A new clone of the template for one test; give it back with ``release_fresh_db``."""
         assert self.templates and self.info
-        return self.templates.clone(self.info.template, "fresh")
+        if self._fresh is None:
+            self._fresh = FreshPool(self.templates, self.info.template)
+        return self._fresh.take()
 
-    def drop(self, name: str) -> None:
-        assert self.templates
-        self.templates.drop(name)
+    def release_fresh_db(self, name: str) -> None:
+        assert self._fresh is not None
+        self._fresh.give_back(name)
 
     def stop(self) -> None:
         try:
+            if self._fresh is not None:
+                self._fresh.close()
+                self._fresh = None
             if self.templates is not None:
                 if self._work_db:
                     self.reset_work_db()

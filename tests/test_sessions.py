@@ -239,3 +239,57 @@ def test_two_pytest_runs_at_once_share_server_and_template(project):
     assert built[0][0] == built[1][0]  # one template
     assert sorted(reused for _, reused in built) == ["False", "True"]  # built once, under the lock
     assert project.server_processes() == []
+
+
+def test_fresh_db_commits_are_gone_in_the_next_test(project):
+    project.write(
+        "test_fresh.py",
+        '''
+import time
+import psycopg2
+
+names = []
+
+def test_commit(overlord_fresh_db):
+    names.append(overlord_fresh_db.name)
+    conn = psycopg2.connect(overlord_fresh_db.url)
+    with conn, conn.cursor() as cur:
+        cur.execute("INSERT INTO tags (name) VALUES ('committed')")
+    conn.close()  # (left open, the drop would still succeed: it is WITH (FORCE))
+
+def test_next(overlord_fresh_db, overlord_server):
+    assert overlord_fresh_db.name != names[0]
+    conn = psycopg2.connect(overlord_fresh_db.url)
+    cur = conn.cursor()
+    cur.execute("SELECT count(*) FROM tags")
+    assert cur.fetchone()[0] == 0
+    deadline = time.monotonic() + 5  # the previous clone is dropped in the background
+    while time.monotonic() < deadline:
+        cur.execute("SELECT count(*) FROM pg_database WHERE datname = %s", (names[0],))
+        if cur.fetchone()[0] == 0:
+            break
+        time.sleep(0.01)
+    cur.execute("SELECT count(*) FROM pg_database WHERE datname = %s", (names[0],))
+    assert cur.fetchone()[0] == 0
+    conn.close()
+
+def test_open_connection_does_not_block_the_drop(overlord_fresh_db):
+    global leaked
+    leaked = psycopg2.connect(overlord_fresh_db.url)  # never closed by the test
+''',
+    )
+    result = project.run("-q", "test_fresh.py")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 passed" in result.stdout
+    # After the run no clone of ours is left on the server (the spare included).
+    from pytest_overlord_db.servers.embedded import EmbeddedServer
+
+    server = EmbeddedServer(project.datadir)
+    conn = psycopg2.connect(server.start())
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT datname FROM pg_database WHERE datname LIKE 'ovl\\\\_%%' AND datname NOT LIKE 'ovl\\\\_%%\\\\_t\\\\_%%'")
+            assert cur.fetchall() == []
+    finally:
+        conn.close()
+        server.stop()
