@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 _SSL_REQUEST, _GSS_REQUEST, _CANCEL = 80877103, 80877104, 80877102
+HANDSHAKE_TIMEOUT = 30.0
 _BEGIN = b"Q\x00\x00\x00\x0aBEGIN\x00"
 _BEGIN_DONE = b"C\x00\x00\x00\x0aBEGIN\x00Z\x00\x00\x00\x05T"
 _AUTH_OK = b"R\x00\x00\x00\x08\x00\x00\x00\x00"
@@ -165,7 +166,7 @@ class Relay:
                         self._reset_progress(obj)
                     elif kind == "stop":
                         return
-                except (OSError, ConnectionError, struct.error):
+                except Exception:  # noqa: BLE001 - one broken conversation must not stop the relay
                     if kind == "client" or kind == "server":
                         self._drop(obj)
                     elif kind == "reset":
@@ -255,6 +256,9 @@ class Relay:
     def _new_backend(self, session: _Session) -> None:
         """Pass the client's startup and authentication through to a new backend (blocking, rare)."""
         server = self._connect_server()
+        # Bounded: this runs on the relay's only thread.
+        server.settimeout(HANDSHAKE_TIMEOUT)
+        session.client.settimeout(HANDSHAKE_TIMEOUT)
         server.sendall(session.startup)
         greeting, key = b"", b""
         while True:
@@ -275,6 +279,8 @@ class Relay:
                 return
             elif kind == b"Z":
                 break
+        server.settimeout(None)
+        session.client.settimeout(None)
         if not self.greeting:
             self.greeting = greeting
         session.backend = _Backend(server, key)
