@@ -31,6 +31,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 _SSL_REQUEST, _GSS_REQUEST, _CANCEL = 80877103, 80877104, 80877102
 HANDSHAKE_TIMEOUT = 30.0
+# Authentication requests the client answers: cleartext, MD5, GSS, GSS-continue, SSPI, SASL, SASL-continue.
+# (SASL-final, 12, and OK, 0, expect nothing back.)
+_AUTH_NEEDS_ANSWER = {3, 5, 7, 8, 9, 10, 11}
 _BEGIN = b"Q\x00\x00\x00\x0aBEGIN\x00"
 _BEGIN_DONE = b"C\x00\x00\x00\x0aBEGIN\x00Z\x00\x00\x00\x05T"
 _AUTH_OK = b"R\x00\x00\x00\x08\x00\x00\x00\x00"
@@ -263,7 +266,7 @@ class Relay:
         greeting, key = b"", b""
         while True:
             kind, message = _read_message(server)
-            if kind == b"R" and message[5:9] != b"\x00\x00\x00\x00":  # an authentication challenge
+            if kind == b"R" and struct.unpack("!I", message[5:9])[0] in _AUTH_NEEDS_ANSWER:
                 session.client.sendall(message)
                 _, answer = _read_message(session.client)
                 server.sendall(answer)

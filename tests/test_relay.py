@@ -102,3 +102,57 @@ def test_begin_answered_by_the_relay_is_a_real_transaction(relay_url, empty_db_u
         cur.execute("SELECT to_regclass('rolled_back')")
         assert cur.fetchone() == (None,)
     direct.close()
+
+
+def test_password_authentication_passes_through(tmp_path):
+    """The first backend's authentication (SCRAM here) is the server's own, passed through unchanged."""
+    import os
+    import shutil
+    import uuid
+
+    from pytest_overlord_db.servers.embedded import EmbeddedServer
+
+    base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else str(tmp_path)
+    server = EmbeddedServer(os.path.join(base, f"ovl-test-scram-{uuid.uuid4().hex[:8]}"))
+    admin = server.start()
+    try:
+        conn = psycopg2.connect(admin)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("CREATE ROLE robot LOGIN PASSWORD 's3cret'")
+            cur.execute("CREATE DATABASE robotdb OWNER robot")
+            cur.execute("SHOW hba_file")
+            hba = cur.fetchone()[0]
+        with open(hba) as fh:
+            rules = fh.read()
+        with open(hba, "w") as fh:
+            fh.write("local all robot scram-sha-256\n" + rules)
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_reload_conf()")
+        conn.close()
+
+        relay = Relay(f"{server.socket_dir()}/.s.PGSQL.5432")
+        relay.start()
+        host = os.path.dirname(relay.path)
+        try:
+            async def attempt(password: str):
+                c = await asyncpg.connect(host=host, user="robot", password=password, database="robotdb")
+                try:
+                    return await c.fetchval("SELECT current_user")
+                finally:
+                    await c.close()
+
+            with pytest.raises(asyncpg.InvalidPasswordError):
+                asyncio.run(attempt("wrong"))
+            assert asyncio.run(attempt("s3cret")) == "robot"
+            assert asyncio.run(attempt("s3cret")) == "robot"  # the second joins the kept backend
+        finally:
+            relay.close()
+    finally:
+        server.stop()
+        shutil.rmtree(server.datadir, ignore_errors=True)
+        for suffix in (".lock", ".clients.json"):
+            try:
+                os.unlink(str(server.datadir) + suffix)
+            except OSError:
+                pass
