@@ -19,7 +19,7 @@ SAVEPOINT = "overlord_test"
 RESET_SESSION = "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL"
 
 
-class TestConnection(psycopg2.extensions.connection):
+class SavepointConnection(psycopg2.extensions.connection):
     """psycopg2 connection whose commit()/rollback() act on a savepoint while a test runs.
 
     Code under test that commits (as application code does) keeps working and
@@ -72,9 +72,9 @@ class TestConnection(psycopg2.extensions.connection):
         return intact
 
 
-def connect_sync(url: str) -> TestConnection:
-    conn = psycopg2.connect(urls.normalize(url), connection_factory=TestConnection)
-    assert isinstance(conn, TestConnection)
+def connect_sync(url: str) -> SavepointConnection:
+    conn = psycopg2.connect(urls.normalize(url), connection_factory=SavepointConnection)
+    assert isinstance(conn, SavepointConnection)
     return conn
 
 

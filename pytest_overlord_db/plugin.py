@@ -11,7 +11,7 @@ import pytest_asyncio
 
 from . import settings as settings_mod
 from . import urls
-from .connections import RESET_SESSION, AsyncConnections, TestConnection, connect_sync
+from .connections import RESET_SESSION, AsyncConnections, SavepointConnection, connect_sync
 from .errors import ConfigError, MigrationError, OverlordError
 from .runtime import Runtime, ServerInfo
 
@@ -51,7 +51,7 @@ class _State:
     backend: str
     reason: str
     runtime: Runtime | None = None
-    sync_conn: TestConnection | None = None
+    sync_conn: SavepointConnection | None = None
     async_conns: AsyncConnections | None = None
     _roundtrip: Any = None  # the round-trip report, computed once per process
 
@@ -184,7 +184,7 @@ def overlord_server(request: pytest.FixtureRequest) -> Iterator[ServerInfo]:
 
 
 @pytest.fixture
-def overlord_db_sync(overlord_server: ServerInfo, request: pytest.FixtureRequest) -> Iterator[TestConnection]:
+def overlord_db_sync(overlord_server: ServerInfo, request: pytest.FixtureRequest) -> Iterator[SavepointConnection]:
     """A psycopg2 connection to the migrated database, in a transaction rolled back after the test."""
     state = _state(request.config)
     if state.sync_conn is None or state.sync_conn.closed:
