@@ -293,3 +293,16 @@ def test_open_connection_does_not_block_the_drop(overlord_fresh_db):
     finally:
         conn.close()
         server.stop()
+
+
+def test_readme_fixture_examples_run(project):
+    """The README's fixture examples, run as a user would: a test file in a project with plain pytest."""
+    from conftest import REPO
+
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Fixtures", 1)[1]
+    example = section.split("```python", 1)[1].split("```", 1)[0]
+    project.write("tests/test_readme.py", example)
+    result = project.run("-q", "tests/test_readme.py")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "4 passed" in result.stdout
