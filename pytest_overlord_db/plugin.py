@@ -299,6 +299,9 @@ class FreshDatabase:
     def __str__(self) -> str:
         return urls.mask(self.url)
 
+    def __repr__(self) -> str:  # shown by pytest --showlocals and in assertion messages: no passwords
+        return f"FreshDatabase(name={self.name!r}, url={urls.mask(self.url)!r})"
+
 
 @pytest.fixture
 def overlord_fresh_db(overlord_server: ServerInfo, request: pytest.FixtureRequest) -> Iterator[FreshDatabase]:

@@ -34,6 +34,9 @@ class ServerInfo:
         state = "reused" if self.template_reused else f"built in {self.build_seconds:.2f}s"
         return f"{self.backend} PostgreSQL {self.version}, template {self.template} ({state}) at {urls.mask(self.admin_url)}"
 
+    def __repr__(self) -> str:  # shown by pytest --showlocals and in assertion messages: no passwords
+        return f"ServerInfo({self})"
+
 
 class FreshPool:
     """Fresh clones for ``overlord_fresh_db``, one kept ready ahead of time.

@@ -150,3 +150,17 @@ def test_default_datadir_avoids_a_small_dev_shm(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(embedded, "_free_bytes", lambda path: 64 * 1024 * 1024)
     assert default_datadir(tmp_path / "p").parent == tmp_path / "cache" / "pytest-overlord-db"
+
+
+def test_fixture_values_never_show_a_password_in_repr():
+    from pytest_overlord_db.plugin import FreshDatabase
+    from pytest_overlord_db.runtime import ServerInfo
+
+    fresh = FreshDatabase(name="ovl_x", url="postgresql://robot:hunter2@db:5432/ovl_x")
+    info = ServerInfo(backend="url", reason="", version="18.6", version_num=180006,
+                      admin_url="postgresql://robot:hunter2@db:5432/postgres", template="ovl_t",
+                      template_url="postgresql://robot:hunter2@db:5432/ovl_t", cache_key="k",
+                      template_reused=True, build_seconds=0.0, start_seconds=0.1, datadir=None)
+    for text in (repr(fresh), str(fresh), repr(info), str(info), repr([fresh, info])):
+        assert "hunter2" not in text and "robot:***@db" in text
+    assert fresh.dsn["password"] == "hunter2"  # still usable for connecting
