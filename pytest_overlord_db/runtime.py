@@ -71,11 +71,15 @@ class FreshPool:
         self.worker.submit(self.background.drop, name)
 
     def close(self) -> None:
-        if self.spare is not None:
-            spare, self.spare = self.spare, None
-            self.worker.submit(lambda: self.background.drop(spare.result()) if spare.exception() is None else None)
+        spare, self.spare = self.spare, None
+        if spare is not None:
+            self.worker.submit(self._drop_unused, spare)
         self.worker.shutdown(wait=True)
         self.background.close()
+
+    def _drop_unused(self, spare: Future[str]) -> None:
+        if spare.exception() is None:  # done: the worker made it before this
+            self.background.drop(spare.result())
 
 
 class Runtime:

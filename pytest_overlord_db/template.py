@@ -190,9 +190,13 @@ class Templates:
                     self.drop(name)
 
     # -- clones ------------------------------------------------------------------------
+    def _new_name(self, kind: str) -> str:
+        """A database name of this project that says which process made it, and for what."""
+        return f"{self.prefix}{kind[0]}_{os.getpid()}_{next(_counter)}"
+
     def clone(self, template: str, kind: str) -> str:
-        """A new database copied from ``template``; its name says which process owns it."""
-        name = f"{self.prefix}{kind[0]}_{os.getpid()}_{next(_counter)}"
+        """A new database copied from ``template``."""
+        name = self._new_name(kind)
         strategy = sql.SQL(" STRATEGY FILE_COPY") if self.facts.major >= 15 else sql.SQL("")
         query = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template)) + strategy
         for attempt in range(50):
@@ -209,7 +213,7 @@ class Templates:
 
     def create_empty(self, kind: str) -> str:
         """A new empty database (from template1) of ours, for work that must not touch any other."""
-        name = f"{self.prefix}{kind[0]}_{os.getpid()}_{next(_counter)}"
+        name = self._new_name(kind)
         self._execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         self._mark(name, kind)
         return name
