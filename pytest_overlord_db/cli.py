@@ -54,9 +54,10 @@ def _config(env: str | None, database_url: str | None, migrations: Path | None) 
     return config_mod.load(env=env, database_url=database_url, migrations=migrations)
 
 
-def _confirm_production(cfg: config_mod.AppConfig, yes: bool, what: str) -> None:
-    """Production needs a yes: asked on a terminal, --yes otherwise (and always in batch mode)."""
-    if (cfg.env or "").lower() != "production" or yes:
+def _confirm_production(cfg: config_mod.AppConfig, yes: bool, what: str, production: bool = False) -> None:
+    """Production (the --env section, or the seed environment) needs a yes: asked on a terminal,
+    --yes otherwise (and always in batch mode)."""
+    if not (production or (cfg.env or "").lower() == "production") or yes:
         return
     if sys.stdin.isatty() and not cfg.batch_mode:
         if typer.confirm(f"{what} on PRODUCTION ({urls.mask(cfg.require_url())})?", default=False):
@@ -218,8 +219,7 @@ def seed(
 
         cfg = _config(env, database_url, None)
         files = seed_files(cfg.seeds_dir, environment)
-        if environment.lower() == "production":
-            _confirm_production(config_mod.AppConfig(**{**cfg.__dict__, "env": "production"}), yes, f"Seeding {len(files)} file(s)")
+        _confirm_production(cfg, yes, f"Seeding {len(files)} file(s)", production=environment.lower() == "production")
         conn = connect(cfg.require_url())
         try:
             results = seeds.load(conn, files, stop_on_error=False)
