@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Mapping
 
 from .errors import ConfigError
-from .settings import YoyoIni, find_ini, locate
+from .settings import YoyoIni, locate, open_ini
 
 
 @dataclass(frozen=True)
@@ -46,8 +46,7 @@ def load(
     environ = os.environ if environ is None else environ
     root = Path(root or os.getcwd()).resolve()
     env = env or environ.get("OVERLORD_ENV") or None
-    ini_path = find_ini(root)
-    ini = YoyoIni(ini_path, environ) if ini_path else None
+    ini = open_ini(root, environ)
     if env and ini is None:
         raise ConfigError(f"--env {env} needs a yoyo.ini in {root} with a [{env}] section.")
 
@@ -56,7 +55,7 @@ def load(
     elif environ.get("DATABASE_URL"):
         url, origin = environ["DATABASE_URL"], "DATABASE_URL"
     elif ini is not None:
-        url, origin = ini.get("database", env), f"{ini_path} [{env or 'DEFAULT'}]"
+        url, origin = ini.get("database", env), f"{ini.path} [{env or 'DEFAULT'}]"
     else:
         url, origin = None, "nowhere"
 

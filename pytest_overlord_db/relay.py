@@ -331,11 +331,15 @@ class Relay:
             self._close_client(session)
 
     def _close_client(self, session: _Session) -> None:
+        self._discard(session.client)
+
+    def _discard(self, sock: socket.socket) -> None:
+        """Stop watching ``sock`` (if it is watched) and close it."""
         try:
-            self.selector.unregister(session.client)
+            self.selector.unregister(sock)
         except (KeyError, ValueError):
             pass
-        session.client.close()
+        sock.close()
 
     def _release(self, session: _Session) -> None:
         backend, session.backend = session.backend, None
@@ -377,11 +381,7 @@ class Relay:
                 self._drop(session)  # it gave up waiting
 
     def _forget(self, backend: _Backend) -> None:
-        try:
-            self.selector.unregister(backend.sock)
-        except (KeyError, ValueError):
-            pass
-        backend.sock.close()
+        self._discard(backend.sock)
         self.resetting -= 1
 
     def _drop(self, session: _Session) -> None:
@@ -389,8 +389,4 @@ class Relay:
         self._client_gone(session)
         backend, session.backend = session.backend, None
         if backend is not None:
-            try:
-                self.selector.unregister(backend.sock)
-            except (KeyError, ValueError):
-                pass
-            backend.sock.close()
+            self._discard(backend.sock)

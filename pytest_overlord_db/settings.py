@@ -96,6 +96,12 @@ def find_ini(root: Path) -> Path | None:
     return candidate if candidate.is_file() else None
 
 
+def open_ini(root: Path, environ: Mapping[str, str]) -> YoyoIni | None:
+    """The project's yoyo.ini, if it has one."""
+    path = find_ini(root)
+    return YoyoIni(path, environ) if path else None
+
+
 def environments(seeds_dir: Path) -> list[str]:
     if not seeds_dir.is_dir():
         return []
@@ -196,8 +202,8 @@ def resolve(
     """Build and validate Settings; every problem is a ConfigError naming the culprit."""
     environ = os.environ if environ is None else environ
     root = Path(root).resolve()
-    ini_path = find_ini(root)
-    ini = YoyoIni(ini_path, environ) if ini_path else None
+    ini = open_ini(root, environ)
+    ini_path = ini.path if ini else None
 
     migrations_dir, seeds_dir, origin = locate(root, ini, migrations, seeds)
     if not migrations_dir.is_dir():
