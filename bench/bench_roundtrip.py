@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench_fixtures import raw_floor  # noqa: E402  (this folder is on sys.path when run as a script)
-from pytest_overlord_db import migrations as mig  # noqa: E402
+from pytest_overlord_db.migrators import for_folder  # noqa: E402
 from pytest_overlord_db import roundtrip, schema  # noqa: E402
 from pytest_overlord_db.servers import EmbeddedServer, inspect_server  # noqa: E402
 from pytest_overlord_db.settings import resolve  # noqa: E402
@@ -35,29 +35,30 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     settings = resolve(REPO)
+    migrator = for_folder(settings.migrations_dir)
     base = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
     scratch = Path(tempfile.mkdtemp(prefix="ovl-bench-rt-", dir=base))
     server = EmbeddedServer(scratch / "data")
     admin = server.start()
     try:
-        templates = Templates(admin, settings, inspect_server(admin, set()))
+        templates = Templates(admin, settings, inspect_server(admin, set()), migrator)
         floor_s, _ = raw_floor(admin)
 
         runs = []
         for _ in range(args.repeat):
             t = time.perf_counter()
-            report = roundtrip.run(templates, settings.migrations_dir, settings.accepted)
+            report = roundtrip.run(templates, migrator, settings.accepted)
             runs.append(time.perf_counter() - t)
             assert report.ok, report.render()
 
         name = templates.create_empty("roundtrip")
         url = templates.url(name)
-        mig.apply(url, list(mig.read(settings.migrations_dir)), lock=False, quiet=True)
+        migrator.apply(url, migrator.chain(), lock=False, quiet=True)
         conn = psycopg2.connect(url)
         snaps = []
         for _ in range(args.repeat * 4):
             t = time.perf_counter()
-            snap = schema.take(conn)
+            snap = schema.take(conn, bookkeeping=migrator.bookkeeping)
             snaps.append(time.perf_counter() - t)
         conn.close()
         templates.drop(name)

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from . import config as config_mod
-from . import migrations as mig
+from .migrators import for_folder
 
 
 def ensure_migrations(
@@ -16,7 +16,7 @@ def ensure_migrations(
     env: str | None = None,
     root: str | os.PathLike[str] | None = None,
 ) -> list[str]:
-    """Apply every pending migration under yoyo's lock; return the ids applied, in order.
+    """Apply every pending migration under the tool's lock; return the ids applied, in order.
 
     The URL defaults to DATABASE_URL, then yoyo.ini's section for ``env``; the
     folder to yoyo.ini's ``migrations =``, then ./migrations. A failing
@@ -25,8 +25,8 @@ def ensure_migrations(
     nothing of it stays half applied.
     """
     cfg = config_mod.load(Path(root) if root else None, env=env, database_url=database_url, migrations=migrations_dir)
-    chain = mig.read(cfg.migrations_dir)
-    return [applied.id for applied in mig.apply(cfg.require_url(), chain, lock=True)]
+    migrator = for_folder(cfg.migrations_dir, cfg.migrator)
+    return [applied.id for applied in migrator.apply(cfg.require_url(), migrator.chain(), lock=True)]
 
 
 async def ensure_migrations_async(

@@ -1,4 +1,4 @@
-"""The overlord-db command line: one engine (yoyo via migrations.py) behind every command.
+"""The overlord-db command line: one engine (a Migrator: yoyo, or the seed's SQL folders) behind every command.
 
 Exit codes: 0 success, 1 a migration, seed or check failed, 2 usage or connection error.
 """
@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Annotated, Callable, Optional
@@ -14,9 +13,9 @@ from typing import Annotated, Callable, Optional
 import typer
 
 from . import config as config_mod
-from . import migrations as mig
 from . import urls
 from .errors import ConfigError, OverlordError
+from .migrators import Applied, Migration, Migrator, for_folder, position
 
 app = typer.Typer(
     help="Migrations, seeds and rollback verification for PostgreSQL projects using yoyo (The Robot Overlord).",
@@ -66,45 +65,31 @@ def _confirm_production(cfg: config_mod.AppConfig, yes: bool, what: str, product
     raise ConfigError(f"{what} on production needs confirmation: run it on a terminal, or pass --yes.")
 
 
-def _describe_steps(migration, direction: str = "apply") -> list[str]:  # type: ignore[no-untyped-def]
-    """The SQL (or Python function) each step would run, for a dry run."""
-    ordered = mig.steps(migration)
-    if direction == "rollback":
-        ordered = list(reversed(ordered))
-    lines = []
-    for number, step in enumerate(ordered, 1):
-        body = step._apply if direction == "apply" else step._rollback
-        lines.append(f"    -- step {number}:")
-        if callable(body):
-            lines.append(f"    Python function {getattr(body, '__name__', body)!r}")
-        elif not body:
-            lines.append("    (no rollback: yoyo runs nothing)")
-        else:
-            lines.extend("    " + line for line in str(body).strip().splitlines())
-    return lines
+def _migrator(cfg: config_mod.AppConfig) -> Migrator:
+    return for_folder(cfg.migrations_dir, cfg.migrator)
 
 
-def _list_done(verb: str, results: list[mig.Applied]) -> None:
+def _list_done(verb: str, results: list[Applied]) -> None:
     width = max(len(a.id) for a in results)
     _echo(f"{verb} {len(results)} migration(s):")
     for a in results:
         _echo(f"  {a.id:{width}}  {a.seconds * 1000:8.1f} ms")
 
 
-def _dry_run(verb: str, cfg: config_mod.AppConfig, todo: list, direction: str) -> int:  # type: ignore[type-arg]
+def _dry_run(verb: str, cfg: config_mod.AppConfig, migrator: Migrator, todo: list[Migration], direction: str) -> int:
     _echo(f"Would {verb} {len(todo)} migration(s) {'to' if direction == 'apply' else 'from'} "
           f"{urls.mask(cfg.require_url())} (dry run, nothing changed):")
     for m in todo:
         _echo(f"  {m.id}")
-        for line in _describe_steps(m, direction):
-            _echo(line)
+        for line in migrator.show(m, direction):
+            _echo("    " + line)
     return 0
 
 
-def _progress(total: int) -> Callable[[object, str], None]:
+def _progress(total: int) -> Callable[[Migration, str], None]:
     count = {"n": 0}
 
-    def report(migration, action: str) -> None:  # type: ignore[no-untyped-def]
+    def report(migration: Migration, action: str) -> None:
         count["n"] += 1
         if total > PROGRESS_AFTER:
             _err(f"[{count['n']}/{total}] {action} {migration.id}")
@@ -118,8 +103,9 @@ def status(env: EnvOpt = None, database_url: UrlOpt = None, migrations: MigOpt =
 
     def body() -> int:
         cfg = _config(env, database_url, migrations)
-        chain = mig.read(cfg.migrations_dir)
-        applied = {a.id: a for a in mig.applied_info(cfg.require_url())}
+        migrator = _migrator(cfg)
+        chain = migrator.chain()
+        applied = {a.id: a for a in migrator.applied(cfg.require_url())}
         pending = [m.id for m in chain if m.id not in applied]
         if format == "json":
             _echo(json.dumps({
@@ -156,17 +142,18 @@ def migrate(
 
     def body() -> int:
         cfg = _config(env, database_url, migrations)
-        chain = list(mig.read(cfg.migrations_dir))
-        upto = mig.position(chain, target) if target else len(chain) - 1
-        done = {a.id for a in mig.applied_info(cfg.require_url())}
+        migrator = _migrator(cfg)
+        chain = migrator.chain()
+        upto = position(chain, target) if target else len(chain) - 1
+        done = {a.id for a in migrator.applied(cfg.require_url())}
         todo = [m for m in chain[: upto + 1] if m.id not in done]
         if not todo:
             _echo("Nothing to apply: the database is up to date" + (f" with {chain[upto].id}." if target else "."))
             return 0
         if dry_run:
-            return _dry_run("apply", cfg, todo, "apply")
+            return _dry_run("apply", cfg, migrator, todo, "apply")
         _confirm_production(cfg, yes, f"Applying {len(todo)} migration(s)")
-        _list_done("Applied", mig.apply(cfg.require_url(), todo, on_progress=_progress(len(todo))))
+        _list_done("Applied", migrator.apply(cfg.require_url(), todo, on_progress=_progress(len(todo))))
         return 0
 
     _run(body)
@@ -183,11 +170,12 @@ def rollback(
 
     def body() -> int:
         cfg = _config(env, database_url, migrations)
-        chain = list(mig.read(cfg.migrations_dir))
-        done = {a.id for a in mig.applied_info(cfg.require_url())}
+        migrator = _migrator(cfg)
+        chain = migrator.chain()
+        done = {a.id for a in migrator.applied(cfg.require_url())}
         applied_chain = [m for m in chain if m.id in done]
         if target:
-            keep = mig.position(chain, target)
+            keep = position(chain, target)
             todo = [m for m in chain[keep + 1:] if m.id in done]
         else:
             todo = applied_chain[-1:]
@@ -196,9 +184,9 @@ def rollback(
             _echo("Nothing to roll back.")
             return 0
         if dry_run:
-            return _dry_run("roll back", cfg, todo, "rollback")
+            return _dry_run("roll back", cfg, migrator, todo, "rollback")
         _confirm_production(cfg, yes, f"Rolling back {len(todo)} migration(s)")
-        _list_done("Rolled back", mig.rollback(cfg.require_url(), todo, on_progress=_progress(len(todo))))
+        _list_done("Rolled back", migrator.rollback(cfg.require_url(), todo, on_progress=_progress(len(todo))))
         return 0
 
     _run(body)
@@ -246,16 +234,8 @@ def new(
 
     def body() -> int:
         cfg = config_mod.load(env=env, migrations=migrations)
-        folder = cfg.migrations_dir
-        folder.mkdir(parents=True, exist_ok=True)
-        numbers = [int(p.name.split(".", 1)[0]) for p in folder.iterdir() if p.name.split(".", 1)[0].isdigit()]
-        slug = re.sub(r"[^a-z0-9]+", "-", message.lower()).strip("-") or "migration"
-        path = folder / f"{max(numbers, default=0) + 1:04d}.{slug}.py"
-        path.write_text(
-            f'"""\n{message}\n"""\nfrom yoyo import step\n\n'
-            'step(\n    """\n    -- apply\n    """,\n    """\n    -- rollback: undo exactly what the apply did\n    """,\n)\n'
-        )
-        _echo(f"Created {path}")
+        for path in _migrator(cfg).new(message):
+            _echo(f"Created {path}")
         return 0
 
     _run(body)
@@ -272,18 +252,19 @@ def roundtrip(
     def body() -> int:
         from . import roundtrip as rt
         from . import settings as settings_mod
-        from .servers import inspect_server, make_server, required_extensions
+        from .servers import inspect_server, make_server
         from .template import Templates
 
         url = database_url or os.environ.get("OVERLORD_DB_URL")
         st = settings_mod.resolve(Path.cwd(), migrations=migrations, db_url=url, backend="url" if url else "embedded")
+        migrator = for_folder(st.migrations_dir, st.migrator)
         server = make_server(st, st.backend)
         admin = server.start()
         try:
-            facts = inspect_server(admin, required_extensions(st.migrations_dir))
-            templates = Templates(admin, st, facts)
+            facts = inspect_server(admin, migrator.required_extensions())
+            templates = Templates(admin, st, facts, migrator)
             try:
-                report = rt.run(templates, st.migrations_dir, st.accepted)
+                report = rt.run(templates, migrator, st.accepted)
             finally:
                 templates.close()
         finally:

@@ -25,6 +25,7 @@ class AppConfig:
     seeds_dir: Path
     batch_mode: bool
     ini: YoyoIni | None
+    migrator: str = "auto"
 
     def require_url(self) -> str:
         if not self.database_url:
@@ -70,4 +71,5 @@ def load(
         seeds_dir=seeds_dir,
         batch_mode=batch.strip().lower() in {"on", "true", "yes", "1"},
         ini=ini,
+        migrator=environ.get("OVERLORD_MIGRATOR") or (ini.get("migrator", env) if ini else None) or "auto",
     )

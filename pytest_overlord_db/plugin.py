@@ -73,7 +73,7 @@ class _State:
 
             runtime, _ = self.ensure_runtime()
             assert runtime.templates is not None
-            self._roundtrip = roundtrip.run(runtime.templates, self.settings.migrations_dir, self.settings.accepted)
+            self._roundtrip = roundtrip.run(runtime.templates, runtime.migrator, self.settings.accepted)
         return self._roundtrip
 
     def drop_connections(self) -> None:
@@ -368,15 +368,15 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     if not config.getoption("overlord_roundtrip"):
         return
     state = _state(config)
-    from . import migrations as mig
+    from .migrators import for_folder
     from .roundtrip import FULL_CYCLE
 
     try:
-        chain = list(mig.read(state.settings.migrations_dir))
+        chain = for_folder(state.settings.migrations_dir, state.settings.migrator).chain()
     except OverlordError as exc:
         raise pytest.UsageError(str(exc)) from None
     for migration in chain:
-        items.append(RoundtripItem.from_parent(session, name=f"roundtrip[{migration.id}]", verdict_id=migration.id, path_hint=migration.path))
+        items.append(RoundtripItem.from_parent(session, name=f"roundtrip[{migration.id}]", verdict_id=migration.id, path_hint=str(migration.path)))
     if chain:
         items.append(RoundtripItem.from_parent(session, name="roundtrip[all-down-and-up]", verdict_id=FULL_CYCLE, path_hint=str(state.settings.migrations_dir)))
     if state.settings.accepted:

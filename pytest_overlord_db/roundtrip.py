@@ -1,6 +1,6 @@
 """Prove every rollback: apply -> rollback -> apply, with catalog snapshots compared.
 
-For each migration, in yoyo's order, on a throwaway database at the level
+For each migration, in the tool's apply order, on a throwaway database at the level
 before it: snapshot S, apply, snapshot A, roll back, snapshot R, apply again,
 snapshot A2. R must equal S (schema and data) and A2 must equal A (schema and
 row counts: re-applied rows may carry new uuids and timestamps). After a
@@ -8,23 +8,22 @@ failure the walk carries on from a clean database brought to that level, so
 one bad migration never hides the verdicts of the others. Finally everything
 is rolled back to empty and applied again.
 
-yoyo commits each migration itself, so none of this can hide in a
-transaction: it all happens in databases this module creates and drops.
+Migration tools commit each migration themselves (yoyo does), so none of
+this can hide in a transaction: it all happens in databases this module
+creates and drops. Everything goes through the Migrator interface.
 """
 from __future__ import annotations
 
 import json
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import psycopg2
-from yoyo.migrations import Migration
 
-from . import migrations as mig
 from . import schema
 from .errors import MigrationError
+from .migrators import Migration, Migrator
 from .template import Templates
 
 STATUSES = ("ok", "irreversible", "rollback_failed", "reapply_failed", "apply_failed", "no_rollback")
@@ -95,8 +94,9 @@ class Report:
 class _Walker:
     """One throwaway database walked up the migration chain."""
 
-    def __init__(self, templates: Templates) -> None:
+    def __init__(self, templates: Templates, migrator: Migrator) -> None:
         self.templates = templates
+        self.migrator = migrator
         self.name: str | None = None
         self.conn: psycopg2.extensions.connection | None = None
 
@@ -110,12 +110,12 @@ class _Walker:
         self.close()
         self.name = self.templates.create_empty("roundtrip")
         if level:
-            mig.apply(self.url, level, lock=False, quiet=True)
+            self.migrator.apply(self.url, level, lock=False, quiet=True)
 
     def snapshot(self, data: bool = True) -> schema.Snapshot:
         if self.conn is None or self.conn.closed:
             self.conn = psycopg2.connect(self.url)
-        return schema.take(self.conn, data=data)
+        return schema.take(self.conn, data=data, bookkeeping=self.migrator.bookkeeping)
 
     def close(self) -> None:
         if self.conn is not None and not self.conn.closed:
@@ -138,16 +138,16 @@ def _accept(diff: schema.Diff, entries: list[dict], used: set[int], verdict: Ver
 
 def run(
     templates: Templates,
-    migrations_dir: Path,
+    migrator: Migrator,
     accepted: list[dict] | tuple[dict, ...] = (),
     on_verdict: Callable[[Verdict], None] | None = None,
 ) -> Report:
     started = time.perf_counter()
-    chain = list(mig.read(migrations_dir))
+    chain = migrator.chain()
     accepted = list(accepted)
     used: set[int] = set()
     verdicts: list[Verdict] = []
-    walker = _Walker(templates)
+    walker = _Walker(templates, migrator)
     applied: list[Migration] = []
     try:
         walker.fresh([])
@@ -191,18 +191,18 @@ def _check(walker: _Walker, migration: Migration, before: schema.Snapshot, verdi
            entries: list[dict], used: set[int]) -> bool:
     """Fill ``verdict``; return whether the walker's database is cleanly at the new level."""
     try:
-        mig.apply(walker.url, [migration], lock=False, quiet=True)
+        walker.migrator.apply(walker.url, [migration], lock=False, quiet=True)
     except MigrationError as exc:
         verdict.status, verdict.error = "apply_failed", str(exc)
         return False
-    if not mig.has_rollback(migration):
+    if not migration.reversible:
         verdict.status = "no_rollback"
-        verdict.error = ("A step of this migration has no rollback; yoyo would 'roll it back' as a silent no-op. "
-                         "Give every step a rollback, or declare it irreversible on purpose.")
+        verdict.error = (f"A step of this migration has no rollback; {walker.migrator.name} would 'roll it back' as a "
+                         "silent no-op. Give every step a rollback, or declare it irreversible on purpose.")
         return True
     after = walker.snapshot()
     try:
-        mig.rollback(walker.url, [migration], lock=False, quiet=True)
+        walker.migrator.rollback(walker.url, [migration], lock=False, quiet=True)
     except MigrationError as exc:
         verdict.status, verdict.error = "rollback_failed", str(exc)
         return False
@@ -212,7 +212,7 @@ def _check(walker: _Walker, migration: Migration, before: schema.Snapshot, verdi
         verdict.status = "irreversible"
         verdict.diff = diff.render("before apply", "after rollback")
     try:
-        mig.apply(walker.url, [migration], lock=False, quiet=True)
+        walker.migrator.apply(walker.url, [migration], lock=False, quiet=True)
     except MigrationError as exc:
         if verdict.status == "ok":
             verdict.status = "reapply_failed"
@@ -231,7 +231,7 @@ def _full_cycle(walker: _Walker, applied: list[Migration], empty: schema.Snapsho
     t0 = time.perf_counter()
     verdict = Verdict(FULL_CYCLE)
     try:
-        mig.rollback(walker.url, applied, lock=False, quiet=True)
+        walker.migrator.rollback(walker.url, applied, lock=False, quiet=True)
     except MigrationError as exc:
         verdict.status, verdict.error = "rollback_failed", str(exc)
     else:
@@ -239,7 +239,7 @@ def _full_cycle(walker: _Walker, applied: list[Migration], empty: schema.Snapsho
         if diff:
             verdict.status, verdict.diff = "irreversible", diff.render("empty database", "after rolling everything back")
         try:
-            mig.apply(walker.url, applied, lock=False, quiet=True)
+            walker.migrator.apply(walker.url, applied, lock=False, quiet=True)
         except MigrationError as exc:
             verdict.status, verdict.error = "reapply_failed", str(exc)
         else:

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import urls
-from .servers import Server, choose_backend, inspect_server, make_server, required_extensions
+from .migrators import for_folder
+from .servers import Server, choose_backend, inspect_server, make_server
 from .servers.embedded import EmbeddedServer
 from .settings import Settings
 from .template import Templates
@@ -50,7 +51,7 @@ class FreshPool:
     def __init__(self, templates: Templates, template: str) -> None:
         self.template = template
         self.foreground = templates
-        self.background = Templates(templates.admin_url, templates.settings, templates.facts)
+        self.background = Templates(templates.admin_url, templates.settings, templates.facts, templates.migrator)
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="overlord-fresh")
         self.spare: Future[str] | None = None
 
@@ -89,6 +90,7 @@ class Runtime:
             backend, reason = choose_backend(settings)
         self.backend, self.reason = backend, reason
         self.server: Server = make_server(settings, backend)
+        self.migrator = for_folder(settings.migrations_dir, settings.migrator)
         self.templates: Templates | None = None
         self.info: ServerInfo | None = None
         self._work_db: str | None = None
@@ -98,8 +100,8 @@ class Runtime:
         started = time.perf_counter()
         try:
             admin_url = self.server.start()
-            facts = inspect_server(admin_url, required_extensions(self.settings.migrations_dir))
-            self.templates = Templates(admin_url, self.settings, facts)
+            facts = inspect_server(admin_url, self.migrator.required_extensions())
+            self.templates = Templates(admin_url, self.settings, facts, self.migrator)
             self.templates.drop_stale()
             template = self.templates.ensure()
         except BaseException:

@@ -4,28 +4,37 @@ Every object is one entry ``"<kind> <qualified name>" -> definition text``;
 the definition is what PostgreSQL itself prints for it (pg_get_*def) plus
 owner, privileges and comment, so two snapshots compare with ``==`` and a
 difference shows as a unified diff of one object. Objects that belong to an
-extension are folded into the extension's entry, and yoyo's bookkeeping is
-left out.
+extension are folded into the extension's entry, and the migration tool's
+bookkeeping tables are left out.
 """
 from __future__ import annotations
 
 import difflib
+import functools
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
-from .migrations import BOOKKEEPING_TABLES
+if TYPE_CHECKING:
+    import psycopg2.extensions
 
 _SYSTEM_SCHEMAS = "('pg_catalog', 'information_schema', 'pg_toast')"
 _USER_NS = f"n.nspname NOT IN {_SYSTEM_SCHEMAS} AND n.nspname NOT LIKE 'pg\\_temp\\_%' AND n.nspname NOT LIKE 'pg\\_toast\\_temp\\_%'"
 _NOT_EXT = "NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = {cat}::regclass AND d.objid = {oid} AND d.deptype = 'e')"
-_BOOKKEEPING = "(" + ", ".join(f"'{t}'" for t in BOOKKEEPING_TABLES) + ")"
 
 # Sorted privileges: aclitem[] order depends on grant history, not meaning; and a
 # NULL acl means the defaults, which is what a GRANT then REVOKE leaves spelled out.
 _ACL = "(SELECT string_agg(a::text, ' ' ORDER BY a::text) FROM unnest({col}) a)"
 _REL_ACL = _ACL.format(col="""coalesce(c.relacl, acldefault(CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END::"char", c.relowner))""")
 
-QUERIES: dict[str, str] = {
+
+@functools.lru_cache(maxsize=8)
+def queries(bookkeeping: tuple[str, ...] = ()) -> dict[str, str]:
+    """The catalog queries, leaving out the migration tool's ``bookkeeping`` tables."""
+    skip = "(" + ", ".join(["''"] + ["'" + t.replace("'", "''") + "'" for t in bookkeeping]) + ")"
+    return {k: v.replace("{_BOOKKEEPING}", skip) for k, v in _QUERIES.items()}
+
+
+_QUERIES: dict[str, str] = {
     "schema": f"""
         SELECT 'schema ' || quote_ident(n.nspname),
                concat_ws(E'\\n', 'owner ' || pg_get_userbyid(n.nspowner), 'acl ' || {_ACL.format(col="coalesce(n.nspacl, acldefault('n', n.nspowner))")},
@@ -56,7 +65,7 @@ QUERIES: dict[str, str] = {
                  'comment ' || obj_description(c.oid, 'pg_class'))
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE c.relkind IN ('r','p','v','m','S','f','c') AND {_USER_NS}
-          AND c.relname NOT IN {_BOOKKEEPING} AND c.relname NOT LIKE '\\_yoyo\\_%'
+          AND c.relname NOT IN {{_BOOKKEEPING}}
           AND NOT (c.relkind = 'c' AND EXISTS (SELECT 1 FROM pg_type t WHERE t.typrelid = c.oid AND {_NOT_EXT.format(cat="'pg_type'", oid='t.oid').replace('NOT EXISTS', 'EXISTS')}))
           AND {_NOT_EXT.format(cat="'pg_class'", oid='c.oid')}""",
     "column": f"""
@@ -77,7 +86,7 @@ QUERIES: dict[str, str] = {
         LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
         LEFT JOIN pg_collation co ON co.oid = a.attcollation
         WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r','p','v','m','f','c') AND {_USER_NS}
-          AND c.relname NOT IN {_BOOKKEEPING} AND c.relname NOT LIKE '\\_yoyo\\_%'
+          AND c.relname NOT IN {{_BOOKKEEPING}}
           AND {_NOT_EXT.format(cat="'pg_class'", oid='c.oid')}
           AND NOT (c.relkind = 'c' AND EXISTS (SELECT 1 FROM pg_type t2 JOIN pg_depend d ON d.objid = t2.oid AND d.classid = 'pg_type'::regclass AND d.deptype = 'e' WHERE t2.typrelid = c.oid))""",
     "constraint": f"""
@@ -88,7 +97,7 @@ QUERIES: dict[str, str] = {
                          'comment ' || obj_description(con.oid, 'pg_constraint'))
         FROM pg_constraint con JOIN pg_namespace n ON n.oid = con.connamespace
         LEFT JOIN pg_class c ON c.oid = con.conrelid
-        WHERE {_USER_NS} AND (c.relname IS NULL OR (c.relname NOT IN {_BOOKKEEPING} AND c.relname NOT LIKE '\\_yoyo\\_%'))
+        WHERE {_USER_NS} AND (c.relname IS NULL OR (c.relname NOT IN {{_BOOKKEEPING}}))
           AND (con.contypid = 0 OR {_NOT_EXT.format(cat="'pg_type'", oid='con.contypid')})
           AND (con.conrelid = 0 OR {_NOT_EXT.format(cat="'pg_class'", oid='con.conrelid')})""",
     "index": f"""
@@ -97,7 +106,7 @@ QUERIES: dict[str, str] = {
                          CASE WHEN NOT i.indisvalid THEN 'invalid' END, 'comment ' || obj_description(ic.oid, 'pg_class'))
         FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_class c ON c.oid = i.indrelid
         JOIN pg_namespace n ON n.oid = ic.relnamespace
-        WHERE {_USER_NS} AND c.relname NOT IN {_BOOKKEEPING} AND c.relname NOT LIKE '\\_yoyo\\_%'
+        WHERE {_USER_NS} AND c.relname NOT IN {{_BOOKKEEPING}}
           AND {_NOT_EXT.format(cat="'pg_class'", oid='c.oid')}""",
     "function": f"""
         SELECT CASE p.prokind WHEN 'p' THEN 'procedure ' WHEN 'a' THEN 'aggregate ' WHEN 'w' THEN 'window function ' ELSE 'function ' END
@@ -154,15 +163,16 @@ class Snapshot:
         )
 
 
-def take(conn, *, data: bool = True) -> Snapshot:  # type: ignore[no-untyped-def]
-    """Snapshot the database ``conn`` (psycopg2) is connected to, in one read-only transaction."""
+def take(conn: "psycopg2.extensions.connection", *, data: bool = True, bookkeeping: Iterable[str] = ()) -> Snapshot:
+    """Snapshot the database ``conn`` (psycopg2) is connected to, in one read-only transaction,
+    leaving out the ``bookkeeping`` tables of the migration tool."""
     objects: dict[str, str] = {}
     previous_autocommit = conn.autocommit
     conn.autocommit = False
     try:
         with conn.cursor() as cur:
             cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            for query in QUERIES.values():
+            for query in queries(tuple(sorted(bookkeeping))).values():
                 cur.execute(query)
                 for key, definition in cur.fetchall():
                     if key is not None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import psycopg2
 
 from .errors import OverlordError
-from .migrations import _find_statement
+from .sqltext import find_statement
 
 
 class SeedError(OverlordError):
@@ -27,7 +27,7 @@ class SeedResult:
 def describe_seed_error(path: Path, sql: str, exc: psycopg2.Error) -> str:
     primary = (exc.pgerror or str(exc)).strip().splitlines()[0].removeprefix("ERROR:").strip()
     position = getattr(exc.diag, "statement_position", None)
-    statement = " ".join(_find_statement(sql, int(position) if position else None).split())
+    statement = " ".join(find_statement(sql, int(position) if position else None).split())
     line = sql.count("\n", 0, int(position) - 1) + 1 if position else None
     where = f"{path}:{line}" if line else str(path)
     shown = f" Failing statement: {statement[:300]}" if statement else ""

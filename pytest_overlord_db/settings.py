@@ -31,6 +31,7 @@ class Settings:
     datadir: Path | None = None
     ini_path: Path | None = None
     accepted: tuple[dict, ...] = field(default=())
+    migrator: str = "auto"  # auto, yoyo, sqlfolders, or module:Class
 
     def seed_files(self) -> list[Path]:
         return seed_files(self.seeds_dir, self.seed) if self.seed else []
@@ -197,6 +198,7 @@ def resolve(
     db_url: str | None = None,
     image: str | None = None,
     datadir: str | os.PathLike[str] | None = None,
+    migrator: str | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
     """Build and validate Settings; every problem is a ConfigError naming the culprit."""
@@ -230,6 +232,7 @@ def resolve(
         datadir=Path(datadir or environ["OVERLORD_DATADIR"]) if (datadir or environ.get("OVERLORD_DATADIR")) else None,
         ini_path=ini_path,
         accepted=read_accepted(root, ini_path),
+        migrator=migrator or environ.get("OVERLORD_MIGRATOR") or "auto",
     )
     settings.seed_files()  # an unknown --seed fails here, before any server starts
     return settings

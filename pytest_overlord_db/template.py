@@ -1,9 +1,9 @@
 """The template: migrations applied once into a database named by a content hash, then cloned.
 
-The name carries a hash of every migration file, the seed files in use, the
-server's major version and the versions of the plugin, yoyo and sqlparse, so
-a cached template is reused only while all of them are unchanged (yoyo itself
-notices only new file *names*). It is built under a PostgreSQL advisory lock
+The name carries the migrator's content hash (every migration file and the
+tool's version), the seed files in use, the server's major version and the
+plugin's version, so a cached template is reused only while all of them are
+unchanged (yoyo itself notices only new file *names*). It is built under a PostgreSQL advisory lock
 (concurrent runs and xdist workers never race, and a killed builder's lock
 dies with its connection) in a database with a temporary name, renamed only
 when complete: a crash never leaves a half-built template that looks ready.
@@ -20,27 +20,20 @@ import os
 import socket
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 import psutil
 import psycopg2
 from psycopg2 import sql
 
-from . import __version__, migrations, seeds, urls
+from . import __version__, seeds, urls
 from .errors import OverlordError
+from .migrators import Migrator, for_folder
 from .servers.base import ServerFacts, connect
 from .settings import Settings
 
 MARK = "pytest-overlord-db"
 _counter = itertools.count(1)
-
-
-def _version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "?"
 
 
 def project_id(settings: Settings) -> str:
@@ -49,15 +42,11 @@ def project_id(settings: Settings) -> str:
     return hashlib.sha256(ident.encode()).hexdigest()[:8]
 
 
-def cache_key(migrations_dir: Path, seed_files: list[Path], server_major: int) -> str:
-    h = hashlib.sha256()
-    files = sorted(p for p in migrations_dir.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
-    for path in files:
-        h.update(b"M\0" + str(path.relative_to(migrations_dir)).encode() + b"\0" + path.read_bytes())
+def cache_key(migrator: Migrator, seed_files: list[Path], server_major: int) -> str:
+    h = hashlib.sha256(migrator.content_hash().encode())
     for path in seed_files:
         h.update(b"S\0" + path.name.encode() + b"\0" + path.read_bytes())
-    versions = f"pg{server_major} plugin{__version__} yoyo{_version('yoyo-migrations')} sqlparse{_version('sqlparse')}"
-    h.update(versions.encode())
+    h.update(f"pg{server_major} plugin{__version__}".encode())
     return h.hexdigest()[:16]
 
 
@@ -73,10 +62,11 @@ class Template:
 class Templates:
     """Builds the template once and clones it; all admin work goes through one autocommit connection."""
 
-    def __init__(self, admin_url: str, settings: Settings, facts: ServerFacts) -> None:
+    def __init__(self, admin_url: str, settings: Settings, facts: ServerFacts, migrator: Migrator | None = None) -> None:
         self.admin_url = urls.normalize(admin_url)
         self.settings = settings
         self.facts = facts
+        self.migrator = migrator or for_folder(settings.migrations_dir, settings.migrator)
         self.project = project_id(settings)
         self.prefix = f"ovl_{self.project}_"
         self._conn: psycopg2.extensions.connection | None = None
@@ -126,7 +116,7 @@ class Templates:
 
     # -- the template ---------------------------------------------------------------
     def key(self) -> str:
-        return cache_key(self.settings.migrations_dir, self.settings.seed_files(), self.facts.major)
+        return cache_key(self.migrator, self.settings.seed_files(), self.facts.major)
 
     def template_name(self, key: str) -> str:
         return f"{self.prefix}t_{key}"
@@ -156,8 +146,7 @@ class Templates:
         self._execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(building)))
         self._mark(building, "build")
         try:
-            loaded = migrations.read(self.settings.migrations_dir)
-            migrations.apply(self.url(building), loaded, lock=False)
+            self.migrator.apply(self.url(building), self.migrator.chain(), lock=False)
             files = self.settings.seed_files()
             if files:
                 conn = connect(self.url(building))

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from pytest_overlord_db import schema
 from pytest_overlord_db.cli import app
+from pytest_overlord_db.migrators.yoyo import YoyoMigrator
 
 REPO = Path(__file__).resolve().parent.parent
 IDS = ["0001.initial-schema", "0002.add-queue-tables", "0003.add-materialized-views", "0004.add-governance-tables", "0005.add-rbac-system"]
@@ -38,7 +39,7 @@ def tables(url: str) -> set[str]:
 def snap(url: str) -> schema.Snapshot:
     conn = psycopg2.connect(url)
     try:
-        return schema.take(conn)
+        return schema.take(conn, bookkeeping=YoyoMigrator.bookkeeping)  # yoyo creates its tables on connect
     finally:
         conn.close()
 
@@ -215,9 +216,9 @@ def test_new_creates_the_next_migration(app_project):
     assert result.exit_code == 0
     created = app_project / "migrations" / "0006.add-badges-table.py"
     assert created.is_file() and "from yoyo import step" in created.read_text()
-    from pytest_overlord_db import migrations as mig
+    from pytest_overlord_db.migrators import for_folder
 
-    assert [m.id for m in mig.read(app_project / "migrations")][-1] == "0006.add-badges-table"
+    assert [m.id for m in for_folder(app_project / "migrations").chain()][-1] == "0006.add-badges-table"
 
 
 def test_roundtrip_json_and_exit_codes(app_project, overlord_server):

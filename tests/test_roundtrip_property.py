@@ -17,14 +17,15 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from pytest_overlord_db import migrations as mig
+from pytest_overlord_db.migrators import for_folder
 from pytest_overlord_db import schema
 from pytest_overlord_db.servers.base import ServerFacts
 from pytest_overlord_db.settings import resolve
 from pytest_overlord_db.template import Templates
 
 OURS = resolve(Path(__file__).resolve().parent.parent)
-CHAIN = list(mig.read(OURS.migrations_dir))
+MIGRATOR = for_folder(OURS.migrations_dir)
+CHAIN = MIGRATOR.chain()
 ACCEPTED = {a["object"] for a in OURS.accepted}
 
 
@@ -39,9 +40,9 @@ def canonical(overlord_server):
     try:
         for level in range(len(CHAIN) + 1):
             if level:
-                mig.apply(url, CHAIN[level - 1: level], lock=False, quiet=True)
+                MIGRATOR.apply(url, CHAIN[level - 1: level], lock=False, quiet=True)
             conn = psycopg2.connect(url)
-            snapshots.append(schema.take(conn).without(ACCEPTED))
+            snapshots.append(schema.take(conn, bookkeeping=MIGRATOR.bookkeeping).without(ACCEPTED))
             conn.close()
     finally:
         templates.drop(name)
@@ -62,9 +63,9 @@ def test_walking_the_chain_up_and_down(canonical):
         @rule(level=st.integers(min_value=0, max_value=len(CHAIN)))
         def go_to(self, level: int) -> None:
             if level > self.level:
-                mig.apply(self.url, CHAIN[self.level:level], lock=False, quiet=True)
+                MIGRATOR.apply(self.url, CHAIN[self.level:level], lock=False, quiet=True)
             elif level < self.level:
-                mig.rollback(self.url, CHAIN[level:self.level], lock=False, quiet=True)
+                MIGRATOR.rollback(self.url, CHAIN[level:self.level], lock=False, quiet=True)
             self.level = level
 
         @invariant()
@@ -74,7 +75,7 @@ def test_walking_the_chain_up_and_down(canonical):
             conn = psycopg2.connect(self.url)
             try:
                 # Schema exact; data by row counts (0003's view and seeds-free chain hold no rows).
-                diff = schema.compare(snapshots[self.level], schema.take(conn).without(ACCEPTED), counts_only=True)
+                diff = schema.compare(snapshots[self.level], schema.take(conn, bookkeeping=MIGRATOR.bookkeeping).without(ACCEPTED), counts_only=True)
             finally:
                 conn.close()
             assert not diff, f"at level {self.level}:\n{diff.render('canonical', 'walked')}"

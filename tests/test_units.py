@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from pytest_overlord_db import urls
 from pytest_overlord_db.errors import ConfigError
-from pytest_overlord_db.servers import choose_backend, docker_available, make_server, required_extensions
+from pytest_overlord_db.migrators import for_folder
+from pytest_overlord_db.servers import choose_backend, docker_available, make_server
 from pytest_overlord_db.servers.docker import DockerServer, container_command
 from pytest_overlord_db.servers.embedded import EmbeddedServer, default_datadir
 from pytest_overlord_db.servers.external import ExternalServer
@@ -141,7 +142,7 @@ def test_default_datadir_is_per_project(tmp_path):
 
 
 def test_required_extensions_are_read_from_the_migrations():
-    assert required_extensions(REPO / "migrations") == {"citext", "vector"}
+    assert for_folder(REPO / "migrations").required_extensions() == {"citext", "vector"}
 
 
 def test_default_datadir_avoids_a_small_dev_shm(tmp_path, monkeypatch):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..settings import Settings
-from .base import Server, ServerFacts, inspect_server, required_extensions
+from .base import Server, ServerFacts, inspect_server
 from .docker import DockerServer, docker_available
 from .embedded import EmbeddedServer, default_datadir
 from .external import ExternalServer
@@ -30,6 +30,6 @@ def make_server(settings: Settings, backend: str) -> Server:
 
 
 __all__ = [
-    "Server", "ServerFacts", "inspect_server", "required_extensions", "choose_backend", "make_server",
+    "Server", "ServerFacts", "inspect_server", "choose_backend", "make_server",
     "EmbeddedServer", "DockerServer", "ExternalServer", "docker_available", "default_datadir",
 ]

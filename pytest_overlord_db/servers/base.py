@@ -1,10 +1,8 @@
 """The one small interface every backend implements, and the checks every server must pass."""
 from __future__ import annotations
 
-import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from pathlib import Path
 
 import psycopg2
 
@@ -12,8 +10,6 @@ from .. import urls
 from ..errors import ServerError
 
 MIN_SERVER_VERSION = 130000  # gen_random_uuid() and DROP DATABASE ... WITH (FORCE)
-# The name may sit in quotes, escaped quotes (inside a Python string) or none.
-_CREATE_EXTENSION = re.compile(r"""create\s+extension\s+(?:if\s+not\s+exists\s+)?\\?["']?(?!if\b)([A-Za-z0-9_\-]+)""", re.I)
 
 
 class Server(ABC):
@@ -41,15 +37,6 @@ class ServerFacts:
     @property
     def major(self) -> int:
         return self.version_num // 10000
-
-
-def required_extensions(migrations_dir: Path) -> set[str]:
-    """Extensions the migrations create: checked up front so a missing one is one clear error."""
-    found: set[str] = set()
-    for path in sorted(migrations_dir.glob("*")):
-        if path.suffix in {".py", ".sql"} and path.is_file():
-            found.update(m.lower() for m in _CREATE_EXTENSION.findall(path.read_text(encoding="utf-8", errors="replace")))
-    return found
 
 
 def connect(url: str, **kwargs: object) -> "psycopg2.extensions.connection":

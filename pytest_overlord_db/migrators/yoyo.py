@@ -1,0 +1,296 @@
+"""yoyo-migrations behind the Migrator interface (the default).
+
+yoyo does the work (ordering, bookkeeping, its lock, per-migration
+transactions); this adapter turns its failures into one paragraph naming the
+file, migration, statement and PostgreSQL message, and records how long each
+migration took, which yoyo does not. It is the only module that touches yoyo.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import sys
+import time
+import traceback
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import psutil
+import psycopg2
+from yoyo import get_backend, read_migrations
+from yoyo import exceptions as yoyo_exceptions
+from yoyo.migrations import Migration as YoyoMigration
+from yoyo.migrations import MigrationList, MigrationStep, StepGroup, TransactionWrapper, Transactionless
+
+from .. import sqltext, urls
+from ..errors import ConfigError, MigrationError, ServerError
+from .base import Applied, AppliedInfo, Migration, Migrator, Progress, slug
+
+# yoyo logs import failures with a full traceback through logging.exception;
+# we report them ourselves in one paragraph.
+logging.getLogger("yoyo").addHandler(logging.NullHandler())
+logging.getLogger("yoyo").propagate = False
+
+TIMING_TABLE = "_overlord_migration_timing"
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "?"
+
+
+class YoyoMigrator(Migrator):
+    name = "yoyo"
+    bookkeeping = ("_yoyo_migration", "_yoyo_log", "_yoyo_version", "yoyo_lock", TIMING_TABLE)
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(folder)
+        self._loaded: dict[str, YoyoMigration] = {}
+
+    # -- reading ------------------------------------------------------------------
+    def tool_version(self) -> str:
+        return f"yoyo {_version('yoyo-migrations')} sqlparse {_version('sqlparse')}"
+
+    def _read(self) -> MigrationList:
+        if not self.folder.is_dir():
+            raise ConfigError(f"Migrations folder {self.folder} does not exist.")
+        try:
+            found = read_migrations(str(self.folder))
+        except yoyo_exceptions.BadMigration as exc:
+            raise MigrationError(f"Cannot read migrations in {self.folder}: {exc}") from None
+        for migration in found:
+            _load(migration)
+        self._loaded = {m.id: m for m in found}
+        return found
+
+    def chain(self) -> list[Migration]:
+        return [Migration(m.id, Path(m.path), _has_rollback(m)) for m in self._read()]
+
+    def _yoyo(self, migrations: Iterable[Migration]) -> list[YoyoMigration]:
+        if not self._loaded or any(m.id not in self._loaded for m in migrations):
+            self._read()
+        return [self._loaded[m.id] for m in migrations]
+
+    def show(self, migration: Migration, direction: str) -> list[str]:
+        ordered = _steps(self._yoyo([migration])[0])
+        if direction == "rollback":
+            ordered = list(reversed(ordered))
+        lines = []
+        for number, step in enumerate(ordered, 1):
+            body = step._apply if direction == "apply" else step._rollback
+            lines.append(f"-- step {number}:")
+            if callable(body):
+                lines.append(f"Python function {getattr(body, '__name__', body)!r}")
+            elif not body:
+                lines.append("(no rollback: yoyo runs nothing)")
+            else:
+                lines.extend(str(body).strip().splitlines())
+        return lines
+
+    def new(self, message: str) -> list[Path]:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        numbers = [int(p.name.split(".", 1)[0]) for p in self.folder.iterdir() if p.name.split(".", 1)[0].isdigit()]
+        path = self.folder / f"{max(numbers, default=0) + 1:04d}.{slug(message)}.py"
+        path.write_text(
+            f'"""\n{message}\n"""\nfrom yoyo import step\n\n'
+            'step(\n    """\n    -- apply\n    """,\n    """\n    -- rollback: undo exactly what the apply did\n    """,\n)\n'
+        )
+        return [path]
+
+    # -- changing a database ---------------------------------------------------------
+    def applied(self, url: str) -> list[AppliedInfo]:
+        be = _backend(url)
+        conn = be.connection
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT to_regclass(%s) IS NOT NULL, to_regclass(%s) IS NOT NULL", (be.migration_table, TIMING_TABLE))
+                has_yoyo, has_timing = cur.fetchone()
+                if not has_yoyo:
+                    return []
+                timing = f"LEFT JOIN {TIMING_TABLE} t ON t.migration_id = m.migration_id" if has_timing else ""
+                duration = "t.duration_ms" if has_timing else "NULL::float8"
+                cur.execute(
+                    f"SELECT m.migration_id, m.applied_at_utc, {duration} FROM {be.migration_table_quoted} m {timing}"
+                    " ORDER BY m.applied_at_utc, m.migration_id"
+                )
+                return [AppliedInfo(*row) for row in cur.fetchall()]
+        finally:
+            conn.close()
+
+    def apply(self, url: str, migrations: Sequence[Migration], *, lock: bool = True,
+              on_progress: Progress | None = None, quiet: bool = False) -> list[Applied]:
+        return self._run(url, migrations, "apply", lock=lock, on_progress=on_progress, quiet=quiet)
+
+    def rollback(self, url: str, migrations: Sequence[Migration], *, lock: bool = True,
+                 on_progress: Progress | None = None, quiet: bool = False) -> list[Applied]:
+        return self._run(url, migrations, "rollback", lock=lock, on_progress=on_progress, quiet=quiet)
+
+    def _run(self, url: str, migrations: Sequence[Migration], direction: str, *, lock: bool,
+             on_progress: Progress | None, quiet: bool) -> list[Applied]:
+        chosen = MigrationList(self._yoyo(migrations))
+        ours = {m.id: m for m in migrations}
+        be = _backend(url)
+        done: list[Applied] = []
+        try:
+            with (_yoyo_lock(be, url) if lock else contextlib.nullcontext()), _rows_output(quiet):
+                todo = be.to_apply(chosen) if direction == "apply" else be.to_rollback(chosen)
+                conn = be.connection
+                _ensure_timing_table(conn)
+                for migration in todo:
+                    if on_progress:
+                        on_progress(ours[migration.id], direction)
+                    started = time.perf_counter()
+                    try:
+                        (be.apply_one if direction == "apply" else be.rollback_one)(migration)
+                    except yoyo_exceptions.BadMigration as exc:
+                        raise MigrationError(f"Migration {migration.id}: {exc}") from None
+                    except psycopg2.Error as exc:
+                        raise MigrationError(_describe(migration, exc, direction, url)) from None
+                    seconds = time.perf_counter() - started
+                    _record_timing(conn, migration.id, seconds if direction == "apply" else None)
+                    done.append(Applied(migration.id, seconds))
+                if direction == "apply" and todo:
+                    be.run_post_apply(todo)
+        finally:
+            be.connection.close()
+        return done
+
+
+# -- yoyo's objects ------------------------------------------------------------------------
+
+
+def _load(migration: YoyoMigration) -> None:
+    try:
+        migration.load()
+    except yoyo_exceptions.BadMigration as exc:
+        cause = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], BaseException) else exc.__context__
+        raise MigrationError(_describe_load_failure(migration, cause or exc)) from None
+
+
+def _describe_load_failure(migration: YoyoMigration, cause: BaseException) -> str:
+    path = Path(migration.path)
+    line = None
+    if isinstance(cause, SyntaxError) and cause.lineno:
+        line = cause.lineno
+    else:
+        for frame in traceback.extract_tb(cause.__traceback__):
+            if Path(frame.filename) == path:
+                line = frame.lineno
+    where = f"{path}:{line}" if line else str(path)
+    detail = cause.msg if isinstance(cause, SyntaxError) else str(cause)
+    return f"Migration file {where} does not import: {type(cause).__name__}: {detail}. Fix the file; nothing was applied."
+
+
+def _steps(migration: YoyoMigration) -> list[MigrationStep]:
+    """The migration's steps in apply order, unwrapped from yoyo's transaction wrappers and groups."""
+    _load(migration)
+
+    def walk(items: Iterable[object]) -> Iterator[MigrationStep]:
+        for item in items:
+            if isinstance(item, (TransactionWrapper, Transactionless)):
+                yield from walk([item.step])
+            elif isinstance(item, StepGroup):
+                yield from walk(item.steps)
+            elif isinstance(item, MigrationStep):
+                yield item
+
+    return list(walk(migration.steps or []))
+
+
+def _has_rollback(migration: YoyoMigration) -> bool:
+    """False when any step lacks a rollback: yoyo would silently 'roll it back' as a no-op."""
+    found = _steps(migration)
+    with_rollback = [step._rollback not in (None, "") for step in found]
+    if migration.is_raw_sql():
+        # yoyo pairs a .rollback.sql file's statements with the apply statements
+        # one by one, so unpaired steps are normal: what matters is the file.
+        return any(with_rollback)
+    return bool(found) and all(with_rollback)
+
+
+def _describe(migration: YoyoMigration, exc: psycopg2.Error, direction: str, url: str) -> str:
+    statement = sqltext.failing_statement(exc)
+    if not statement and migration.use_transactions:
+        # No position in the error: replay inside a rolled-back transaction to find it. Never for
+        # non-transactional migrations, whose statements would stay applied.
+        ordered = _steps(migration) if direction == "apply" else list(reversed(_steps(migration)))
+        bodies = [s._apply if direction == "apply" else s._rollback for s in ordered]
+        try:
+            conn = psycopg2.connect(urls.normalize(url))
+        except psycopg2.Error:
+            conn = None
+        if conn is not None:
+            try:
+                statement = sqltext.replay(conn, [b for b in bodies if b]) or ""
+            finally:
+                conn.close()
+    action = "apply" if direction == "apply" else "roll back"
+    return sqltext.describe_failure(migration.id, Path(migration.path), migration.source or "", exc, action,
+                                    statement, rolled_back=bool(migration.use_transactions))
+
+
+def _backend(url: str) -> Any:
+    """A yoyo backend for ``url`` (the scheme normalised: yoyo rejects +psycopg2)."""
+    try:
+        return get_backend(urls.normalize(url))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    except psycopg2.Error as exc:
+        message = urls.mask_text(str(exc).strip(), url)
+        raise ServerError(f"Cannot connect to PostgreSQL at {urls.mask(url)}: {message}") from None
+
+
+def _ensure_timing_table(conn: "psycopg2.extensions.connection") -> None:
+    with conn.cursor() as cur:
+        cur.execute(
+            f"CREATE TABLE IF NOT EXISTS {TIMING_TABLE} ("
+            " migration_id text PRIMARY KEY, duration_ms double precision NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+
+
+def _record_timing(conn: "psycopg2.extensions.connection", migration_id: str, seconds: float | None) -> None:
+    with conn.cursor() as cur:
+        if seconds is not None:
+            cur.execute(
+                f"INSERT INTO {TIMING_TABLE} (migration_id, duration_ms) VALUES (%s, %s) ON CONFLICT"
+                " (migration_id) DO UPDATE SET duration_ms = EXCLUDED.duration_ms, applied_at = now()",
+                (migration_id, seconds * 1000),
+            )
+        else:
+            cur.execute(f"DELETE FROM {TIMING_TABLE} WHERE migration_id = %s", (migration_id,))
+
+
+@contextlib.contextmanager
+def _yoyo_lock(be: Any, url: str) -> Iterator[None]:
+    """yoyo's lock, which is a row in yoyo_lock keyed by pid: a killed run leaves it behind and
+    every later run would wait, then fail. Say so at once when the holder is dead on this host."""
+    try:
+        with be.connection.cursor() as cur:
+            cur.execute(f"SELECT pid, ctime FROM {be.lock_table_quoted}")
+            holders = cur.fetchall()
+    except psycopg2.Error:
+        holders = []
+    for pid, ctime in holders:
+        if pid != os.getpid() and not psutil.pid_exists(pid):
+            raise MigrationError(
+                f"{urls.mask(url)} is locked by yoyo for process {pid} (since {ctime} UTC), which is not running on "
+                "this machine: a migration run was killed. If no other machine is migrating this database, remove "
+                "the lock with `yoyo break-lock --database URL` and run again."
+            )
+    try:
+        with be.lock():
+            yield
+    except yoyo_exceptions.LockTimeout as exc:
+        raise MigrationError(f"{urls.mask(url)}: {exc}") from None
+
+
+def _rows_output(quiet: bool) -> contextlib.AbstractContextManager[object]:
+    # yoyo prints the rows of any SELECT a step runs to stdout; keep stdout for
+    # our own output (JSON, reports): rows go to stderr, or nowhere when quiet.
+    return contextlib.redirect_stdout(io.StringIO() if quiet else sys.stderr)
