@@ -1,4 +1,4 @@
-"""One run's database stack: settings -> server -> template -> clones, usable without pytest."""
+"""One run's database stack: settings -> server -> migrator -> template -> clones, usable without pytest."""
 from __future__ import annotations
 
 import time
@@ -37,6 +37,25 @@ class ServerInfo:
 
     def __repr__(self) -> str:  # shown by pytest --showlocals and in assertion messages: no passwords
         return f"ServerInfo({self})"
+
+
+@dataclass(frozen=True)
+class FreshDatabase:
+    """A database cloned from the migrated template for one test; dropped afterwards."""
+
+    name: str
+    url: str
+
+    @property
+    def dsn(self) -> dict[str, object]:
+        """host, port, user, password, dbname: keyword arguments for psycopg2/asyncpg connect."""
+        return urls.dsn_parts(self.url)
+
+    def __str__(self) -> str:
+        return urls.mask(self.url)
+
+    def __repr__(self) -> str:  # shown by pytest --showlocals and in assertion messages: no passwords
+        return f"FreshDatabase(name={self.name!r}, url={urls.mask(self.url)!r})"
 
 
 class FreshPool:
@@ -137,16 +156,17 @@ class Runtime:
             self.templates.drop(self._work_db)
         self._work_db = None
 
-    def fresh_db(self) -> str:
+    def fresh_db(self) -> FreshDatabase:
         """A new clone of the template for one test; give it back with ``release_fresh_db``."""
         assert self.templates and self.info
         if self._fresh is None:
             self._fresh = FreshPool(self.templates, self.info.template)
-        return self._fresh.take()
+        name = self._fresh.take()
+        return FreshDatabase(name, self.templates.url(name))
 
-    def release_fresh_db(self, name: str) -> None:
+    def release_fresh_db(self, db: FreshDatabase) -> None:
         assert self._fresh is not None
-        self._fresh.give_back(name)
+        self._fresh.give_back(db.name)
 
     def stop(self) -> None:
         try:

@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,12 @@ class Project:
         return subprocess.run(
             self.command(*args), cwd=self.root, env=self.environ(), capture_output=True, text=True, timeout=timeout
         )
+
+    def result(self, *args: str, timeout: float = 120) -> pytest.RunResult:
+        """A whole pytest run, as pytester's RunResult: ``assert_outcomes`` instead of matching strings."""
+        started = time.monotonic()
+        done = self.run(*args, timeout=timeout)
+        return pytest.RunResult(done.returncode, done.stdout.splitlines(), done.stderr.splitlines(), time.monotonic() - started)
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen(

@@ -9,7 +9,7 @@ import psycopg2
 import pytest
 
 from pytest_overlord_db import urls
-from pytest_overlord_db.relay import Relay
+from pytest_overlord_db.connections.relay import Relay
 
 
 @pytest.fixture

@@ -306,3 +306,38 @@ def test_readme_fixture_examples_run(project):
     result = project.run("-q", "tests/test_readme.py")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "4 passed" in result.stdout
+
+
+def test_docker_is_pinged_once_by_the_controller_and_never_under_collect_only(project, tmp_path):
+    """The auto backend pings Docker: once per run (xdist workers are told the choice), not at all with --co."""
+    import socket
+    import threading
+
+    path = tmp_path / "docker.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(16)
+    accepted = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(1)
+            conn.close()  # not a Docker engine: the ping fails and auto falls back to embedded
+
+    threading.Thread(target=serve, daemon=True).start()
+    project.env["DOCKER_HOST"] = f"unix://{path}"
+    project.write("test_report.py", REPORT_TEST)
+    try:
+        listed = project.run("--co", "-q", "test_report.py")
+        assert listed.returncode == 0, listed.stdout + listed.stderr
+        assert accepted == []
+        result = project.run("-n", "2", "-p", "xdist", "test_report.py", "test_report.py")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "backend embedded (auto: Docker does not answer" in result.stdout
+    finally:
+        listener.close()
+    assert len(accepted) == 1, accepted  # one ping makes one connection; each worker asking would make 3

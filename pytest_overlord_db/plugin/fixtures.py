@@ -1,0 +1,73 @@
+"""The user's fixtures. Thin: the lifecycle is in ``isolation``, the stack in ``runtime``."""
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Iterator
+
+import pytest
+import pytest_asyncio
+
+from ..connections import SavepointConnection
+from ..errors import OverlordError
+from ..runtime import FreshDatabase, ServerInfo
+from . import errors, loops, state
+
+
+@pytest.fixture(scope="session")
+def overlord_server(request: pytest.FixtureRequest) -> Iterator[ServerInfo]:
+    """Session info: backend, server version, the template's name, URL and cache key."""
+    plugin = state.get(request.config)
+    error: OverlordError | None = None
+    try:
+        _, info = plugin.stack().ensure_runtime()
+    except OverlordError as exc:
+        error = exc
+    if error is not None:  # outside the except block, so no chained traceback is shown
+        errors.fail_setup(request.config, error)
+    yield info
+    plugin.shutdown()
+
+
+@pytest.fixture
+def overlord_db_sync(overlord_server: ServerInfo, request: pytest.FixtureRequest) -> Iterator[SavepointConnection]:
+    """A psycopg2 connection to the migrated database, in a transaction rolled back after the test."""
+    isolation = state.get(request.config).stack()
+    conn = isolation.begin_sync()
+    yield conn
+    if not isolation.end_sync(conn):
+        errors.fail_test(errors.SYNC_COMMITTED)
+
+
+@pytest_asyncio.fixture
+async def overlord_db(overlord_server: ServerInfo, request: pytest.FixtureRequest) -> Any:
+    """An asyncpg connection to the migrated database, in a transaction rolled back after the test.
+
+    Nested ``conn.transaction()`` blocks in the code under test become savepoints.
+    """
+    isolation = state.get(request.config).stack()
+    scope = loops.test_loop_scope(request.node)
+    test = await isolation.begin_async(keep=scope != "function")
+    if test.keep and test.new:
+        # Close it while its loop still exists: when the loop's scope ends.
+        loop = asyncio.get_running_loop()
+        loops.scope_node(request, scope).addfinalizer(lambda: isolation.close_loop(loop))
+
+    # A plain (sync) finalizer, not an async generator: the relayed case needs no
+    # await at all, and pytest-asyncio would spend a whole loop run on it.
+    def end() -> None:
+        if not isolation.end_async(test):
+            errors.fail_test(errors.ASYNC_COMMITTED)
+
+    request.addfinalizer(end)
+    return test.conn
+
+
+@pytest.fixture
+def overlord_fresh_db(overlord_server: ServerInfo, request: pytest.FixtureRequest) -> Iterator[FreshDatabase]:
+    """A new database cloned from the template: commit, use several connections; dropped after the test."""
+    runtime, _ = state.get(request.config).stack().ensure_runtime()
+    db = runtime.fresh_db()
+    try:
+        yield db
+    finally:
+        runtime.release_fresh_db(db)  # dropped (WITH FORCE) in the background

@@ -1,0 +1,120 @@
+"""pytest hooks: options, configuration, header, xdist hand-over, round-trip collection and summary.
+
+No I/O beyond reading the project's own files happens in ``pytest_configure``:
+the backend (which may ping Docker) is chosen on first need, once, in the
+controller — by the header, or when xdist starts its workers, who are told
+the choice — and never under ``--collect-only``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from .. import settings as settings_mod
+from .. import urls
+from ..errors import ConfigError, OverlordError
+from . import items as roundtrip_items
+from . import options, state
+
+BACKEND_INPUT = "overlord_backend"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    options.add(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "overlord_roundtrip: a migration round-trip check")
+    chosen = {ini: v for ini, (v, _) in options.values(config).items()}
+    try:
+        settings = settings_mod.resolve(
+            config.rootpath,
+            migrations=chosen["overlord_migrations"],
+            seed=chosen["overlord_seed"],
+            backend=chosen["overlord_backend"],
+            db_url=chosen["overlord_db_url"],
+            image=chosen["overlord_image"],
+            datadir=chosen["overlord_datadir"],
+            migrator=chosen["overlord_migrator"],
+        )
+    except ConfigError as exc:
+        if not options.uses_overlord(config):
+            return  # a project that only has the plugin installed must not break
+        raise pytest.UsageError(str(exc)) from None
+    plugin = state.PluginState(settings)
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput and workerinput.get(BACKEND_INPUT):
+        plugin.backend, plugin.reason = workerinput[BACKEND_INPUT]
+    config.stash[state.STATE] = plugin
+    if config.getoption("overlord_roundtrip"):
+        config.pluginmanager.register(AcceptedSummary(plugin), "overlord-db-accepted")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist: the controller chooses the backend once and tells every worker."""
+    plugin = node.config.stash.get(state.STATE, None)
+    if plugin is not None:
+        node.workerinput[BACKEND_INPUT] = list(plugin.choose_backend())
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    plugin = config.stash.get(state.STATE, None)
+    if plugin is not None:
+        plugin.shutdown()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    plugin = config.stash.get(state.STATE, None)
+    if plugin is None:
+        return []
+    s = plugin.settings
+    needs_ping = s.backend == "auto" and not s.db_url
+    if config.option.collectonly and plugin.backend is None and needs_ping:
+        backend = f"backend {s.backend} (chosen when a test needs a database)"
+    else:
+        name, reason = plugin.choose_backend()
+        try:
+            from ..servers import make_server
+
+            where = make_server(s, name).describe()
+        except OverlordError as exc:
+            where = str(exc)
+        backend = f"backend {name} ({reason}); {where}"
+    lines = [f"overlord-db: {backend}",
+             f"overlord-db: migrations {s.migrations_dir} ({s.migrator}); seed {s.seed or 'none'}"]
+    if config.option.verbose > 0:
+        for ini, (value, source) in options.values(config).items():
+            shown = urls.mask(value) if value and ini == "overlord_db_url" else value
+            lines.append(f"overlord-db:   {ini} = {shown if shown is not None else '(unset)'}  [{source}]")
+    return lines
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("overlord_roundtrip"):
+        roundtrip_items.add_items(session, config, items)
+
+
+class AcceptedSummary:
+    """Collects the accepted round-trip exceptions from every report, worker ones included (a plugin object
+    registered per run: ``pytest_runtest_logreport`` gets no config to find the stash by)."""
+
+    def __init__(self, plugin: state.PluginState) -> None:
+        self.plugin = plugin
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when == "call":
+            for key, value in report.user_properties:
+                if key == "accepted":
+                    self.plugin.accepted_seen.append((report.nodeid, value))
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """Accepted round-trip exceptions are shown, never silently hidden."""
+    plugin = config.stash.get(state.STATE, None)
+    if plugin is not None and plugin.accepted_seen:
+        terminalreporter.section("overlord-db round trip: accepted exceptions")
+        for nodeid, text in plugin.accepted_seen:
+            terminalreporter.write_line(f"{nodeid.split('[', 1)[-1].rstrip(']')}: {text}")

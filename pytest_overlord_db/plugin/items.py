@@ -1,0 +1,73 @@
+"""``--overlord-roundtrip``: one test item per migration, one for the full cycle, one for the accepted list."""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ..errors import OverlordError
+from . import state
+
+
+class RoundtripFailure(Exception):
+    pass
+
+
+class RoundtripItem(pytest.Item):
+    """Passes when its migration's apply -> rollback -> apply leaves the schema exact."""
+
+    def __init__(self, *, verdict_id: str, path_hint: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.verdict_id = verdict_id
+        self.path_hint = path_hint
+        self.add_marker("overlord_roundtrip")
+
+    def runtest(self) -> None:
+        report = state.get(self.config).stack().roundtrip_report()
+        if self.verdict_id == "stale":
+            if report.stale_exceptions:
+                raise RoundtripFailure("\n".join(
+                    f"{s['migration']} / {s['object']}: {s['why']}; remove it from [tool.overlord_db] or fix it"
+                    for s in report.stale_exceptions))
+            return
+        verdicts = report.migrations + ([report.full_cycle] if report.full_cycle else [])
+        verdict = next(v for v in verdicts if v.id == self.verdict_id)
+        for item in verdict.accepted:
+            self.user_properties.append(("accepted", f"{item['object']} — {item['reason']}"))
+        if not verdict.ok:
+            text = [f"{verdict.id}: {verdict.status}"]
+            if verdict.error:
+                text.append(verdict.error)
+            if verdict.diff:
+                text.append(verdict.diff)
+            raise RoundtripFailure("\n".join(text))
+
+    def repr_failure(self, excinfo: Any, style: Any = None) -> Any:
+        if isinstance(excinfo.value, RoundtripFailure):
+            return str(excinfo.value)
+        if isinstance(excinfo.value, OverlordError):
+            return f"overlord-db: {excinfo.value}"
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self) -> tuple[Any, int | None, str]:
+        return self.path_hint, None, f"roundtrip {self.verdict_id}"
+
+
+def add_items(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    plugin = state.get(config)
+    from ..migrators import for_folder
+    from ..roundtrip import FULL_CYCLE
+
+    try:
+        chain = for_folder(plugin.settings.migrations_dir, plugin.settings.migrator).chain()
+    except OverlordError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    for migration in chain:
+        items.append(RoundtripItem.from_parent(session, name=f"roundtrip[{migration.id}]", verdict_id=migration.id,
+                                               path_hint=str(migration.path)))
+    if chain:
+        items.append(RoundtripItem.from_parent(session, name="roundtrip[all-down-and-up]", verdict_id=FULL_CYCLE,
+                                               path_hint=str(plugin.settings.migrations_dir)))
+    if plugin.settings.accepted:
+        items.append(RoundtripItem.from_parent(session, name="roundtrip[accepted-exceptions]", verdict_id="stale",
+                                               path_hint=str(plugin.settings.root / "pyproject.toml")))

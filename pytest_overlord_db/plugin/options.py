@@ -1,0 +1,53 @@
+"""The plugin's options: each a flag, an ini name and an environment variable (flag > env > ini > default)."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from ..settings import DEFAULT_IMAGE
+
+OPTIONS = [
+    # (flag, ini name, env var, help)
+    ("--seed", "overlord_seed", "OVERLORD_SEED", "load seeds/ENV/*.sql into the template after migrating"),
+    ("--overlord-backend", "overlord_backend", "OVERLORD_BACKEND", "auto|embedded|docker|url (auto: a URL if given, else Docker if it answers, else embedded)"),
+    ("--overlord-db-url", "overlord_db_url", "OVERLORD_DB_URL", "an existing server to create our databases on (needs CREATEDB)"),
+    ("--overlord-image", "overlord_image", "OVERLORD_IMAGE", f"Docker image (default {DEFAULT_IMAGE})"),
+    ("--overlord-migrations", "overlord_migrations", "OVERLORD_MIGRATIONS", "migrations folder (default: yoyo.ini, else ./migrations)"),
+    ("--overlord-migrator", "overlord_migrator", "OVERLORD_MIGRATOR", "auto|yoyo|sqlfolders|module:Class (auto: sqlfolders when the folder has versions/, else yoyo)"),
+    ("--overlord-datadir", "overlord_datadir", "OVERLORD_DATADIR", "embedded server data directory (default: per project on /dev/shm)"),
+]
+
+
+def add(parser: pytest.Parser) -> None:
+    group = parser.getgroup("overlord-db", "migration-verified PostgreSQL test databases")
+    for flag, ini, env, help_text in OPTIONS:
+        group.addoption(flag, dest=ini, default=None, metavar="VALUE", help=f"{help_text} [env {env}, ini {ini}]")
+        parser.addini(ini, help=help_text, default=None)
+    group.addoption(
+        "--overlord-roundtrip",
+        action="store_true",
+        default=False,
+        help="add one test per migration proving apply -> rollback -> apply leaves the schema exact",
+    )
+
+
+def value(config: pytest.Config, ini: str, env: str) -> tuple[str | None, str]:
+    """The value of one option and where it came from."""
+    if config.getoption(ini):
+        return config.getoption(ini), "command line"
+    if os.environ.get(env):
+        return os.environ[env], f"env {env}"
+    if config.getini(ini):
+        return config.getini(ini), f"ini {ini}"
+    return None, "default"
+
+
+def values(config: pytest.Config) -> dict[str, tuple[str | None, str]]:
+    return {ini: value(config, ini, env) for _, ini, env, _ in OPTIONS}
+
+
+def uses_overlord(config: pytest.Config) -> bool:
+    """Whether the user asked for us explicitly (any option) or has the files we work on."""
+    explicit = any(v for v, _ in values(config).values()) or config.getoption("overlord_roundtrip")
+    return bool(explicit) or (config.rootpath / "yoyo.ini").is_file() or (config.rootpath / "migrations").is_dir()

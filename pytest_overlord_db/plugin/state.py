@@ -1,0 +1,45 @@
+"""What one pytest process keeps between hooks and fixtures, in ``config.stash`` (never in module globals)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from ..isolation import Isolation
+from ..settings import Settings
+
+
+@dataclass
+class PluginState:
+    settings: Settings
+    backend: str | None = None  # chosen on first need: the Docker ping is I/O, never done in pytest_configure
+    reason: str = ""
+    isolation: Isolation | None = None
+    accepted_seen: list[tuple[str, str]] = field(default_factory=list)
+
+    def choose_backend(self) -> tuple[str, str]:
+        if self.backend is None:
+            from ..servers import choose_backend
+
+            self.backend, self.reason = choose_backend(self.settings)
+        return self.backend, self.reason
+
+    def stack(self) -> Isolation:
+        if self.isolation is None:
+            backend, reason = self.choose_backend()
+            self.isolation = Isolation(self.settings, backend, reason)
+        return self.isolation
+
+    def shutdown(self) -> None:
+        if self.isolation is not None:
+            self.isolation.shutdown()
+
+
+STATE = pytest.StashKey[PluginState]()
+
+
+def get(config: pytest.Config) -> PluginState:
+    state = config.stash.get(STATE, None)
+    if state is None:
+        raise pytest.UsageError("pytest-overlord-db is not configured: no migrations folder found (see --overlord-migrations).")
+    return state
