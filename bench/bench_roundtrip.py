@@ -26,7 +26,7 @@ from bench_fixtures import raw_floor  # noqa: E402  (this folder is on sys.path 
 from pytest_overlord_db.migrators import for_folder  # noqa: E402
 from pytest_overlord_db import roundtrip, schema  # noqa: E402
 from pytest_overlord_db.servers import EmbeddedServer, inspect_server  # noqa: E402
-from pytest_overlord_db.settings import resolve  # noqa: E402
+from pytest_overlord_db.config import resolve  # noqa: E402
 from pytest_overlord_db.template import Templates  # noqa: E402
 
 

@@ -24,9 +24,10 @@ def ensure_migrations(
     statement and PostgreSQL's message; its own transaction is rolled back, so
     nothing of it stays half applied.
     """
-    cfg = config_mod.load(Path(root) if root else None, env=env, database_url=database_url, migrations=migrations_dir)
+    cfg = config_mod.resolve(Path(root) if root else None, env=env, database_url=database_url,
+                             migrations_dir=migrations_dir, check_migrations=False)
     migrator = for_folder(cfg.migrations_dir, cfg.migrator)
-    return [applied.id for applied in migrator.apply(cfg.require_url(), migrator.chain(), lock=True)]
+    return [applied.id for applied in migrator.apply(cfg.require_database_url(), migrator.chain(), lock=True)]
 
 
 async def ensure_migrations_async(

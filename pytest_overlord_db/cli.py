@@ -13,6 +13,7 @@ from typing import Annotated, Callable, Optional
 import typer
 
 from . import config as config_mod
+from .config import Settings
 from . import urls
 from .errors import ConfigError, OverlordError
 from .migrators import Applied, Migration, Migrator, for_folder, position
@@ -49,23 +50,24 @@ def _run(action: Callable[[], int]) -> None:
     raise typer.Exit(code)
 
 
-def _config(env: str | None, database_url: str | None, migrations: Path | None) -> config_mod.AppConfig:
-    return config_mod.load(env=env, database_url=database_url, migrations=migrations)
+def _config(env: str | None, database_url: str | None, migrations: Path | None) -> Settings:
+    # The folder is checked by the migrator when it reads it, so `new` can create it.
+    return config_mod.resolve(env=env, database_url=database_url, migrations_dir=migrations, check_migrations=False)
 
 
-def _confirm_production(cfg: config_mod.AppConfig, yes: bool, what: str, production: bool = False) -> None:
+def _confirm_production(cfg: Settings, yes: bool, what: str, production: bool = False) -> None:
     """Production (the --env section, or the seed environment) needs a yes: asked on a terminal,
     --yes otherwise (and always in batch mode)."""
     if not (production or (cfg.env or "").lower() == "production") or yes:
         return
     if sys.stdin.isatty() and not cfg.batch_mode:
-        if typer.confirm(f"{what} on PRODUCTION ({urls.mask(cfg.require_url())})?", default=False):
+        if typer.confirm(f"{what} on PRODUCTION ({urls.mask(cfg.require_database_url())})?", default=False):
             return
         raise ConfigError("Not confirmed; nothing was changed.")
     raise ConfigError(f"{what} on production needs confirmation: run it on a terminal, or pass --yes.")
 
 
-def _migrator(cfg: config_mod.AppConfig) -> Migrator:
+def _migrator(cfg: Settings) -> Migrator:
     return for_folder(cfg.migrations_dir, cfg.migrator)
 
 
@@ -76,9 +78,9 @@ def _list_done(verb: str, results: list[Applied]) -> None:
         _echo(f"  {a.id:{width}}  {a.seconds * 1000:8.1f} ms")
 
 
-def _dry_run(verb: str, cfg: config_mod.AppConfig, migrator: Migrator, todo: list[Migration], direction: str) -> int:
+def _dry_run(verb: str, cfg: Settings, migrator: Migrator, todo: list[Migration], direction: str) -> int:
     _echo(f"Would {verb} {len(todo)} migration(s) {'to' if direction == 'apply' else 'from'} "
-          f"{urls.mask(cfg.require_url())} (dry run, nothing changed):")
+          f"{urls.mask(cfg.require_database_url())} (dry run, nothing changed):")
     for m in todo:
         _echo(f"  {m.id}")
         for line in migrator.show(m, direction):
@@ -105,11 +107,11 @@ def status(env: EnvOpt = None, database_url: UrlOpt = None, migrations: MigOpt =
         cfg = _config(env, database_url, migrations)
         migrator = _migrator(cfg)
         chain = migrator.chain()
-        applied = {a.id: a for a in migrator.applied(cfg.require_url())}
+        applied = {a.id: a for a in migrator.applied(cfg.require_database_url())}
         pending = [m.id for m in chain if m.id not in applied]
         if format == "json":
             _echo(json.dumps({
-                "database": urls.mask(cfg.require_url()),
+                "database": urls.mask(cfg.require_database_url()),
                 "applied": [{"id": a.id, "applied_at": a.applied_at.isoformat() + "Z" if a.applied_at else None,
                              "duration_ms": round(a.duration_ms, 1) if a.duration_ms is not None else None}
                             for a in applied.values()],
@@ -117,7 +119,7 @@ def status(env: EnvOpt = None, database_url: UrlOpt = None, migrations: MigOpt =
             }, indent=2))
             return 0
         width = max([len(m.id) for m in chain] + [10])
-        _echo(f"Database:   {urls.mask(cfg.require_url())} ({cfg.url_origin})")
+        _echo(f"Database:   {urls.mask(cfg.require_database_url())} ({cfg.sources['database_url']})")
         _echo(f"Migrations: {cfg.migrations_dir}")
         _echo(f"Applied ({len(applied)}):")
         for a in applied.values():
@@ -145,7 +147,7 @@ def migrate(
         migrator = _migrator(cfg)
         chain = migrator.chain()
         upto = position(chain, target) if target else len(chain) - 1
-        done = {a.id for a in migrator.applied(cfg.require_url())}
+        done = {a.id for a in migrator.applied(cfg.require_database_url())}
         todo = [m for m in chain[: upto + 1] if m.id not in done]
         if not todo:
             _echo("Nothing to apply: the database is up to date" + (f" with {chain[upto].id}." if target else "."))
@@ -153,7 +155,7 @@ def migrate(
         if dry_run:
             return _dry_run("apply", cfg, migrator, todo, "apply")
         _confirm_production(cfg, yes, f"Applying {len(todo)} migration(s)")
-        _list_done("Applied", migrator.apply(cfg.require_url(), todo, on_progress=_progress(len(todo))))
+        _list_done("Applied", migrator.apply(cfg.require_database_url(), todo, on_progress=_progress(len(todo))))
         return 0
 
     _run(body)
@@ -172,7 +174,7 @@ def rollback(
         cfg = _config(env, database_url, migrations)
         migrator = _migrator(cfg)
         chain = migrator.chain()
-        done = {a.id for a in migrator.applied(cfg.require_url())}
+        done = {a.id for a in migrator.applied(cfg.require_database_url())}
         applied_chain = [m for m in chain if m.id in done]
         if target:
             keep = position(chain, target)
@@ -186,7 +188,7 @@ def rollback(
         if dry_run:
             return _dry_run("roll back", cfg, migrator, todo, "rollback")
         _confirm_production(cfg, yes, f"Rolling back {len(todo)} migration(s)")
-        _list_done("Rolled back", migrator.rollback(cfg.require_url(), todo, on_progress=_progress(len(todo))))
+        _list_done("Rolled back", migrator.rollback(cfg.require_database_url(), todo, on_progress=_progress(len(todo))))
         return 0
 
     _run(body)
@@ -203,18 +205,18 @@ def seed(
     def body() -> int:
         from . import seeds
         from .servers.base import connect
-        from .settings import seed_files
+        from .config import seed_files
 
         cfg = _config(env, database_url, None)
         files = seed_files(cfg.seeds_dir, environment)
         _confirm_production(cfg, yes, f"Seeding {len(files)} file(s)", production=environment.lower() == "production")
-        conn = connect(cfg.require_url())
+        conn = connect(cfg.require_database_url())
         try:
             results = seeds.load(conn, files, stop_on_error=False)
         finally:
             conn.close()
         failed = [r for r in results if not r.ok]
-        _echo(f"Seeded {environment} into {urls.mask(cfg.require_url())}:")
+        _echo(f"Seeded {environment} into {urls.mask(cfg.require_database_url())}:")
         for r in results:
             _echo(f"  {'ok    ' if r.ok else 'FAILED'}  {r.file.name}")
         for r in failed:
@@ -233,7 +235,7 @@ def new(
     """Create the next numbered migration file with an apply and a rollback step to fill in."""
 
     def body() -> int:
-        cfg = config_mod.load(env=env, migrations=migrations)
+        cfg = _config(env, None, migrations)
         for path in _migrator(cfg).new(message):
             _echo(f"Created {path}")
         return 0
@@ -251,12 +253,11 @@ def roundtrip(
 
     def body() -> int:
         from . import roundtrip as rt
-        from . import settings as settings_mod
         from .servers import inspect_server, make_server
         from .template import Templates
 
         url = database_url or os.environ.get("OVERLORD_DB_URL")
-        st = settings_mod.resolve(Path.cwd(), migrations=migrations, db_url=url, backend="url" if url else "embedded")
+        st = config_mod.resolve(migrations_dir=migrations, db_url=url, backend="url" if url else "embedded")
         migrator = for_folder(st.migrations_dir, st.migrator)
         server = make_server(st, st.backend)
         admin = server.start()

@@ -1,33 +1,55 @@
-"""Configuration of the CLI and ensure_migrations(): which database, which migrations, which seeds.
+"""Every setting of the plugin, the CLI and ``ensure_migrations()``, resolved once, each with its source.
 
-The seed's yoyo.ini: ``--env``/``OVERLORD_ENV`` picks the section (DEFAULT
-when none). Database precedence: --database-url, then DATABASE_URL, then the
-section's ``database``.
+Precedence everywhere: an explicit option (a pytest flag, a CLI option or an
+argument), then an environment variable, then the pytest ini setting, then
+yoyo.ini (the section chosen by ``--env`` / ``OVERLORD_ENV``), then the
+default. ``Settings.sources`` says, for each value, which one it came from;
+``pytest -v`` prints them in its header.
 """
 from __future__ import annotations
 
+import configparser
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
+from . import urls
 from .errors import ConfigError
-from .settings import YoyoIni, locate, open_ini
+from .inifile import YoyoIni, open_ini
+
+DEFAULT_IMAGE = "pgvector/pgvector:pg17"
+BACKENDS = ("auto", "embedded", "docker", "url")
+ACCEPTED_SECTION = "overlord_db:accepted"
 
 
 @dataclass(frozen=True)
-class AppConfig:
+class Settings:
     root: Path
-    env: str | None
-    database_url: str | None
-    url_origin: str
     migrations_dir: Path
     seeds_dir: Path
-    batch_mode: bool
-    ini: YoyoIni | None
-    migrator: str = "auto"
+    seed: str | None = None
+    backend: str = "auto"
+    db_url: str | None = None  # the server the plugin creates its databases on (--overlord-db-url)
+    image: str = DEFAULT_IMAGE
+    datadir: Path | None = None
+    ini_path: Path | None = None
+    accepted: tuple[dict[str, str], ...] = field(default=())
+    migrator: str = "auto"  # auto, yoyo, sqlfolders, or module:Class
+    # The CLI's and ensure_migrations()' view: which application database, which yoyo.ini section.
+    env: str | None = None
+    database_url: str | None = None
+    batch_mode: bool = False
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
-    def require_url(self) -> str:
+    def seed_files(self) -> list[Path]:
+        return seed_files(self.seeds_dir, self.seed) if self.seed else []
+
+    def __repr__(self) -> str:  # pytest --showlocals prints it: passwords masked
+        shown = ", ".join(f"{name}={value}" for name, value, _ in self.describe())
+        return f"Settings(root={str(self.root)!r}, {shown})"
+
+    def require_database_url(self) -> str:
         if not self.database_url:
             raise ConfigError(
                 "No database configured: pass --database-url, set DATABASE_URL, or give the "
@@ -35,41 +57,166 @@ class AppConfig:
             )
         return self.database_url
 
+    def describe(self) -> list[tuple[str, str, str]]:
+        """(name, value, source) of every setting that has a source, passwords masked."""
+        rows = []
+        for name, source in self.sources.items():
+            value = getattr(self, name)
+            shown = urls.mask(value) if name in ("db_url", "database_url") and value else value
+            rows.append((name, "(unset)" if shown is None else str(shown), source))
+        return rows
 
-def load(
-    root: Path | None = None,
+
+def environments(seeds_dir: Path) -> list[str]:
+    if not seeds_dir.is_dir():
+        return []
+    return sorted(p.name for p in seeds_dir.iterdir() if p.is_dir() and any(p.glob("*.sql")))
+
+
+def seed_files(seeds_dir: Path, env: str) -> list[Path]:
+    """The seed files of ``env`` in the order they run, or an error naming the ones that exist."""
+    folder = seeds_dir / env
+    files = sorted(folder.glob("*.sql")) if folder.is_dir() else []
+    if not files:
+        known = environments(seeds_dir)
+        listing = ", ".join(known) if known else f"none (no seeds/<ENV>/*.sql under {seeds_dir})"
+        raise ConfigError(f"Unknown seed environment {env!r}: {folder} has no .sql files. Environments that exist: {listing}.")
+    return files
+
+
+def read_accepted(root: Path, ini_path: Path | None = None) -> tuple[dict[str, str], ...]:
+    """Accepted round-trip exceptions: ``[[tool.overlord_db.accepted]]`` in pyproject.toml and/or a
+    ``[overlord_db:accepted]`` section of yoyo.ini, one ``<migration> <object> = <reason>`` per line."""
+    entries: list[dict[str, str]] = []
+    if ini_path is not None:
+        parser = configparser.ConfigParser(interpolation=None, default_section="\0no-defaults")
+        parser.optionxform = str  # type: ignore[assignment,method-assign]  # keep object names' case
+        parser.read(ini_path, encoding="utf-8")
+        if parser.has_section(ACCEPTED_SECTION):
+            for key, reason in parser.items(ACCEPTED_SECTION):
+                migration, _, obj = key.strip().partition(" ")
+                if not obj.strip() or not reason.strip():
+                    raise ConfigError(
+                        f"{ini_path}: [{ACCEPTED_SECTION}] lines read `<migration> <object> = <reason>`; {key!r} is not one."
+                    )
+                entries.append({"migration": migration, "object": obj.strip(), "reason": reason.strip()})
+    return tuple(entries) + _read_accepted_pyproject(root)
+
+
+def _read_accepted_pyproject(root: Path) -> tuple[dict[str, str], ...]:
+    pyproject = root / "pyproject.toml"
+    if not pyproject.is_file():
+        return ()
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    except Exception as exc:
+        raise ConfigError(f"{pyproject}: cannot parse it: {exc}") from None
+    entries = data.get("tool", {}).get("overlord_db", {}).get("accepted", [])
+    for entry in entries:
+        missing = {"migration", "object", "reason"} - set(entry)
+        if missing:
+            raise ConfigError(
+                f"{pyproject}: every [[tool.overlord_db.accepted]] entry needs migration, object and "
+                f"reason; {entry!r} lacks {', '.join(sorted(missing))}."
+            )
+    return tuple(entries)
+
+
+class _Resolver:
+    """Picks each value by precedence and remembers where it came from."""
+
+    def __init__(self, given: Mapping[str, Any], given_sources: Mapping[str, str], environ: Mapping[str, str],
+                 ini: YoyoIni | None, env: str | None) -> None:
+        self.given, self.given_sources, self.environ = given, given_sources, environ
+        self.ini, self.env = ini, env
+        self.sources: dict[str, str] = {}
+
+    def pick(self, name: str, env_var: str | None = None, ini_key: str | None = None, default: Any = None) -> Any:
+        if self.given.get(name) not in (None, ""):
+            self.sources[name] = self.given_sources.get(name, "option")
+            return self.given[name]
+        if env_var and self.environ.get(env_var):
+            self.sources[name] = f"env {env_var}"
+            return self.environ[env_var]
+        if ini_key and self.ini is not None:
+            value = self.ini.get(ini_key, self.env)
+            if value:
+                self.sources[name] = f"{self.ini.path} [{self.env or 'DEFAULT'}] {ini_key}"
+                return value
+        self.sources[name] = "default"
+        return default
+
+
+def resolve(
+    root: Path | str | os.PathLike[str] | None = None,
     *,
-    env: str | None = None,
-    database_url: str | None = None,
-    migrations: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
-) -> AppConfig:
+    sources: Mapping[str, str] | None = None,
+    check_migrations: bool = True,
+    **given: Any,
+) -> Settings:
+    """Build and validate Settings; every problem is a ConfigError naming the culprit.
+
+    ``given`` holds explicit values by field name (``migrations_dir``, ``seeds_dir``, ``seed``,
+    ``backend``, ``db_url``, ``image``, ``datadir``, ``migrator``, ``env``, ``database_url``); relative
+    folders are taken from ``root``. ``sources`` says where each given one came from (default: "option").
+    """
     environ = os.environ if environ is None else environ
     root = Path(root or os.getcwd()).resolve()
-    env = env or environ.get("OVERLORD_ENV") or None
+    env = given.get("env") or environ.get("OVERLORD_ENV") or None
     ini = open_ini(root, environ)
     if env and ini is None:
         raise ConfigError(f"--env {env} needs a yoyo.ini in {root} with a [{env}] section.")
+    r = _Resolver(given, sources or {}, environ, ini, env)
+    r.sources["env"] = "option" if given.get("env") else ("env OVERLORD_ENV" if env else "default")
 
-    if database_url:
-        url, origin = database_url, "--database-url"
-    elif environ.get("DATABASE_URL"):
-        url, origin = environ["DATABASE_URL"], "DATABASE_URL"
-    elif ini is not None:
-        url, origin = ini.get("database", env), f"{ini.path} [{env or 'DEFAULT'}]"
+    migrations = r.pick("migrations_dir", "OVERLORD_MIGRATIONS")
+    if migrations is None and ini is not None and (found := ini.migrations_dir(env)):
+        migrations_dir = found[0]
+        r.sources["migrations_dir"] = f"{ini.path} [{env or 'DEFAULT'}] {found[1]}"
     else:
-        url, origin = None, "nowhere"
+        migrations_dir = Path(migrations) if migrations else Path("migrations")
+        migrations_dir = migrations_dir if migrations_dir.is_absolute() else root / migrations_dir
+    if check_migrations and not migrations_dir.is_dir():
+        raise ConfigError(
+            f"Migrations folder {migrations_dir} does not exist (taken from {r.sources['migrations_dir']}). "
+            "Create it, or point --overlord-migrations / OVERLORD_MIGRATIONS at your migrations."
+        )
+    seeds = r.pick("seeds_dir", None, "seeds")
+    seeds_dir = Path(seeds) if seeds else Path("seeds")
+    if not seeds_dir.is_absolute():
+        from_ini = ini is not None and r.sources["seeds_dir"].startswith(str(ini.path))
+        seeds_dir = (ini.path.parent if from_ini and ini is not None else root) / seeds_dir
 
-    migrations_dir, seeds_dir, _ = locate(root, ini, migrations, env=env)
-    batch = (ini.get("batch_mode", env) if ini else None) or "off"
-    return AppConfig(
+    backend = str(r.pick("backend", "OVERLORD_BACKEND", default="auto")).lower()
+    if backend not in BACKENDS:
+        raise ConfigError(f"--overlord-backend={backend!r} is not one of {', '.join(BACKENDS)}.")
+    db_url = r.pick("db_url", "OVERLORD_DB_URL")
+    if backend == "url" and not db_url:
+        raise ConfigError("--overlord-backend=url needs --overlord-db-url=URL (or OVERLORD_DB_URL).")
+    datadir = r.pick("datadir", "OVERLORD_DATADIR")
+    database_url = r.pick("database_url", "DATABASE_URL", "database")
+    batch = r.pick("batch_mode", None, "batch_mode", default="off")
+    settings = Settings(
         root=root,
+        migrations_dir=migrations_dir.resolve(),
+        seeds_dir=seeds_dir.resolve(),
+        seed=r.pick("seed", "OVERLORD_SEED") or None,
+        backend=backend,
+        db_url=db_url,
+        image=r.pick("image", "OVERLORD_IMAGE", default=DEFAULT_IMAGE),
+        datadir=Path(datadir) if datadir else None,
+        ini_path=ini.path if ini else None,
+        accepted=read_accepted(root, ini.path if ini else None),
+        migrator=r.pick("migrator", "OVERLORD_MIGRATOR", "migrator", default="auto"),
         env=env,
-        database_url=url,
-        url_origin=origin,
-        migrations_dir=migrations_dir,
-        seeds_dir=seeds_dir,
-        batch_mode=batch.strip().lower() in {"on", "true", "yes", "1"},
-        ini=ini,
-        migrator=environ.get("OVERLORD_MIGRATOR") or (ini.get("migrator", env) if ini else None) or "auto",
+        database_url=database_url,
+        batch_mode=str(batch).strip().lower() in {"on", "true", "yes", "1"},
+        sources=dict(r.sources),
     )
+    settings.seed_files()  # an unknown --seed fails here, before any server starts
+    return settings

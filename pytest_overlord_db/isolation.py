@@ -14,7 +14,7 @@ from typing import Any
 
 from .connections import RESET_SESSION, AsyncConnections, SavepointConnection, connect_sync
 from .runtime import Runtime, ServerInfo
-from .settings import Settings
+from .config import Settings
 
 
 @dataclass

@@ -10,7 +10,7 @@ from . import urls
 from .migrators import for_folder
 from .servers import Server, choose_backend, inspect_server, make_server
 from .servers.embedded import EmbeddedServer
-from .settings import Settings
+from .config import Settings
 from .template import Templates
 
 

@@ -30,7 +30,7 @@ from . import __version__, seeds, urls
 from .errors import OverlordError
 from .migrators import Migrator, for_folder
 from .servers.base import ServerFacts, connect
-from .settings import Settings
+from .config import Settings
 
 MARK = "pytest-overlord-db"
 _counter = itertools.count(1)

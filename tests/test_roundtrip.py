@@ -16,7 +16,7 @@ from pytest_overlord_db import roundtrip, schema
 from pytest_overlord_db.migrators import for_folder
 from pytest_overlord_db.migrators.yoyo import YoyoMigrator
 from pytest_overlord_db.servers.base import ServerFacts
-from pytest_overlord_db.settings import Settings
+from pytest_overlord_db.config import Settings
 from pytest_overlord_db.template import Templates
 
 BASE = '''from yoyo import step
@@ -247,7 +247,7 @@ def test_accepted_exceptions_are_shown_and_stale_ones_reported(templates, tmp_pa
 
 
 def test_our_migrations_pass_with_the_extension_exception_accepted(templates):
-    from pytest_overlord_db.settings import resolve
+    from pytest_overlord_db.config import resolve
 
     ours = resolve(Path(__file__).resolve().parent.parent)
     report = roundtrip.run(templates, for_folder(ours.migrations_dir), ours.accepted)

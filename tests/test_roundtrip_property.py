@@ -20,7 +20,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from pytest_overlord_db.migrators import for_folder
 from pytest_overlord_db import schema
 from pytest_overlord_db.servers.base import ServerFacts
-from pytest_overlord_db.settings import resolve
+from pytest_overlord_db.config import resolve
 from pytest_overlord_db.template import Templates
 
 OURS = resolve(Path(__file__).resolve().parent.parent)

@@ -58,6 +58,11 @@ def test_header_names_the_backend(project):
     result = project.run("test_report.py")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "overlord-db: backend embedded (auto:" in result.stdout
+    assert "overlord-db:   " not in result.stdout  # the settings table is for -v
+    verbose = project.run("-v", "--overlord-backend=embedded", "test_report.py")
+    assert "overlord-db:   backend = embedded  [command line]" in verbose.stdout, verbose.stdout
+    assert f"overlord-db:   datadir = {project.datadir}  [env OVERLORD_DATADIR]" in verbose.stdout
+    assert "overlord-db:   seed = (unset)  [default]" in verbose.stdout
 
 
 def test_second_run_reuses_template_and_changed_migration_builds_a_new_one(project):

@@ -20,7 +20,7 @@ from pytest_overlord_db.errors import MigrationError
 from pytest_overlord_db.migrators import for_folder
 from pytest_overlord_db.migrators.sqlfolders import SqlFoldersMigrator
 from pytest_overlord_db.servers.base import ServerFacts
-from pytest_overlord_db.settings import Settings
+from pytest_overlord_db.config import Settings
 from pytest_overlord_db.template import Templates
 
 REPO = Path(__file__).resolve().parent.parent
@@ -158,7 +158,7 @@ def test_a_failing_migration_names_its_statement_and_leaves_nothing(tmp_path, em
 
 def test_round_trip_on_the_layout_correct_and_broken(tmp_path, sql_templates):
     folder = write_layout(tmp_path)
-    from pytest_overlord_db.settings import read_accepted
+    from pytest_overlord_db.config import read_accepted
 
     report = roundtrip.run(sql_templates, for_folder(folder), read_accepted(tmp_path))
     assert report.ok, report.render()

@@ -14,7 +14,7 @@ from pytest_overlord_db.servers import choose_backend, docker_available, make_se
 from pytest_overlord_db.servers.docker import DockerServer, container_command
 from pytest_overlord_db.servers.embedded import EmbeddedServer, default_datadir
 from pytest_overlord_db.servers.external import ExternalServer
-from pytest_overlord_db.settings import YoyoIni, read_accepted, resolve, seed_files
+from pytest_overlord_db.config import YoyoIni, read_accepted, resolve, seed_files
 
 REPO = Path(__file__).resolve().parent.parent
 password_chars = st.text(alphabet=st.characters(blacklist_characters="@/?#[]:%", blacklist_categories=("Cs", "Cc")), min_size=3, max_size=30)
@@ -53,8 +53,8 @@ def test_yoyo_ini_sections_and_variables(tmp_path):
     parsed = YoyoIni(ini, environ={"PROD_URL": "postgresql://p/prod"})
     assert parsed.get("database") == "postgresql://d/default"
     assert parsed.get("database", "production") == "postgresql://p/prod"
-    assert parsed.migrations_dir() == tmp_path / "db" / "migrations"
-    assert parsed.migrations_dir("here") == tmp_path / "other"
+    assert parsed.migrations_dir() == (tmp_path / "db" / "migrations", "migrations")
+    assert parsed.migrations_dir("here") == (tmp_path / "other", "migrations")
     with pytest.raises(ConfigError, match=r"\$\{PROD_URL\}, but the environment variable PROD_URL is not set"):
         YoyoIni(ini, environ={}).get("database", "production")
     with pytest.raises(ConfigError, match=r"no \[staging\] section.*DEFAULT, production, here"):
@@ -65,8 +65,34 @@ def test_our_yoyo_ini_reads_as_the_seed_says():
     parsed = YoyoIni(REPO / "yoyo.ini", environ={"DATABASE_URL": "postgresql://x/prod"})
     assert parsed.get("database", "development").endswith("/robotoverlord_dev")
     assert parsed.get("database", "production") == "postgresql://x/prod"
-    assert parsed.migrations_dir() == REPO / "migrations"
+    assert parsed.migrations_dir() == (REPO / "migrations", "migrations")
     assert parsed.get("batch_mode") == "on"
+
+
+def test_yoyo_ini_inherit_include_and_here_per_file(tmp_path):
+    """yoyo's own %inherit / %include: inherited values are overridden, included ones override;
+    %(here)s is the folder of the file the value is written in; ? marks an optional file."""
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "base.ini").write_text("[DEFAULT]\nsources = %(here)s/common\nbatch_mode = off\nverbosity = 1\n")
+    (tmp_path / "local.ini").write_text("[DEFAULT]\nverbosity = 3\n")
+    ini = tmp_path / "yoyo.ini"
+    ini.write_text("[DEFAULT]\n%inherit = shared/base.ini\n%include = local.ini ?missing.ini\nbatch_mode = on\nverbosity = 2\n")
+    parsed = YoyoIni(ini, environ={})
+    assert parsed.migrations_dir() == (tmp_path / "shared" / "common", "sources")
+    assert (parsed.get("batch_mode"), parsed.get("verbosity")) == ("on", "3")
+    ini.write_text("[DEFAULT]\n%include = nowhere.ini\n")
+    with pytest.raises(ConfigError, match=r"%include names .*nowhere\.ini, which does not exist"):
+        YoyoIni(ini, environ={})
+
+
+def test_yoyo_ini_sources_with_a_space_in_the_path(tmp_path):
+    folder = tmp_path / "my project" / "migrations"
+    folder.mkdir(parents=True)
+    ini = tmp_path / "my project" / "yoyo.ini"
+    ini.write_text("[DEFAULT]\nsources = %(here)s/migrations\n")
+    assert YoyoIni(ini, environ={}).migrations_dir() == (folder, "sources")
+    s = resolve(tmp_path / "my project", environ={})
+    assert s.migrations_dir == folder and s.sources["migrations_dir"].endswith("[DEFAULT] sources")
 
 
 def test_resolve_precedence_and_errors(tmp_path):
@@ -83,7 +109,21 @@ def test_resolve_precedence_and_errors(tmp_path):
     with pytest.raises(ConfigError, match="needs --overlord-db-url"):
         resolve(tmp_path, backend="url", environ={})
     with pytest.raises(ConfigError, match="does not exist"):
-        resolve(tmp_path, migrations="nope", environ={})
+        resolve(tmp_path, migrations_dir="nope", environ={})
+
+
+def test_every_value_says_where_it_came_from(tmp_path):
+    (tmp_path / "migrations").mkdir()
+    (tmp_path / "yoyo.ini").write_text("[DEFAULT]\ndatabase = postgresql://u:topsecret@h/app\nmigrator = yoyo\n")
+    s = resolve(tmp_path, backend="embedded", sources={"backend": "command line"},
+                environ={"OVERLORD_IMAGE": "local/pg:18"})
+    table = {name: (value, source) for name, value, source in s.describe()}
+    assert table["backend"] == ("embedded", "command line")
+    assert table["image"] == ("local/pg:18", "env OVERLORD_IMAGE")
+    assert table["migrator"] == ("yoyo", f"{tmp_path / 'yoyo.ini'} [DEFAULT] migrator")
+    assert table["database_url"] == ("postgresql://u:***@h/app", f"{tmp_path / 'yoyo.ini'} [DEFAULT] database")
+    assert table["migrations_dir"] == (str(tmp_path / "migrations"), "default")
+    assert "topsecret" not in repr(table) and "topsecret" not in repr(s) and "u:***@h/app" in repr(s)
 
 
 def test_accepted_exceptions_from_both_places(tmp_path):

@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from .. import settings as settings_mod
-from .. import urls
+from .. import config as config_mod
 from ..errors import ConfigError, OverlordError
 from . import items as roundtrip_items
 from . import options, state
@@ -26,18 +25,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "overlord_roundtrip: a migration round-trip check")
-    chosen = {ini: v for ini, (v, _) in options.values(config).items()}
+    found = options.values(config)
+    given = {options.FIELDS[ini]: value for ini, (value, _) in found.items() if value is not None}
+    sources = {options.FIELDS[ini]: source for ini, (_, source) in found.items()}
     try:
-        settings = settings_mod.resolve(
-            config.rootpath,
-            migrations=chosen["overlord_migrations"],
-            seed=chosen["overlord_seed"],
-            backend=chosen["overlord_backend"],
-            db_url=chosen["overlord_db_url"],
-            image=chosen["overlord_image"],
-            datadir=chosen["overlord_datadir"],
-            migrator=chosen["overlord_migrator"],
-        )
+        settings = config_mod.resolve(config.rootpath, sources=sources, **given)
     except ConfigError as exc:
         if not options.uses_overlord(config):
             return  # a project that only has the plugin installed must not break
@@ -85,9 +77,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     lines = [f"overlord-db: {backend}",
              f"overlord-db: migrations {s.migrations_dir} ({s.migrator}); seed {s.seed or 'none'}"]
     if config.option.verbose > 0:
-        for ini, (value, source) in options.values(config).items():
-            shown = urls.mask(value) if value and ini == "overlord_db_url" else value
-            lines.append(f"overlord-db:   {ini} = {shown if shown is not None else '(unset)'}  [{source}]")
+        for name, value, source in s.describe():
+            lines.append(f"overlord-db:   {name} = {value}  [{source}]")
     return lines
 
 

@@ -5,8 +5,13 @@ import os
 
 import pytest
 
-from ..settings import DEFAULT_IMAGE
+from ..config import DEFAULT_IMAGE
 
+# The Settings field each ini name sets.
+FIELDS = {
+    "overlord_seed": "seed", "overlord_backend": "backend", "overlord_db_url": "db_url", "overlord_image": "image",
+    "overlord_migrations": "migrations_dir", "overlord_migrator": "migrator", "overlord_datadir": "datadir",
+}
 OPTIONS = [
     # (flag, ini name, env var, help)
     ("--seed", "overlord_seed", "OVERLORD_SEED", "load seeds/ENV/*.sql into the template after migrating"),

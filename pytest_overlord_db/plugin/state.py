@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from ..isolation import Isolation
-from ..settings import Settings
+from ..config import Settings
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Server backends: embedded (default without Docker), docker, url — one interface."""
 from __future__ import annotations
 
-from ..settings import Settings
+from ..config import Settings
 from .base import Server, ServerFacts, inspect_server
 from .docker import DockerServer, docker_available
 from .embedded import EmbeddedServer, default_datadir
