@@ -80,7 +80,7 @@ def run(root: Path, datadir: Path, *files: Path) -> float:
 
 def slope(xs: list[int], ys: list[float]) -> float:
     mx, my = statistics.fmean(xs), statistics.fmean(ys)
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
 
 
 def raw_floor(url: str) -> tuple[float, float]:

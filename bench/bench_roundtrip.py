@@ -23,10 +23,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench_fixtures import raw_floor  # noqa: E402  (this folder is on sys.path when run as a script)
-from pytest_overlord_db.migrators import for_folder  # noqa: E402
+
 from pytest_overlord_db import roundtrip, schema  # noqa: E402
-from pytest_overlord_db.servers import EmbeddedServer, inspect_server  # noqa: E402
 from pytest_overlord_db.config import resolve  # noqa: E402
+from pytest_overlord_db.migrators import for_folder  # noqa: E402
+from pytest_overlord_db.servers import EmbeddedServer, inspect_server  # noqa: E402
 from pytest_overlord_db.template import Templates  # noqa: E402
 
 
@@ -69,7 +70,8 @@ def main() -> None:
 
     rt, sn = statistics.median(runs), statistics.median(snaps)
     print(f"raw floor: BEGIN+ROLLBACK (psycopg2) {floor_s*1000:.3f} ms")
-    print(f"round trip of {len(report.migrations)} migrations: {rt:.3f} s  (x{rt/floor_s:,.0f} floor; target < 3 s {'ok' if rt < 3 else 'MISSED'})")
+    verdict = "ok" if rt < 3 else "MISSED"
+    print(f"round trip of {len(report.migrations)} migrations: {rt:.3f} s  (x{rt/floor_s:,.0f} floor; target < 3 s {verdict})")
     print(f"snapshot of the migrated schema ({len(snap.objects)} objects, {len(snap.data)} tables): "
           f"{sn*1000:.1f} ms  (x{sn/floor_s:,.0f} floor; target < 100 ms {'ok' if sn < 0.1 else 'MISSED'})")
 

@@ -6,7 +6,7 @@ __version__ = "0.1.0"
 from .errors import ConfigError, MigrationError, OverlordError, ServerError
 
 
-def __getattr__(name: str):  # lazy: the pytest plugin imports this package and needs none of it
+def __getattr__(name: str) -> object:  # lazy: the pytest plugin imports this package and needs none of it
     if name in ("ensure_migrations", "ensure_migrations_async"):
         from . import api
 

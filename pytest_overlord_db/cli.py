@@ -13,8 +13,8 @@ from typing import Annotated, Callable, Optional
 import typer
 
 from . import config as config_mod
-from .config import Settings
 from . import urls
+from .config import Settings
 from .errors import ConfigError, OverlordError
 from .migrators import Applied, Migration, Migrator, for_folder, position
 
@@ -163,7 +163,8 @@ def migrate(
 
 @app.command()
 def rollback(
-    target: Annotated[Optional[str], typer.Argument(help="Keep this migration applied and roll back everything after it; default: the last one.")] = None,
+    target: Annotated[Optional[str], typer.Argument(
+        help="Keep this migration applied and roll back everything after it; default: the last one.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be rolled back, with its SQL; change nothing.")] = False,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation (production).")] = False,
     env: EnvOpt = None, database_url: UrlOpt = None, migrations: MigOpt = None,
@@ -196,7 +197,8 @@ def rollback(
 
 @app.command()
 def seed(
-    environment: Annotated[str, typer.Option("--environment", "-e", help="Seed environment: runs seeds/ENV/*.sql in sorted order.")] = "development",
+    environment: Annotated[str, typer.Option(
+        "--environment", "-e", help="Seed environment: runs seeds/ENV/*.sql in sorted order.")] = "development",
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation (production).")] = False,
     env: EnvOpt = None, database_url: UrlOpt = None,
 ) -> None:
@@ -204,8 +206,8 @@ def seed(
 
     def body() -> int:
         from . import seeds
-        from .servers.base import connect
         from .config import seed_files
+        from .servers.base import connect
 
         cfg = _config(env, database_url, None)
         files = seed_files(cfg.seeds_dir, environment)
@@ -246,7 +248,9 @@ def new(
 @app.command()
 def roundtrip(
     migrations: MigOpt = None,
-    database_url: Annotated[Optional[str], typer.Option("--database-url", help="Server to create throwaway databases on (needs CREATEDB; env OVERLORD_DB_URL). Default: our own embedded server.")] = None,
+    database_url: Annotated[Optional[str], typer.Option("--database-url", help=(
+        "Server to create throwaway databases on (needs CREATEDB; env OVERLORD_DB_URL). "
+        "Default: our own embedded server."))] = None,
     format: FormatOpt = "text",
 ) -> None:
     """Prove every rollback: apply -> rollback -> apply each migration, snapshots compared."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -107,10 +108,10 @@ def _read_accepted_pyproject(root: Path) -> tuple[dict[str, str], ...]:
     pyproject = root / "pyproject.toml"
     if not pyproject.is_file():
         return ()
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
+    else:  # Python 3.10
+        import tomli as tomllib
     try:
         data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
     except Exception as exc:

@@ -12,9 +12,9 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
+from .config import Settings
 from .connections import RESET_SESSION, AsyncConnections, SavepointConnection, connect_sync
 from .runtime import Runtime, ServerInfo
-from .config import Settings
 
 
 @dataclass

@@ -36,7 +36,7 @@ class Verdict:
     status: str = "ok"
     diff: str = ""
     error: str | None = None
-    accepted: list[dict] = field(default_factory=list)
+    accepted: list[dict[str, str]] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -48,7 +48,7 @@ class Verdict:
 class Report:
     migrations: list[Verdict]
     full_cycle: Verdict | None
-    stale_exceptions: list[dict]
+    stale_exceptions: list[dict[str, str]]
     seconds: float
 
     @property
@@ -126,7 +126,7 @@ class _Walker:
             self.name = None
 
 
-def _accept(diff: schema.Diff, entries: list[dict], used: set[int], verdict: Verdict) -> schema.Diff:
+def _accept(diff: schema.Diff, entries: list[dict[str, str]], used: set[int], verdict: Verdict) -> schema.Diff:
     keys = diff.keys()
     for entry in entries:
         if entry["object"] in keys:
@@ -139,7 +139,7 @@ def _accept(diff: schema.Diff, entries: list[dict], used: set[int], verdict: Ver
 def run(
     templates: Templates,
     migrator: Migrator,
-    accepted: list[dict] | tuple[dict, ...] = (),
+    accepted: list[dict[str, str]] | tuple[dict[str, str], ...] = (),
     on_verdict: Callable[[Verdict], None] | None = None,
 ) -> Report:
     started = time.perf_counter()
@@ -188,7 +188,7 @@ def run(
 
 
 def _check(walker: _Walker, migration: Migration, before: schema.Snapshot, verdict: Verdict,
-           entries: list[dict], used: set[int]) -> bool:
+           entries: list[dict[str, str]], used: set[int]) -> bool:
     """Fill ``verdict``; return whether the walker's database is cleanly at the new level."""
     try:
         walker.migrator.apply(walker.url, [migration], lock=False, quiet=True)
@@ -227,7 +227,7 @@ def _check(walker: _Walker, migration: Migration, before: schema.Snapshot, verdi
 
 
 def _full_cycle(walker: _Walker, applied: list[Migration], empty: schema.Snapshot, top: schema.Snapshot,
-                accepted: list[dict], used: set[int]) -> Verdict:
+                accepted: list[dict[str, str]], used: set[int]) -> Verdict:
     t0 = time.perf_counter()
     verdict = Verdict(FULL_CYCLE)
     try:

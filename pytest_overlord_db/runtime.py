@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import urls
+from .config import Settings
 from .migrators import for_folder
 from .servers import Server, choose_backend, inspect_server, make_server
 from .servers.embedded import EmbeddedServer
-from .config import Settings
 from .template import Templates
 
 

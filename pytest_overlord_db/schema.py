@@ -182,7 +182,9 @@ def take(conn: "psycopg2.extensions.connection", *, data: bool = True, bookkeepi
                 for key in sorted(k for k in objects if k.startswith("table ")):
                     name = key[len("table "):]
                     cur.execute(f"SELECT count(*), coalesce(md5(string_agg(t::text, E'\\n' ORDER BY t::text)), '') FROM {name} t")
-                    count, digest = cur.fetchone()
+                    row = cur.fetchone()
+                    assert row is not None  # an aggregate always returns a row
+                    count, digest = row
                     table_data["data " + name] = (count, digest)
     finally:
         conn.rollback()

@@ -21,16 +21,18 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 import psycopg2
 from psycopg2 import sql
 
 from . import __version__, seeds, urls
+from .config import Settings
 from .errors import OverlordError
 from .migrators import Migrator, for_folder
+from .polling import poll
 from .servers.base import ServerFacts, connect
-from .config import Settings
 
 MARK = "pytest-overlord-db"
 _counter = itertools.count(1)
@@ -86,7 +88,7 @@ class Templates:
     def url(self, name: str) -> str:
         return urls.with_database(self.admin_url, name)
 
-    def _execute(self, query: sql.Composable | str, params: tuple = ()) -> list[tuple]:
+    def _execute(self, query: sql.Composable | str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
         with self.conn.cursor() as cur:
             cur.execute(query, params)
             return cur.fetchall() if cur.description else []
@@ -95,7 +97,7 @@ class Templates:
         note = json.dumps({"by": MARK, "kind": kind, "project": self.project, "host": socket.gethostname(), "pid": os.getpid()})
         self._execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name), sql.Literal(note)))
 
-    def ours(self) -> list[tuple[str, dict]]:
+    def ours(self) -> list[tuple[str, dict[str, Any]]]:
         """(name, mark) of every database of this project that we created."""
         rows = self._execute(
             "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database WHERE datname LIKE %s",
@@ -188,15 +190,15 @@ class Templates:
         name = self._new_name(kind)
         strategy = sql.SQL(" STRATEGY FILE_COPY") if self.facts.major >= 15 else sql.SQL("")
         query = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template)) + strategy
-        for attempt in range(50):
+        def created() -> bool:
             try:
                 self._execute(query)
-                break
+                return True
             except psycopg2.errors.ObjectInUse:
-                # Someone is connected to the template (a round trip, a person with psql): wait a little.
-                if attempt == 49:
-                    raise OverlordError(f"Cannot clone {template}: other sessions keep it busy.") from None
-                time.sleep(0.05)
+                return False  # someone is connected to the template (a round trip, a person with psql)
+
+        if not poll(created, timeout=2.5, interval=0.05):
+            raise OverlordError(f"Cannot clone {template}: other sessions keep it busy.")
         self._mark(name, kind)
         return name
 
@@ -210,11 +212,8 @@ class Templates:
     def _wait_idle(self, name: str, timeout: float = 1.0) -> None:
         # A backend that just closed still counts for DROP/RENAME, which then
         # naps 100 ms; polling pg_stat_activity for ~1 ms is cheaper.
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self._execute("SELECT 1 FROM pg_stat_activity WHERE datname = %s LIMIT 1", (name,)):
-                return
-            time.sleep(0.001)
+        poll(lambda: not self._execute("SELECT 1 FROM pg_stat_activity WHERE datname = %s LIMIT 1", (name,)),
+             timeout=timeout, interval=0.001)
 
     def drop(self, name: str) -> None:
         """Drop one of our databases, disconnecting whoever is still in it."""

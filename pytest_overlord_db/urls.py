@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
+import psycopg2
+import psycopg2.extensions
+
 # Schemes that all mean "PostgreSQL"; asyncpg and psycopg2 want the plain one,
 # yoyo rejects +psycopg2 (what testcontainers returns).
 _POSTGRES_SCHEMES = {
@@ -57,13 +60,19 @@ def with_database(url: str, name: str) -> str:
 
 
 def dsn_parts(url: str) -> dict[str, object]:
-    """Keyword arguments for psycopg2.connect / asyncpg.connect (host may be a socket folder)."""
-    parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query))
+    """Keyword arguments for psycopg2.connect / asyncpg.connect (host may be a socket folder).
+
+    libpq's own parser (through psycopg2) reads the URL, percent-escapes and
+    ``?host=`` included.
+    """
+    try:
+        parts = psycopg2.extensions.parse_dsn(normalize(url))
+    except psycopg2.ProgrammingError:
+        raise ValueError(f"not a valid PostgreSQL URL: {mask(url)}") from None
     return {
-        "host": query.get("host") or parts.hostname,
-        "port": parts.port or (int(query["port"]) if "port" in query else 5432),
-        "user": unquote(parts.username) if parts.username else query.get("user"),
-        "password": unquote(parts.password) if parts.password else query.get("password"),
-        "dbname": unquote(parts.path.lstrip("/")) or query.get("dbname"),
+        "host": parts.get("host"),
+        "port": int(parts.get("port") or 5432),
+        "user": parts.get("user"),
+        "password": parts.get("password"),
+        "dbname": parts.get("dbname"),
     }

@@ -93,8 +93,8 @@ def project(tmp_path: Path) -> Project:
 @pytest.fixture
 def empty_db_url(overlord_server):
     """An empty database of ours on the session's server (no migrations applied), dropped afterwards."""
-    from pytest_overlord_db.servers.base import ServerFacts
     from pytest_overlord_db.config import resolve
+    from pytest_overlord_db.servers.base import ServerFacts
     from pytest_overlord_db.template import Templates
 
     templates = Templates(overlord_server.admin_url, resolve(REPO), ServerFacts(overlord_server.version_num, overlord_server.version))

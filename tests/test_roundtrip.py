@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from pytest_overlord_db import roundtrip, schema
+from pytest_overlord_db.config import Settings
 from pytest_overlord_db.migrators import for_folder
 from pytest_overlord_db.migrators.yoyo import YoyoMigrator
 from pytest_overlord_db.servers.base import ServerFacts
-from pytest_overlord_db.config import Settings
 from pytest_overlord_db.template import Templates
 
 BASE = '''from yoyo import step

@@ -17,10 +17,10 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from pytest_overlord_db.migrators import for_folder
 from pytest_overlord_db import schema
-from pytest_overlord_db.servers.base import ServerFacts
 from pytest_overlord_db.config import resolve
+from pytest_overlord_db.migrators import for_folder
+from pytest_overlord_db.servers.base import ServerFacts
 from pytest_overlord_db.template import Templates
 
 OURS = resolve(Path(__file__).resolve().parent.parent)

@@ -16,11 +16,11 @@ from typer.testing import CliRunner
 
 from pytest_overlord_db import roundtrip
 from pytest_overlord_db.cli import app
+from pytest_overlord_db.config import Settings
 from pytest_overlord_db.errors import MigrationError
 from pytest_overlord_db.migrators import for_folder
 from pytest_overlord_db.migrators.sqlfolders import SqlFoldersMigrator
 from pytest_overlord_db.servers.base import ServerFacts
-from pytest_overlord_db.config import Settings
 from pytest_overlord_db.template import Templates
 
 REPO = Path(__file__).resolve().parent.parent

@@ -8,13 +8,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pytest_overlord_db import urls
+from pytest_overlord_db.config import YoyoIni, read_accepted, resolve, seed_files
 from pytest_overlord_db.errors import ConfigError
 from pytest_overlord_db.migrators import for_folder
 from pytest_overlord_db.servers import choose_backend, docker_available, make_server
 from pytest_overlord_db.servers.docker import DockerServer, container_command
 from pytest_overlord_db.servers.embedded import EmbeddedServer, default_datadir
 from pytest_overlord_db.servers.external import ExternalServer
-from pytest_overlord_db.config import YoyoIni, read_accepted, resolve, seed_files
 
 REPO = Path(__file__).resolve().parent.parent
 password_chars = st.text(alphabet=st.characters(blacklist_characters="@/?#[]:%", blacklist_categories=("Cs", "Cc")), min_size=3, max_size=30)

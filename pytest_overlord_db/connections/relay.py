@@ -27,6 +27,7 @@ import tempfile
 import threading
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 _SSL_REQUEST, _GSS_REQUEST, _CANCEL = 80877103, 80877104, 80877102
@@ -104,7 +105,7 @@ class Relay:
     target: object
     greeting: bytes = b""
     idle: list[_Backend] = field(default_factory=list)
-    waiting: deque = field(default_factory=deque)  # sessions waiting for a backend being reset
+    waiting: deque[Any] = field(default_factory=deque)  # sessions waiting for a backend being reset
     resetting: int = 0
     path: str = ""
 

@@ -27,7 +27,8 @@ class SavepointConnection(psycopg2.extensions.connection):
         # whether the transaction we opened is still the one in progress.
         with self.cursor() as cur:
             cur.execute(f"SAVEPOINT {SAVEPOINT}; SELECT txid_current()")
-            self._xid = cur.fetchone()[0]
+            row = cur.fetchone()
+            self._xid = row[0] if row else None
         self._in_test = True
 
     def commit(self) -> None:
@@ -49,7 +50,8 @@ class SavepointConnection(psycopg2.extensions.connection):
         if not self.closed and self.info.transaction_status == psycopg2.extensions.TRANSACTION_STATUS_INTRANS:
             with self.cursor() as cur:
                 cur.execute("SELECT txid_current_if_assigned()")
-                intact = cur.fetchone()[0] == self._xid
+                row = cur.fetchone()
+                intact = row is not None and row[0] == self._xid
         elif not self.closed and self.info.transaction_status == psycopg2.extensions.TRANSACTION_STATUS_INERROR:
             intact = True  # a failed statement; the rollback below undoes everything
         if not self.closed:

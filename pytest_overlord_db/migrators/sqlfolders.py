@@ -107,7 +107,8 @@ class SqlFoldersMigrator(Migrator):
         try:
             with conn.cursor() as cur:
                 cur.execute("SELECT to_regclass(%s) IS NOT NULL", (TABLE,))
-                if not cur.fetchone()[0]:
+                exists = cur.fetchone()
+                if not exists or not exists[0]:
                     return []
                 cur.execute(f"SELECT version, name, applied_at, execution_time_ms FROM {TABLE} ORDER BY version")
                 rows = cur.fetchall()

@@ -20,10 +20,10 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import psutil
 import psycopg2
-from yoyo import get_backend, read_migrations
 from yoyo import exceptions as yoyo_exceptions
+from yoyo import get_backend, read_migrations
 from yoyo.migrations import Migration as YoyoMigration
-from yoyo.migrations import MigrationList, MigrationStep, StepGroup, TransactionWrapper, Transactionless
+from yoyo.migrations import MigrationList, MigrationStep, StepGroup, Transactionless, TransactionWrapper
 
 from .. import sqltext, urls
 from ..errors import ConfigError, MigrationError, ServerError

@@ -26,7 +26,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "overlord_roundtrip: a migration round-trip check")
     found = options.values(config)
-    given = {options.FIELDS[ini]: value for ini, (value, _) in found.items() if value is not None}
+    given: dict[str, Any] = {options.FIELDS[ini]: value for ini, (value, _) in found.items() if value is not None}
     sources = {options.FIELDS[ini]: source for ini, (_, source) in found.items()}
     try:
         settings = config_mod.resolve(config.rootpath, sources=sources, **given)
@@ -99,7 +99,7 @@ class AcceptedSummary:
         if report.when == "call":
             for key, value in report.user_properties:
                 if key == "accepted":
-                    self.plugin.accepted_seen.append((report.nodeid, value))
+                    self.plugin.accepted_seen.append((report.nodeid, str(value)))
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

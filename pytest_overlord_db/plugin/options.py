@@ -15,11 +15,13 @@ FIELDS = {
 OPTIONS = [
     # (flag, ini name, env var, help)
     ("--seed", "overlord_seed", "OVERLORD_SEED", "load seeds/ENV/*.sql into the template after migrating"),
-    ("--overlord-backend", "overlord_backend", "OVERLORD_BACKEND", "auto|embedded|docker|url (auto: a URL if given, else Docker if it answers, else embedded)"),
+    ("--overlord-backend", "overlord_backend", "OVERLORD_BACKEND",
+     "auto|embedded|docker|url (auto: a URL if given, else Docker if it answers, else embedded)"),
     ("--overlord-db-url", "overlord_db_url", "OVERLORD_DB_URL", "an existing server to create our databases on (needs CREATEDB)"),
     ("--overlord-image", "overlord_image", "OVERLORD_IMAGE", f"Docker image (default {DEFAULT_IMAGE})"),
     ("--overlord-migrations", "overlord_migrations", "OVERLORD_MIGRATIONS", "migrations folder (default: yoyo.ini, else ./migrations)"),
-    ("--overlord-migrator", "overlord_migrator", "OVERLORD_MIGRATOR", "auto|yoyo|sqlfolders|module:Class (auto: sqlfolders when the folder has versions/, else yoyo)"),
+    ("--overlord-migrator", "overlord_migrator", "OVERLORD_MIGRATOR",
+     "auto|yoyo|sqlfolders|module:Class (auto: sqlfolders when the folder has versions/, else yoyo)"),
     ("--overlord-datadir", "overlord_datadir", "OVERLORD_DATADIR", "embedded server data directory (default: per project on /dev/shm)"),
 ]
 

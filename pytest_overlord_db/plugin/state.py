@@ -5,8 +5,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from ..isolation import Isolation
 from ..config import Settings
+from ..isolation import Isolation
 
 
 @dataclass

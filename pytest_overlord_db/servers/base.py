@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg2
 
@@ -39,10 +40,11 @@ class ServerFacts:
         return self.version_num // 10000
 
 
-def connect(url: str, **kwargs: object) -> "psycopg2.extensions.connection":
+def connect(url: str, connect_timeout: int = 10, **kwargs: Any) -> "psycopg2.extensions.connection":
     """psycopg2 connection with a clear, masked error when the server cannot be reached."""
     try:
-        return psycopg2.connect(urls.normalize(url), connect_timeout=kwargs.pop("connect_timeout", 10), **kwargs)
+        conn: psycopg2.extensions.connection = psycopg2.connect(urls.normalize(url), connect_timeout=connect_timeout, **kwargs)
+        return conn
     except psycopg2.Error as exc:
         message = urls.mask_text(str(exc).strip(), url)
         raise ServerError(f"Cannot connect to PostgreSQL at {urls.mask(url)}: {message}") from None
@@ -55,7 +57,9 @@ def inspect_server(admin_url: str, extensions: set[str]) -> ServerFacts:
         conn.autocommit = True
         with conn.cursor() as cur:
             cur.execute("SELECT current_setting('server_version_num')::int, current_setting('server_version')")
-            version_num, version = cur.fetchone()
+            row = cur.fetchone()
+            assert row is not None
+            version_num, version = row
             cur.execute("SELECT name FROM pg_available_extensions")
             available = {row[0] for row in cur.fetchall()}
     finally:

