@@ -30,52 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-_SSL_REQUEST, _GSS_REQUEST, _CANCEL = 80877103, 80877104, 80877102
-HANDSHAKE_TIMEOUT = 30.0
-# Authentication requests the client answers: cleartext, MD5, GSS, GSS-continue, SSPI, SASL, SASL-continue.
-# (SASL-final, 12, and OK, 0, expect nothing back.)
-_AUTH_NEEDS_ANSWER = {3, 5, 7, 8, 9, 10, 11}
-_BEGIN = b"Q\x00\x00\x00\x0aBEGIN\x00"
-_BEGIN_DONE = b"C\x00\x00\x00\x0aBEGIN\x00Z\x00\x00\x00\x05T"
-_AUTH_OK = b"R\x00\x00\x00\x08\x00\x00\x00\x00"
-_READY_IDLE = b"Z\x00\x00\x00\x05I"
-
-
-def _query(sql: bytes) -> bytes:
-    return b"Q" + struct.pack("!I", len(sql) + 5) + sql + b"\x00"
-
-
-_RESET = _query(b"ROLLBACK") + _query(b"DISCARD ALL") + _query(b"BEGIN")
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise ConnectionError("peer closed")
-        data += chunk
-    return data
-
-
-def _read_message(sock: socket.socket) -> tuple[bytes, bytes]:
-    """One typed protocol message, read blocking: (type, whole message)."""
-    head = _recv_exact(sock, 5)
-    (length,) = struct.unpack("!I", head[1:])
-    return head[:1], head + _recv_exact(sock, length - 4)
-
-
-def _split(buffer: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
-    """Whole typed messages at the front of ``buffer``, and the incomplete rest."""
-    messages, offset = [], 0
-    while len(buffer) - offset >= 5:
-        (length,) = struct.unpack("!I", buffer[offset + 1: offset + 5])
-        end = offset + 1 + length
-        if len(buffer) < end:
-            break
-        messages.append((buffer[offset:offset + 1], buffer[offset:end]))
-        offset = end
-    return messages, buffer[offset:]
+from . import protocol
 
 
 @dataclass(eq=False)
@@ -201,7 +156,7 @@ class Relay:
         if not session.started:
             self._startup(session)
             return
-        messages, session.buffer = _split(session.buffer)
+        messages, session.buffer = protocol.split(session.buffer)
         backend = session.backend
         assert backend is not None
         out = b""
@@ -213,8 +168,8 @@ class Relay:
                 return
             if backend.begun:
                 backend.begun = False
-                if message == _BEGIN:  # the fixture's BEGIN: already done
-                    session.client.sendall(_BEGIN_DONE)
+                if message == protocol.BEGIN:  # the fixture's BEGIN: already done
+                    session.client.sendall(protocol.BEGIN_DONE)
                     continue
                 self._rollback_now(backend)
             if kind in (b"Q", b"S", b"F"):
@@ -230,10 +185,10 @@ class Relay:
                 return
             packet, session.buffer = session.buffer[:length], session.buffer[length:]
             code = struct.unpack("!I", packet[4:8])[0]
-            if code in (_SSL_REQUEST, _GSS_REQUEST):
+            if code in (protocol.SSL_REQUEST, protocol.GSS_REQUEST):
                 session.client.sendall(b"N")  # no encryption on a local socket
                 continue
-            if code == _CANCEL:
+            if code == protocol.CANCEL:
                 server = self._connect_server()
                 server.sendall(packet)  # the key is the real backend's: pass it on
                 server.close()
@@ -248,7 +203,7 @@ class Relay:
         if self.idle and self.greeting:
             backend = self.idle.pop()
             session.backend = backend
-            session.client.sendall(_AUTH_OK + self.greeting + backend.key + _READY_IDLE)
+            session.client.sendall(protocol.AUTH_OK + self.greeting + backend.key + protocol.READY_IDLE)
             self.selector.register(backend.sock, selectors.EVENT_READ, ("server", session))
             return
         if self.resetting and self.greeting:
@@ -261,15 +216,15 @@ class Relay:
         """Pass the client's startup and authentication through to a new backend (blocking, rare)."""
         server = self._connect_server()
         # Bounded: this runs on the relay's only thread.
-        server.settimeout(HANDSHAKE_TIMEOUT)
-        session.client.settimeout(HANDSHAKE_TIMEOUT)
+        server.settimeout(protocol.HANDSHAKE_TIMEOUT)
+        session.client.settimeout(protocol.HANDSHAKE_TIMEOUT)
         server.sendall(session.startup)
         greeting, key = b"", b""
         while True:
-            kind, message = _read_message(server)
-            if kind == b"R" and struct.unpack("!I", message[5:9])[0] in _AUTH_NEEDS_ANSWER:
+            kind, message = protocol.read_message(server)
+            if kind == b"R" and struct.unpack("!I", message[5:9])[0] in protocol.AUTH_NEEDS_ANSWER:
                 session.client.sendall(message)
-                _, answer = _read_message(session.client)
+                _, answer = protocol.read_message(session.client)
                 server.sendall(answer)
                 continue
             session.client.sendall(message)
@@ -292,9 +247,9 @@ class Relay:
 
     def _rollback_now(self, backend: _Backend) -> None:
         # The client did not start with BEGIN: undo the one we began for it.
-        backend.sock.sendall(_query(b"ROLLBACK"))
+        backend.sock.sendall(protocol.query(b"ROLLBACK"))
         while True:
-            kind, _ = _read_message(backend.sock)
+            kind, _ = protocol.read_message(backend.sock)
             if kind == b"Z":
                 return
 
@@ -311,7 +266,7 @@ class Relay:
                 session.client.sendall(data)
             except OSError:
                 self._client_gone(session)
-        messages, backend.buffer = _split(backend.buffer + data)
+        messages, backend.buffer = protocol.split(backend.buffer + data)
         for kind, _ in messages:
             if kind == b"Z":
                 backend.owed -= 1
@@ -349,7 +304,7 @@ class Relay:
         self.selector.unregister(backend.sock)
         # Reset in the background: ROLLBACK, DISCARD ALL (prepared statements, settings, locks,
         # LISTEN, temp tables), and BEGIN for the next client's BEGIN.
-        backend.sock.sendall(_RESET)
+        backend.sock.sendall(protocol.RESET)
         backend.owed, backend.buffer, backend.begun = 3, b"", False
         self.resetting += 1
         self.selector.register(backend.sock, selectors.EVENT_READ, ("reset", backend))
@@ -358,7 +313,7 @@ class Relay:
         data = backend.sock.recv(65536)
         if not data:
             raise ConnectionError("backend closed during reset")
-        messages, backend.buffer = _split(backend.buffer + data)
+        messages, backend.buffer = protocol.split(backend.buffer + data)
         for kind, _ in messages:
             if kind == b"E":
                 backend.broken = True

@@ -9,7 +9,17 @@ which do not need pytest.
 from __future__ import annotations
 
 from ..runtime import FreshDatabase, ServerInfo
-from .fixtures import overlord_db, overlord_db_sync, overlord_fresh_db, overlord_server
+from .fixtures import (
+    _overlord_db_class_loop,
+    _overlord_db_function_loop,
+    _overlord_db_module_loop,
+    _overlord_db_package_loop,
+    _overlord_db_session_loop,
+    overlord_db,
+    overlord_db_sync,
+    overlord_fresh_db,
+    overlord_server,
+)
 from .hooks import (
     pytest_addoption,
     pytest_collection_modifyitems,
@@ -20,11 +30,11 @@ from .hooks import (
     pytest_unconfigure,
 )
 from .items import RoundtripItem
-from .loops import pytest_fixture_setup
 
 __all__ = [
     "FreshDatabase", "ServerInfo", "RoundtripItem",
-    "overlord_db", "overlord_db_sync", "overlord_fresh_db", "overlord_server",
+    "overlord_db", "overlord_db_sync", "overlord_fresh_db", "overlord_server", "_overlord_db_function_loop",
+    "_overlord_db_class_loop", "_overlord_db_module_loop", "_overlord_db_package_loop", "_overlord_db_session_loop",
     "pytest_addoption", "pytest_collection_modifyitems", "pytest_configure", "pytest_configure_node",
-    "pytest_report_header", "pytest_terminal_summary", "pytest_unconfigure", "pytest_fixture_setup",
+    "pytest_report_header", "pytest_terminal_summary", "pytest_unconfigure",
 ]

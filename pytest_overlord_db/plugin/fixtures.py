@@ -38,28 +38,46 @@ def overlord_db_sync(overlord_server: ServerInfo, request: pytest.FixtureRequest
         errors.fail_test(errors.SYNC_COMMITTED)
 
 
-@pytest_asyncio.fixture
-async def overlord_db(overlord_server: ServerInfo, request: pytest.FixtureRequest) -> Any:
+def _overlord_db_in(scope: loops.LoopScope) -> Any:
+    """The asyncpg fixture for tests whose event loop has ``scope``: it runs in that loop."""
+
+    @pytest_asyncio.fixture(name=f"_overlord_db_{scope}_loop", loop_scope=scope)
+    async def fixture(overlord_server: ServerInfo, request: pytest.FixtureRequest) -> Any:
+        isolation = state.get(request.config).stack()
+        test = await isolation.begin_async(keep=scope != "function")
+        if test.keep and test.new:
+            # Close it while its loop still exists: when the loop's scope ends.
+            loop = asyncio.get_running_loop()
+            loops.scope_node(request, scope).addfinalizer(lambda: isolation.close_loop(loop))
+
+        # A plain (sync) finalizer, not an async generator: the relayed case needs no
+        # await at all, and pytest-asyncio would spend a whole loop run on it.
+        def end() -> None:
+            if not isolation.end_async(test):
+                errors.fail_test(errors.ASYNC_COMMITTED)
+
+        request.addfinalizer(end)
+        return test.conn
+
+    return fixture
+
+
+_overlord_db_function_loop = _overlord_db_in("function")
+_overlord_db_class_loop = _overlord_db_in("class")
+_overlord_db_module_loop = _overlord_db_in("module")
+_overlord_db_package_loop = _overlord_db_in("package")
+_overlord_db_session_loop = _overlord_db_in("session")
+
+
+@pytest.fixture
+def overlord_db(request: pytest.FixtureRequest) -> Any:
     """An asyncpg connection to the migrated database, in a transaction rolled back after the test.
 
-    Nested ``conn.transaction()`` blocks in the code under test become savepoints.
+    Nested ``conn.transaction()`` blocks in the code under test become savepoints. The connection
+    lives in the test's own event loop, whatever its loop scope; async fixtures built on it must
+    run in that loop too (give them the ``loop_scope`` of the tests that use them).
     """
-    isolation = state.get(request.config).stack()
-    scope = loops.test_loop_scope(request.node)
-    test = await isolation.begin_async(keep=scope != "function")
-    if test.keep and test.new:
-        # Close it while its loop still exists: when the loop's scope ends.
-        loop = asyncio.get_running_loop()
-        loops.scope_node(request, scope).addfinalizer(lambda: isolation.close_loop(loop))
-
-    # A plain (sync) finalizer, not an async generator: the relayed case needs no
-    # await at all, and pytest-asyncio would spend a whole loop run on it.
-    def end() -> None:
-        if not isolation.end_async(test):
-            errors.fail_test(errors.ASYNC_COMMITTED)
-
-    request.addfinalizer(end)
-    return test.conn
+    return request.getfixturevalue(f"_overlord_db_{loops.test_loop_scope(request.node)}_loop")
 
 
 @pytest.fixture

@@ -1,25 +1,32 @@
 """Which event loop a test runs in, so ``overlord_db`` connects in that loop.
 
-An asyncpg connection belongs to the loop that made it. pytest-asyncio runs
-an async fixture in the loop of the fixture's own loop scope, so the
-fixture's loop scope has to follow the test's. pytest-asyncio has no public
-way to say "the requesting test's loop": this is the one place that reaches
-into it (its ``_loop_scope`` attribute on the fixture function, read by
-pytest-asyncio 1.x when it sets the fixture up).
+An asyncpg connection belongs to the loop that made it, and pytest-asyncio
+runs an async fixture in the loop of the fixture's own ``loop_scope``. It has
+no public way to say "the requesting test's loop", so the plugin defines one
+async fixture per loop scope and ``overlord_db`` (a plain fixture) asks for
+the one matching the test, by the same rule pytest-asyncio uses to pick the
+test's loop: the ``asyncio`` marker's ``loop_scope``, else the
+``asyncio_default_test_loop_scope`` ini option, else ``function``. No private
+name of pytest-asyncio is touched (1.2 is the first release that runs a test
+in its own scope's loop; see pyproject's lower bound).
 """
 from __future__ import annotations
 
-from typing import Any, Generator
+from typing import Any, Literal
 
 import pytest
+import pytest_asyncio
 
+LoopScope = Literal["function", "class", "module", "package", "session"]
 SCOPE_NODES: dict[str, type] = {"package": pytest.Package, "module": pytest.Module, "class": pytest.Class}
 
 
 def test_loop_scope(item: Any) -> str:
     marker = item.get_closest_marker("asyncio") if hasattr(item, "get_closest_marker") else None
+    if marker is None and not pytest_asyncio.is_async_test(item):
+        return "function"  # a sync test: any loop is its own
     scope = (marker.kwargs.get("loop_scope") or marker.kwargs.get("scope")) if marker else None
-    return scope or item.config.getini("asyncio_default_test_loop_scope") or "function"
+    return str(scope or item.config.getini("asyncio_default_test_loop_scope") or "function")
 
 
 def scope_node(request: pytest.FixtureRequest, scope: str) -> Any:
@@ -27,16 +34,3 @@ def scope_node(request: pytest.FixtureRequest, scope: str) -> Any:
     if scope == "session":
         return request.node.session
     return request.node.getparent(SCOPE_NODES[scope]) or request.node.session
-
-
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_fixture_setup(fixturedef: Any, request: pytest.FixtureRequest) -> Generator[None, Any, Any]:
-    if fixturedef.argname != "overlord_db":
-        return (yield)
-    func = fixturedef.func
-    previous = getattr(func, "_loop_scope", None)
-    func._loop_scope = test_loop_scope(request.node)
-    try:
-        return (yield)
-    finally:
-        func._loop_scope = previous
