@@ -9,6 +9,13 @@ USER = "INSERT INTO users (email, google_id, username, role) VALUES ($1, $2, $3,
 USER_SYNC = "INSERT INTO users (email, google_id, username, role) VALUES (%s, %s, %s, 'citizen') RETURNING id"
 
 
+def stack(config):
+    """The process's test-database lifecycle, driven directly: a test can play two tests in a row."""
+    from pytest_overlord_db.plugin import state
+
+    return state.get(config).stack()
+
+
 def test_server_info(overlord_server):
     assert overlord_server.backend == "embedded"
     assert overlord_server.version_num >= 180000
@@ -27,29 +34,33 @@ async def test_overlord_db_is_migrated_asyncpg(overlord_db):
     assert overlord_db.is_in_transaction()
 
 
-# Two tests run in file order: the second sees nothing of the first.
+# One test's writes are gone for the next: both "tests" run here, one after the other, through the same
+# lifecycle the fixtures use (so the check cannot be split across xdist workers and pass vacuously).
 @pytest.mark.asyncio
-async def test_isolation_async_writes(overlord_db):
-    await overlord_db.fetchval(USER, "leak@example.com", "g-leak", "leaky")
-    assert await overlord_db.fetchval("SELECT count(*) FROM users") == 1
+async def test_isolation_async(pytestconfig, overlord_server):
+    isolation = stack(pytestconfig)
+    first = await isolation.begin_async(keep=False)
+    await first.conn.fetchval(USER, "leak@example.com", "g-leak", "leaky")
+    assert await first.conn.fetchval("SELECT count(*) FROM users") == 1
+    assert isolation.end_async(first)
+    second = await isolation.begin_async(keep=False)
+    assert await second.conn.fetchval("SELECT count(*) FROM users WHERE email = 'leak@example.com'") == 0
+    assert isolation.end_async(second)
 
 
-@pytest.mark.asyncio
-async def test_isolation_async_sees_nothing(overlord_db):
-    assert await overlord_db.fetchval("SELECT count(*) FROM users WHERE email = 'leak@example.com'") == 0
-
-
-def test_isolation_sync_writes(overlord_db_sync):
-    with overlord_db_sync.cursor() as cur:
+def test_isolation_sync(pytestconfig, overlord_server):
+    isolation = stack(pytestconfig)
+    conn = isolation.begin_sync()
+    with conn.cursor() as cur:
         cur.execute(USER_SYNC, ("sync@example.com", "g-sync", "sync"))
         cur.execute("SELECT count(*) FROM users")
         assert cur.fetchone()[0] == 1
-
-
-def test_isolation_sync_sees_nothing(overlord_db_sync):
-    with overlord_db_sync.cursor() as cur:
+    assert isolation.end_sync(conn)
+    conn = isolation.begin_sync()
+    with conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM users WHERE email = 'sync@example.com'")
         assert cur.fetchone()[0] == 0
+    assert isolation.end_sync(conn)
 
 
 @pytest.mark.asyncio
@@ -66,8 +77,9 @@ async def test_nested_transactions_are_savepoints(overlord_db):
     assert overlord_db.is_in_transaction()
 
 
-def test_sync_commit_and_rollback_act_on_a_savepoint(overlord_db_sync):
-    conn = overlord_db_sync
+def test_sync_commit_and_rollback_act_on_a_savepoint(pytestconfig, overlord_server):
+    isolation = stack(pytestconfig)
+    conn = isolation.begin_sync()
     with conn.cursor() as cur:
         cur.execute(USER_SYNC, ("c1@example.com", "g-c1", "c1"))
     conn.commit()  # application code commits...
@@ -77,24 +89,26 @@ def test_sync_commit_and_rollback_act_on_a_savepoint(overlord_db_sync):
     with conn.cursor() as cur:
         cur.execute("SELECT email FROM users")
         assert [r[0] for r in cur.fetchall()] == ["c1@example.com"]
-
-
-def test_sync_commit_does_not_leak(overlord_db_sync):
-    with overlord_db_sync.cursor() as cur:
+    assert isolation.end_sync(conn)  # a commit() is not a commit behind the fixture's back
+    conn = isolation.begin_sync()
+    with conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM users")
-        assert cur.fetchone()[0] == 0
+        assert cur.fetchone()[0] == 0  # the "committed" row is gone for the next test
+    assert isolation.end_sync(conn)
 
 
-def test_sync_failed_statement_is_cleaned_up(overlord_db_sync):
+def test_sync_failed_statement_is_cleaned_up(pytestconfig, overlord_server):
+    isolation = stack(pytestconfig)
+    conn = isolation.begin_sync()
     with pytest.raises(psycopg2.errors.CheckViolation):
-        with overlord_db_sync.cursor() as cur:
+        with conn.cursor() as cur:
             cur.execute("INSERT INTO users (email, google_id, username, role) VALUES ('x', 'y', 'z', 'emperor')")
-
-
-def test_sync_after_failed_statement(overlord_db_sync):
-    with overlord_db_sync.cursor() as cur:
+    assert isolation.end_sync(conn)
+    conn = isolation.begin_sync()
+    with conn.cursor() as cur:
         cur.execute("SELECT 1")
         assert cur.fetchone() == (1,)
+    assert isolation.end_sync(conn)
 
 
 def test_fresh_db_commits_are_visible_to_a_second_connection(overlord_fresh_db):
@@ -146,54 +160,59 @@ async def test_both_fixtures_in_one_test(overlord_db, overlord_db_sync):
 # Under the default function-scoped loop, overlord_db goes through the relay, which reuses backends:
 # nothing of one test's session may reach the next.
 @pytest.mark.asyncio
-async def test_relay_session_state_first(overlord_db):
-    assert await overlord_db.fetchval("SELECT $1::int + 1", 1) == 2  # a prepared statement
-    await overlord_db.execute("SELECT pg_advisory_lock(4242)")
-    await overlord_db.execute("CREATE TEMP TABLE scratch (id int)")
-    await overlord_db.execute("LISTEN overlord_channel")
+async def test_relay_session_state_does_not_reach_the_next_test(pytestconfig, overlord_server):
+    isolation = stack(pytestconfig)
+    first = await isolation.begin_async(keep=False)
+    conn = first.conn
+    backend = conn.get_server_pid()
+    assert await conn.fetchval("SELECT $1::int + 1", 1) == 2  # a prepared statement
+    await conn.execute("SELECT pg_advisory_lock(4242)")
+    await conn.execute("CREATE TEMP TABLE scratch (id int)")
+    await conn.execute("LISTEN overlord_channel")
+    assert isolation.end_async(first)
+    second = await isolation.begin_async(keep=False)
+    conn = second.conn
+    assert conn.get_server_pid() == backend  # the relay handed the same backend on
+    assert await conn.fetchval("SELECT $1::int + 1", 2) == 3  # same statement name, no clash
+    assert await conn.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()") == 0
+    assert await conn.fetchval("SELECT to_regclass('pg_temp.scratch')") is None
+    assert await conn.fetchval("SELECT count(*) FROM pg_listening_channels()") == 0
+    assert isolation.end_async(second)
 
 
 @pytest.mark.asyncio
-async def test_relay_session_state_second(overlord_db):
-    assert await overlord_db.fetchval("SELECT $1::int + 1", 2) == 3  # same statement name, no clash
-    assert await overlord_db.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()") == 0
-    assert await overlord_db.fetchval("SELECT to_regclass('pg_temp.scratch')") is None
-    assert await overlord_db.fetchval("SELECT count(*) FROM pg_listening_channels()") == 0
-
-
-@pytest.mark.asyncio
-async def test_relay_passes_cancel_requests(overlord_db):
+async def test_relay_passes_cancel_requests(pytestconfig, overlord_server):
     import asyncio
     import time
 
+    isolation = stack(pytestconfig)
+    test = await isolation.begin_async(keep=False)
     started = time.monotonic()
     with pytest.raises(asyncio.TimeoutError):
-        await asyncio.wait_for(overlord_db.fetchval("SELECT pg_sleep(30)"), timeout=0.2)
+        await asyncio.wait_for(test.conn.fetchval("SELECT pg_sleep(30)"), timeout=0.2)
     assert time.monotonic() - started < 5
-    # The connection is usable after the cancel (asyncpg rolls back to its savepoint-free state).
-    assert not overlord_db.is_closed()
+    assert not test.conn.is_closed()  # the connection is usable after the cancel
+    isolation.end_async(test)
+    after = await isolation.begin_async(keep=False)
+    assert await after.conn.fetchval("SELECT 1") == 1 and after.conn.is_in_transaction()
+    assert isolation.end_async(after)
 
 
 @pytest.mark.asyncio
-async def test_relay_backend_is_reused(overlord_db):
-    pids = {await overlord_db.fetchval("SELECT pg_backend_pid()")}
-    assert overlord_db.get_server_pid() in pids  # the key handed out is the real backend's
+async def test_relay_hands_out_the_real_backend_key(overlord_db):
+    assert overlord_db.get_server_pid() == await overlord_db.fetchval("SELECT pg_backend_pid()")
 
 
-@pytest.mark.asyncio
-async def test_relay_after_cancel_is_clean(overlord_db):
-    assert await overlord_db.fetchval("SELECT 1") == 1
-    assert overlord_db.is_in_transaction()
-
-
-def test_sync_session_state_first(overlord_db_sync):
-    with overlord_db_sync.cursor() as cur:
+def test_sync_session_state_does_not_reach_the_next_test(pytestconfig, overlord_server):
+    isolation = stack(pytestconfig)
+    conn = isolation.begin_sync()
+    with conn.cursor() as cur:
         cur.execute("SELECT pg_advisory_lock(4343); LISTEN sync_channel")
-
-
-def test_sync_session_state_second(overlord_db_sync):
-    with overlord_db_sync.cursor() as cur:
+    assert isolation.end_sync(conn)
+    conn = isolation.begin_sync()
+    with conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()")
         assert cur.fetchone() == (0,)
         cur.execute("SELECT count(*) FROM pg_listening_channels()")
         assert cur.fetchone() == (0,)
+    assert isolation.end_sync(conn)

@@ -47,9 +47,7 @@ def templates_in(out: str) -> list[tuple[str, str]]:
 
 def test_user_project_runs_with_plain_pytest(project):
     project.write("tests/test_user.py", USER_TESTS)
-    result = project.run("-q", "tests")
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "3 passed" in result.stdout
+    project.result("-q", "tests").assert_outcomes(passed=3)
     assert not (project.root / "conftest.py").exists() and not (project.root / "tests" / "conftest.py").exists()
 
 
@@ -123,9 +121,7 @@ async def test_{i}(overlord_db):
         for i in range(20)
     )
     project.write("test_many.py", "import asyncio\nimport pytest\n" + body)
-    result = project.run("-q", "-n", "2", "-p", "xdist", "test_many.py")
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "20 passed" in result.stdout
+    project.result("-q", "-n", "2", "-p", "xdist", "test_many.py").assert_outcomes(passed=20)
     assert not project.server_processes()
 
 
@@ -195,9 +191,9 @@ def test_after_sync_commits_database_is_clean(overlord_db_sync):
     assert cur.fetchone()[0] == 0
 ''',
     )
-    result = project.run("-q", "-o", "asyncio_mode=auto", "-o", "asyncio_default_fixture_loop_scope=function", "test_auto.py")
-    out = result.stdout
-    assert "6 passed, 2 errors" in out, out + result.stderr
+    result = project.result("-q", "-o", "asyncio_mode=auto", "-o", "asyncio_default_fixture_loop_scope=function", "test_auto.py")
+    result.assert_outcomes(passed=6, errors=2)
+    out = "\n".join(result.outlines)
     assert "ERROR test_auto.py::test_raw_commit_is_caught" in out
     assert "ERROR test_auto.py::test_raw_sync_commit_is_caught" in out
     assert "the test ended the fixture's transaction" in out
@@ -283,9 +279,7 @@ def test_open_connection_does_not_block_the_drop(overlord_fresh_db):
     leaked = psycopg2.connect(overlord_fresh_db.url)  # never closed by the test
 ''',
     )
-    result = project.run("-q", "test_fresh.py")
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "3 passed" in result.stdout
+    project.result("-q", "test_fresh.py").assert_outcomes(passed=3)
     # After the run no clone of ours is left on the server (the spare included).
     from pytest_overlord_db.servers.embedded import EmbeddedServer
 
@@ -308,9 +302,7 @@ def test_readme_fixture_examples_run(project):
     section = readme.split("## Fixtures", 1)[1]
     example = section.split("```python", 1)[1].split("```", 1)[0]
     project.write("tests/test_readme.py", example)
-    result = project.run("-q", "tests/test_readme.py")
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "4 passed" in result.stdout
+    project.result("-q", "tests/test_readme.py").assert_outcomes(passed=4)
 
 
 def test_docker_is_pinged_once_by_the_controller_and_never_under_collect_only(project, tmp_path):

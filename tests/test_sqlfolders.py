@@ -243,7 +243,6 @@ def test_fresh(overlord_fresh_db):
         assert cur.fetchone() == (2,)
     conn.close()
 ''')
-    result = project.run("-q", "--seed=development", "--overlord-roundtrip", "tests")
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "7 passed" in result.stdout  # 3 tests; round-trip items: 2 migrations, the full cycle, the accepted list
+    result = project.result("-q", "--seed=development", "--overlord-roundtrip", "tests")
+    result.assert_outcomes(passed=7)  # 3 tests; round-trip items: 2 migrations, the full cycle, the accepted list
     assert not project.server_processes()
