@@ -305,6 +305,14 @@ def test_readme_fixture_examples_run(project):
     project.result("-q", "tests/test_readme.py").assert_outcomes(passed=4)
 
 
+def test_readme_quick_start_runs(project):
+    from conftest import REPO
+
+    section = (REPO / "README.md").read_text().split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    project.write("tests/test_quickstart.py", section.split("```python", 1)[1].split("```", 1)[0])
+    project.result("-q", "-p", "no:randomly", "tests/test_quickstart.py").assert_outcomes(passed=2)
+
+
 def test_docker_is_pinged_once_by_the_controller_and_never_under_collect_only(project, tmp_path):
     """The auto backend pings Docker: once per run (xdist workers are told the choice), not at all with --co."""
     import socket
