@@ -1,6 +1,8 @@
 """Pure logic, no server: URLs, settings, yoyo.ini, backend choice, the Docker backend's pieces."""
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -178,7 +180,7 @@ def test_docker_backend_for_real():
 def test_default_datadir_is_per_project(tmp_path):
     a, b = default_datadir(tmp_path / "one"), default_datadir(tmp_path / "two")
     assert a != b and a.parent == b.parent
-    assert a.name.startswith("one-")
+    assert a.name.startswith(f"ovl-{os.getuid()}-one-")
 
 
 def test_required_extensions_are_read_from_the_migrations():
@@ -190,7 +192,11 @@ def test_default_datadir_avoids_a_small_dev_shm(tmp_path, monkeypatch):
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(embedded, "_free_bytes", lambda path: 64 * 1024 * 1024)
+    monkeypatch.setattr(embedded.os, "geteuid", lambda: 1000)
     assert default_datadir(tmp_path / "p").parent == tmp_path / "cache" / "pytest-overlord-db"
+    # Under root the server runs as its own OS user, who cannot enter root's home: the temp folder instead.
+    monkeypatch.setattr(embedded.os, "geteuid", lambda: 0)
+    assert default_datadir(tmp_path / "p").parent == Path(tempfile.gettempdir())
 
 
 def test_fixture_values_never_show_a_password_in_repr():

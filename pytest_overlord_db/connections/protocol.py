@@ -1,8 +1,10 @@
-"""The bits of PostgreSQL's wire protocol (v3) the relay needs: framing, and the few messages it writes."""
+"""The bits of PostgreSQL's wire protocol (v3) the relay needs: framing, the few messages it writes, and
+what it remembers of each conversation."""
 from __future__ import annotations
 
 import socket
 import struct
+from dataclasses import dataclass
 
 SSL_REQUEST, GSS_REQUEST, CANCEL = 80877103, 80877104, 80877102
 HANDSHAKE_TIMEOUT = 30.0
@@ -50,3 +52,23 @@ def split(buffer: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
         messages.append((buffer[offset:offset + 1], buffer[offset:end]))
         offset = end
     return messages, buffer[offset:]
+
+
+@dataclass(eq=False)
+class Backend:
+    sock: socket.socket
+    key: bytes  # its BackendKeyData message, handed to clients for cancel requests
+    begun: bool = False  # a transaction was begun for the next client
+    owed: int = 0  # ReadyForQuery messages still to come
+    buffer: bytes = b""
+    broken: bool = False
+
+
+@dataclass(eq=False)
+class Session:
+    client: socket.socket
+    buffer: bytes = b""
+    backend: Backend | None = None
+    client_open: bool = True
+    started: bool = False  # past the startup packet
+    startup: bytes = b""

@@ -33,33 +33,13 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from . import protocol
 
 
-@dataclass(eq=False)
-class _Backend:
-    sock: socket.socket
-    key: bytes  # its BackendKeyData message, handed to clients for cancel requests
-    begun: bool = False  # a transaction was begun for the next client
-    owed: int = 0  # ReadyForQuery messages still to come
-    buffer: bytes = b""
-    broken: bool = False
-
-
-@dataclass(eq=False)
-class _Session:
-    client: socket.socket
-    buffer: bytes = b""
-    backend: _Backend | None = None
-    client_open: bool = True
-    started: bool = False  # past the startup packet
-    startup: bytes = b""
-
-
 @dataclass
 class Relay:
     """Relay to the server at ``target``: a unix socket path or (host, port)."""
 
     target: object
     greeting: bytes = b""
-    idle: list[_Backend] = field(default_factory=list)
+    idle: list[protocol.Backend] = field(default_factory=list)
     waiting: deque[Any] = field(default_factory=deque)  # sessions waiting for a backend being reset
     resetting: int = 0
     path: str = ""
@@ -137,7 +117,7 @@ class Relay:
         except BlockingIOError:
             return
         client.setblocking(True)
-        self.selector.register(client, selectors.EVENT_READ, ("client", _Session(client)))
+        self.selector.register(client, selectors.EVENT_READ, ("client", protocol.Session(client)))
 
     def _connect_server(self) -> socket.socket:
         family = socket.AF_UNIX if isinstance(self.target, str) else socket.AF_INET
@@ -147,7 +127,7 @@ class Relay:
         sock.connect(self.target)  # type: ignore[arg-type]
         return sock
 
-    def _from_client(self, session: _Session) -> None:
+    def _from_client(self, session: protocol.Session) -> None:
         data = session.client.recv(65536)
         if not data:
             self._client_left(session)
@@ -178,7 +158,7 @@ class Relay:
         if out:
             backend.sock.sendall(out)
 
-    def _startup(self, session: _Session) -> None:
+    def _startup(self, session: protocol.Session) -> None:
         while len(session.buffer) >= 8:
             (length,) = struct.unpack("!I", session.buffer[:4])
             if len(session.buffer) < length:
@@ -199,7 +179,7 @@ class Relay:
             self._checkout(session)
             return
 
-    def _checkout(self, session: _Session) -> None:
+    def _checkout(self, session: protocol.Session) -> None:
         if self.idle and self.greeting:
             backend = self.idle.pop()
             session.backend = backend
@@ -212,7 +192,7 @@ class Relay:
             return
         self._new_backend(session)
 
-    def _new_backend(self, session: _Session) -> None:
+    def _new_backend(self, session: protocol.Session) -> None:
         """Pass the client's startup and authentication through to a new backend (blocking, rare)."""
         server = self._connect_server()
         # Bounded: this runs on the relay's only thread.
@@ -242,10 +222,10 @@ class Relay:
         session.client.settimeout(None)
         if not self.greeting:
             self.greeting = greeting
-        session.backend = _Backend(server, key)
+        session.backend = protocol.Backend(server, key)
         self.selector.register(server, selectors.EVENT_READ, ("server", session))
 
-    def _rollback_now(self, backend: _Backend) -> None:
+    def _rollback_now(self, backend: protocol.Backend) -> None:
         # The client did not start with BEGIN: undo the one we began for it.
         backend.sock.sendall(protocol.query(b"ROLLBACK"))
         while True:
@@ -253,7 +233,7 @@ class Relay:
             if kind == b"Z":
                 return
 
-    def _from_server(self, session: _Session) -> None:
+    def _from_server(self, session: protocol.Session) -> None:
         backend = session.backend
         assert backend is not None
         data = backend.sock.recv(65536)
@@ -273,7 +253,7 @@ class Relay:
         if not session.client_open and backend.owed <= 0:
             self._release(session)
 
-    def _client_left(self, session: _Session) -> None:
+    def _client_left(self, session: protocol.Session) -> None:
         self._client_gone(session)
         if session.backend is None:
             return
@@ -281,12 +261,12 @@ class Relay:
             self._release(session)
         # else: wait for the answers still owed, then release
 
-    def _client_gone(self, session: _Session) -> None:
+    def _client_gone(self, session: protocol.Session) -> None:
         if session.client_open:
             session.client_open = False
             self._close_client(session)
 
-    def _close_client(self, session: _Session) -> None:
+    def _close_client(self, session: protocol.Session) -> None:
         self._discard(session.client)
 
     def _discard(self, sock: socket.socket) -> None:
@@ -297,7 +277,7 @@ class Relay:
             pass
         sock.close()
 
-    def _release(self, session: _Session) -> None:
+    def _release(self, session: protocol.Session) -> None:
         backend, session.backend = session.backend, None
         if backend is None:
             return
@@ -309,7 +289,7 @@ class Relay:
         self.resetting += 1
         self.selector.register(backend.sock, selectors.EVENT_READ, ("reset", backend))
 
-    def _reset_progress(self, backend: _Backend) -> None:
+    def _reset_progress(self, backend: protocol.Backend) -> None:
         data = backend.sock.recv(65536)
         if not data:
             raise ConnectionError("backend closed during reset")
@@ -336,11 +316,11 @@ class Relay:
             except (OSError, ConnectionError, struct.error):
                 self._drop(session)  # it gave up waiting
 
-    def _forget(self, backend: _Backend) -> None:
+    def _forget(self, backend: protocol.Backend) -> None:
         self._discard(backend.sock)
         self.resetting -= 1
 
-    def _drop(self, session: _Session) -> None:
+    def _drop(self, session: protocol.Session) -> None:
         """Something went wrong mid-conversation: close both sides, never reuse the backend."""
         self._client_gone(session)
         backend, session.backend = session.backend, None

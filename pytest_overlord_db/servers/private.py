@@ -1,0 +1,67 @@
+"""Directories only the developer (and, under root, the server's own OS user) can enter.
+
+Everything the embedded server needs lives in one folder made here: created
+0700 (never chmodded after the fact, never a folder we did not create), and
+an existing one is used only when it is a real directory owned by the
+expected user and closed to everybody else. A symlink or someone else's
+folder in its place is refused with one clear error, never followed.
+"""
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from ..errors import ServerError
+
+
+def _refuse(path: Path, why: str) -> ServerError:
+    return ServerError(
+        f"{path} {why}, so the plugin will not use it: a server there could be reached by other users of this "
+        "machine. Remove it, or point --overlord-datadir at a folder of your own."
+    )
+
+
+def check_ours(path: Path, uid: int | None = None) -> None:
+    """``path`` must be a real directory owned by ``uid`` (default: us) that nobody else can enter."""
+    expected = os.geteuid() if uid is None else uid
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        raise _refuse(path, "vanished while it was being set up") from None
+    if stat.S_ISLNK(info.st_mode):
+        raise _refuse(path, "is a symbolic link")
+    if not stat.S_ISDIR(info.st_mode):
+        raise _refuse(path, "is not a directory")
+    if info.st_uid != expected:
+        raise _refuse(path, f"belongs to another user (uid {info.st_uid})")
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise _refuse(path, f"is open to other users (mode {stat.S_IMODE(info.st_mode):o})")
+
+
+def make_private(path: Path, owner: tuple[int, int] | None = None) -> Path:
+    """Create ``path`` 0700 (handed to ``owner``, the server's OS user, under root) with its missing parents,
+    or check the existing ``path``. Existing parents are left as they are."""
+    missing = []
+    probe = path
+    while not os.path.lexists(probe):
+        missing.append(probe)
+        probe = probe.parent
+    for folder in reversed(missing):
+        # Parents made on the way to it, under root, only let the server's user pass through (0711).
+        mode = 0o711 if owner is not None and folder != path else 0o700
+        try:
+            os.mkdir(folder, mode)  # mode & ~umask: never wider than asked
+        except FileExistsError:
+            continue  # someone else was faster: the check below decides
+        if folder == path and owner is not None:
+            os.chown(folder, *owner)  # just made by us, still empty
+    check_ours(path, owner[0] if owner else None)
+    if owner is not None:
+        for parent in path.parents:
+            if not os.stat(parent).st_mode & stat.S_IXOTH:
+                raise ServerError(
+                    f"The embedded server runs as its own OS user under root, and it cannot pass through {parent} "
+                    f"to reach {path}. The plugin does not change permissions of folders it did not create: "
+                    "choose a --overlord-datadir under /dev/shm or /tmp.")
+    return path

@@ -1,0 +1,142 @@
+"""Nobody else gets in: private folders and sockets, no shell, no permissions changed that are not ours.
+
+Tests that need a second OS user create one when running as root and skip otherwise.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import uuid
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from pytest_overlord_db.errors import ServerError
+from pytest_overlord_db.servers.embedded import EmbeddedServer
+from pytest_overlord_db.servers.private import make_private
+
+BASE = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else Path("/tmp")
+INTRUDER = "ovl_intruder"
+
+
+@pytest.fixture
+def place(tmp_path):
+    """A fresh folder name on the RAM disk; whatever the test made there is removed afterwards."""
+    made: list[EmbeddedServer] = []
+    root = BASE / f"ovl-sec-{uuid.uuid4().hex[:8]}"
+    yield root, made
+    for server in made:
+        server.stop()
+        if server.socket_dir() != server.datadir:
+            shutil.rmtree(server.socket_dir(), ignore_errors=True)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def intruder() -> str:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create a second OS user")
+    if subprocess.run(["id", INTRUDER], capture_output=True).returncode != 0:
+        subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", INTRUDER], check=True)
+    return INTRUDER
+
+
+def can_connect_as(user: str, path: str) -> str:
+    """Try the unix socket as ``user`` (a tiny system-python program, so no venv access is needed)."""
+    code = ("import socket, sys\ns = socket.socket(socket.AF_UNIX)\ntry:\n    s.connect(sys.argv[1]); print('CONNECTED')\n"
+            "except OSError as e:\n    print(type(e).__name__)\n")
+    done = subprocess.run(["/usr/bin/python3", "-c", code, path], user=user, capture_output=True, text=True, timeout=30, cwd="/")
+    return done.stdout.strip() or done.stderr.strip()
+
+
+@pytest.mark.parametrize("long_path", [False, True], ids=["socket-in-datadir", "short-socket-folder"])
+def test_another_local_user_cannot_reach_the_server(place, long_path):
+    root, made = place
+    datadir = root / ("x" * 90 if long_path else "data")
+    server = EmbeddedServer(datadir)
+    made.append(server)
+    url = server.start()
+    sock = server.socket_dir() / ".s.PGSQL.5432"
+    assert sock.exists() and (server.socket_dir() != datadir) == long_path
+    for folder in {server.socket_dir(), datadir}:
+        assert stat.S_IMODE(os.lstat(folder).st_mode) == 0o700, folder
+    assert stat.S_IMODE(os.lstat(sock).st_mode) & 0o077 == 0
+    conn = psycopg2.connect(url)  # we still can
+    conn.close()
+    assert can_connect_as(intruder(), str(sock)) == "PermissionError"
+
+
+def test_a_symlink_in_place_of_the_socket_folder_is_refused_and_its_target_untouched(place, tmp_path):
+    root, made = place
+    server = EmbeddedServer(root / ("y" * 90))
+    target = tmp_path / "elsewhere"
+    target.mkdir(mode=0o755)
+    os.symlink(target, server.socket_dir())
+    try:
+        with pytest.raises(ServerError, match="is a symbolic link"):
+            server.start()
+        assert stat.S_IMODE(os.stat(target).st_mode) == 0o755
+        assert list(target.iterdir()) == []
+    finally:
+        os.unlink(server.socket_dir())
+
+
+def test_a_folder_of_another_user_is_refused(place):
+    root, made = place
+    user = intruder()
+    import pwd
+
+    root.mkdir(mode=0o700)
+    os.chown(root, pwd.getpwnam(user).pw_uid, -1)
+    with pytest.raises(ServerError, match=r"belongs to another user"):
+        EmbeddedServer(root).start()
+    assert pwd.getpwuid(os.lstat(root).st_uid).pw_name == user
+
+
+def test_an_existing_folder_open_to_others_is_refused_not_chmodded(place):
+    root, _ = place
+    root.mkdir(mode=0o755)
+    os.chmod(root, 0o755)
+    with pytest.raises(ServerError, match=r"open to other users \(mode 755\)"):
+        make_private(root)
+    assert stat.S_IMODE(os.lstat(root).st_mode) == 0o755
+
+
+def test_no_permission_is_changed_on_folders_we_did_not_create(place):
+    """Run as root, the server's own OS user must pass through the parents: a closed parent is an error
+    naming it, never a chmod (the old fallback turned $HOME into 0755)."""
+    root, _ = place
+    intruder()  # root only
+    root.mkdir(mode=0o700)
+    os.chmod(root, 0o700)
+    with pytest.raises(ServerError, match=rf"cannot pass through {root}"):
+        EmbeddedServer(root / "data").start()
+    assert stat.S_IMODE(os.lstat(root).st_mode) == 0o700
+
+
+@pytest.mark.parametrize("name", [
+    "$(touch PWNED)", "`touch PWNED`", "it's", 'say "hi"', "a+b&c#d%e", "with space", "naïve-Ωmega",
+])
+def test_hostile_folder_names_start_the_server_without_a_shell(place, name):
+    root, made = place
+    datadir = root / name / "data"
+    server = EmbeddedServer(datadir)
+    made.append(server)
+    conn = psycopg2.connect(server.start())
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1")
+        assert cur.fetchone() == (1,)
+    conn.close()
+    assert not list(Path("/").glob("PWNED")) and not list(root.rglob("PWNED")) and not (datadir / "pgdata" / "PWNED").exists()
+
+
+def test_a_newline_in_the_folder_name_works(place):
+    """postgresql.conf cannot hold a line break, so the socket goes to the short private folder."""
+    root, made = place
+    server = EmbeddedServer(root / "line\nbreak")
+    made.append(server)
+    conn = psycopg2.connect(server.start())
+    conn.close()
+    assert server.socket_dir() != server.datadir
