@@ -1,7 +1,8 @@
 """Database URLs: one place that normalises schemes, masks passwords and swaps databases."""
 from __future__ import annotations
 
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+import re
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import psycopg2
 import psycopg2.extensions
@@ -18,38 +19,58 @@ _POSTGRES_SCHEMES = {
 }
 
 
+def _userinfo(url: str) -> tuple[str, str, str | None, str] | None:
+    """(scheme://, user, password as written, the rest from the last ``@`` on) when ``url`` has a user.
+
+    A ``#``, ``/``, ``@`` or ``[`` in an unescaped password confuses URL parsers, libpq's too (it splits
+    at the first ``@`` and looks the rest of the password up as a host name). So the user part is taken
+    to end at the *last* ``@``: that can only ever hide more than the password (an ``@`` in a query
+    parameter is the price: write it as %40 there)."""
+    start = url.find("://")
+    if start < 0:
+        return None
+    at = url.rfind("@", start)
+    if at < 0:
+        return None
+    user, sep, password = url[start + 3:at].partition(":")
+    return url[:start + 3], user, password if sep else None, url[at:]
+
+
 def normalize(url: str) -> str:
-    """Return ``url`` with the plain ``postgresql://`` scheme every driver here accepts."""
-    parts = urlsplit(url)
-    if parts.scheme.lower() not in _POSTGRES_SCHEMES:
-        raise ValueError(f"not a PostgreSQL URL (scheme {parts.scheme!r}): {mask(url)}")
-    return urlunsplit(("postgresql",) + tuple(parts[1:]))
+    """``url`` with the plain ``postgresql://`` scheme every driver here accepts, and its password
+    percent-escaped, so every driver reads the host and the password as the user meant them."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in _POSTGRES_SCHEMES:
+        raise ValueError(f"not a PostgreSQL URL (scheme {scheme if sep else ''!r}): {mask(url)}")
+    url = "postgresql://" + rest
+    parts = _userinfo(url)
+    if parts is not None and parts[2] is not None:
+        url = f"{parts[0]}{parts[1]}:{quote(unquote(parts[2]), safe='')}{parts[3]}"
+    return url
+
+
+_QUERY_PASSWORD = re.compile(r"(?i)([?&]password=)[^&#]*")
 
 
 def mask(url: str) -> str:
     """Replace the password in ``url`` with ``***`` so it can be shown."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    query = parts.query
-    if query:
-        pairs = [(k, "***" if k.lower() == "password" else v) for k, v in parse_qsl(query)]
-        query = urlencode(pairs, safe="/*")
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        if ":" in userinfo:
-            userinfo = userinfo.split(":", 1)[0] + ":***"
-        netloc = f"{userinfo}@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    parts = _userinfo(url)
+    if parts and parts[2] is not None:
+        url = f"{parts[0]}{parts[1]}:***{parts[3]}"
+    return _QUERY_PASSWORD.sub(r"\1***", url)
 
 
 def mask_text(text: str, url: str) -> str:
     """Remove ``url``'s password from free text (driver messages sometimes echo it)."""
-    password = urlsplit(url).password
-    if password:
-        text = text.replace(password, "***").replace(unquote(password), "***")
+    secrets = set()
+    parts = _userinfo(url)
+    values = [parts[2]] if parts and parts[2] else []
+    values += [url[m.end(1):m.end()] for m in _QUERY_PASSWORD.finditer(url)]
+    for value in values:
+        plain = unquote(value)
+        secrets |= {value, plain, quote(plain, safe=""), quote(plain)}
+    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+        text = text.replace(secret, "***")
     return text
 
 

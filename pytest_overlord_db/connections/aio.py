@@ -22,10 +22,11 @@ class AsyncConnections:
     backend costs ~1.3 ms, a relayed connection ~0.3 ms).
     """
 
-    url: Callable[[], str]
-    by_loop: dict[Any, asyncpg.Connection] = field(default_factory=dict)
+    url: Callable[[], str] = field(repr=False)
+    by_loop: dict[Any, asyncpg.Connection] = field(default_factory=dict, repr=False)
     relay: Relay | None = None
-    _relayed: dict[str, Any] | None = None  # connect() keywords through the relay, parsed once
+    # connect() keywords through the relay, parsed once; holds the password, so never in a repr
+    _relayed: dict[str, Any] | None = field(default=None, repr=False)
 
     def _relay_kwargs(self) -> dict[str, Any]:
         if self._relayed is None:

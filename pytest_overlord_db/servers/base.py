@@ -8,7 +8,7 @@ from typing import Any
 import psycopg2
 
 from .. import urls
-from ..errors import ServerError
+from ..errors import ConfigError, ServerError
 
 MIN_SERVER_VERSION = 130000  # gen_random_uuid() and DROP DATABASE ... WITH (FORCE)
 
@@ -45,6 +45,8 @@ def connect(url: str, connect_timeout: int = 10, **kwargs: Any) -> "psycopg2.ext
     try:
         conn: psycopg2.extensions.connection = psycopg2.connect(urls.normalize(url), connect_timeout=connect_timeout, **kwargs)
         return conn
+    except ValueError as exc:
+        raise ConfigError(urls.mask_text(str(exc), url)) from None
     except psycopg2.Error as exc:
         message = urls.mask_text(str(exc).strip(), url)
         raise ServerError(f"Cannot connect to PostgreSQL at {urls.mask(url)}: {message}") from None
