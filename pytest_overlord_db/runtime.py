@@ -48,7 +48,8 @@ class FreshDatabase:
 
     @property
     def dsn(self) -> dict[str, object]:
-        """host, port, user, password, dbname: keyword arguments for psycopg2/asyncpg connect."""
+        """host, port, user, password, dbname: keyword arguments for psycopg2.connect (asyncpg calls
+        dbname ``database``)."""
         return urls.dsn_parts(self.url)
 
     def __str__(self) -> str:

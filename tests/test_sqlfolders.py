@@ -246,3 +246,16 @@ def test_fresh(overlord_fresh_db):
     result = project.result("-q", "--seed=development", "--overlord-roundtrip", "tests")
     result.assert_outcomes(passed=7)  # 3 tests; round-trip items: 2 migrations, the full cycle, the accepted list
     assert not project.server_processes()
+
+
+def test_a_rollback_file_of_only_comments_is_refused_not_a_silent_no_op(tmp_path, empty_db_url):
+    folder = write_layout(tmp_path)
+    (folder / "rollbacks" / "002_add_tags_rollback.sql").write_text("-- TODO: undo the tags table\n")
+    migrator = for_folder(folder)
+    chain = migrator.chain()
+    assert [m.reversible for m in chain] == [True, False]
+    migrator.apply(empty_db_url, chain)
+    with pytest.raises(MigrationError, match="cannot be rolled back: .*002_add_tags_rollback.sql holds only comments"):
+        migrator.rollback(empty_db_url, chain[1:])
+    assert [a.id for a in migrator.applied(empty_db_url)] == ["001_initial_schema", "002_add_tags"]  # record kept
+    assert all(a.applied_at is not None and a.applied_at.tzinfo is None for a in migrator.applied(empty_db_url))

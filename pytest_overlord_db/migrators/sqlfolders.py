@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import re
 import time
+from datetime import timezone
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -115,7 +116,9 @@ class SqlFoldersMigrator(Migrator):
         finally:
             conn.close()
         names = {m.number: m.id for m in self.chain()}
-        return [AppliedInfo(names.get(version, f"{version:03d}_{name}"), applied_at,
+        # UTC without an offset, as yoyo records it, so every migrator's times read the same.
+        return [AppliedInfo(names.get(version, f"{version:03d}_{name}"),
+                            applied_at.astimezone(timezone.utc).replace(tzinfo=None) if applied_at else None,
                             float(ms) if ms is not None else None) for version, name, applied_at, ms in rows]
 
     def apply(self, url: str, migrations: Sequence[Migration], *, lock: bool = True,
@@ -154,6 +157,9 @@ class SqlFoldersMigrator(Migrator):
         if direction == "rollback" and not path.is_file():
             raise MigrationError(f"Migration {migration.id} cannot be rolled back: there is no {path}.")
         source = path.read_text(encoding="utf-8")
+        if direction == "rollback" and not _without_comments(source):
+            # Running nothing and deleting the record would be the silent no-op the round trip warns about.
+            raise MigrationError(f"Migration {migration.id} cannot be rolled back: {path} holds only comments.")
         assert migration.number is not None
         name = migration.id.split("_", 1)[1]
         started = time.perf_counter()

@@ -8,8 +8,8 @@ import pytest
 from ..errors import MigrationError, OverlordError
 
 SYNC_COMMITTED = (
-    "overlord_db_sync: the test committed the transaction the fixture rolls back (autocommit, "
-    "`with conn:` or a raw COMMIT), so its writes would leak into later tests. The database was "
+    "overlord_db_sync: the test ended the transaction the fixture rolls back (a raw COMMIT or "
+    "ROLLBACK), so its writes would leak into later tests. The database was "
     "rebuilt from the template. Use overlord_fresh_db for tests that must really commit."
 )
 ASYNC_COMMITTED = (
