@@ -64,9 +64,11 @@ def write_tests(root: Path, kind: str, n: int) -> Path:
     return path
 
 
-def run(root: Path, datadir: Path, *files: Path) -> float:
+def run(root: Path, datadir: Path, *files: Path, pythonpath: str | None = None) -> float:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OVERLORD_")}
     env["OVERLORD_DATADIR"] = str(datadir)
+    if pythonpath:  # another checkout of the plugin, imported instead of the installed one
+        env["PYTHONPATH"] = pythonpath
     started = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist", *map(str, files)],

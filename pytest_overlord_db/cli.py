@@ -13,10 +13,11 @@ from typing import Annotated, Callable, Optional
 import typer
 
 from . import config as config_mod
-from . import urls
+from . import interrupts, urls
 from .config import Settings
-from .errors import ConfigError, OverlordError
+from .errors import ConfigError, MigrationError, OverlordError
 from .migrators import Applied, Migration, Migrator, for_folder, position
+from .watch import StepWatch
 
 app = typer.Typer(
     help="Migrations, seeds and rollback verification for PostgreSQL projects using yoyo (The Robot Overlord).",
@@ -155,7 +156,8 @@ def migrate(
         if dry_run:
             return _dry_run("apply", cfg, migrator, todo, "apply")
         _confirm_production(cfg, yes, f"Applying {len(todo)} migration(s)")
-        _list_done("Applied", migrator.apply(cfg.require_database_url(), todo, on_progress=_progress(len(todo))))
+        _list_done("Applied", _watched(cfg, "migrating", lambda progress: migrator.apply(
+            cfg.require_database_url(), todo, on_progress=progress), len(todo)))
         return 0
 
     _run(body)
@@ -189,7 +191,8 @@ def rollback(
         if dry_run:
             return _dry_run("roll back", cfg, migrator, todo, "rollback")
         _confirm_production(cfg, yes, f"Rolling back {len(todo)} migration(s)")
-        _list_done("Rolled back", migrator.rollback(cfg.require_database_url(), todo, on_progress=_progress(len(todo))))
+        _list_done("Rolled back", _watched(cfg, "rolling back", lambda progress: migrator.rollback(
+            cfg.require_database_url(), todo, on_progress=progress), len(todo)))
         return 0
 
     _run(body)
@@ -283,7 +286,40 @@ def roundtrip(
     _run(body)
 
 
+@app.command("break-lock")
+def break_lock(env: EnvOpt = None, database_url: UrlOpt = None, migrations: MigOpt = None) -> None:
+    """Remove the migration lock a killed run left behind (only when nobody else is migrating)."""
+
+    def body() -> int:
+        cfg = _config(env, database_url, migrations)
+        _echo(_migrator(cfg).break_lock(cfg.require_database_url()))
+        return 0
+
+    _run(body)
+
+
+def _watched(cfg: Settings, label: str, run: Callable[[Callable[[Migration, str], None]], list[Applied]],
+             total: int) -> list[Applied]:
+    """Run migrations with the [n/total] lines, a note for one that runs long, and the timeout."""
+    watch = StepWatch(_err, cfg.migration_timeout, label)
+    shown = _progress(total)
+
+    def progress(migration: Migration, direction: str) -> None:
+        shown(migration, direction)
+        watch.step(migration, direction)
+
+    try:
+        return run(progress)
+    except MigrationError:
+        if watch.timed_out:
+            raise MigrationError(watch.timeout_message()) from None
+        raise
+    finally:
+        watch.close()
+
+
 def main() -> None:
+    interrupts.install()  # Ctrl-C and SIGTERM cancel the statement the server is running
     app()
 
 

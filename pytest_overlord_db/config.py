@@ -41,6 +41,7 @@ class Settings:
     env: str | None = None
     database_url: str | None = None
     batch_mode: bool = False
+    migration_timeout: float | None = None  # seconds one migration may run before it is cancelled
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def seed_files(self) -> list[Path]:
@@ -202,6 +203,12 @@ def resolve(
     datadir = r.pick("datadir", "OVERLORD_DATADIR")
     database_url = r.pick("database_url", "DATABASE_URL", "database")
     batch = r.pick("batch_mode", None, "batch_mode", default="off")
+    timeout = r.pick("migration_timeout", "OVERLORD_MIGRATION_TIMEOUT", "migration_timeout")
+    try:
+        migration_timeout = float(timeout) if timeout not in (None, "") else None
+    except ValueError:
+        raise ConfigError(f"The migration timeout must be a number of seconds, not {timeout!r} "
+                          f"(from {r.sources['migration_timeout']}).") from None
     settings = Settings(
         root=root,
         migrations_dir=migrations_dir.resolve(),
@@ -217,6 +224,7 @@ def resolve(
         env=env,
         database_url=database_url,
         batch_mode=str(batch).strip().lower() in {"on", "true", "yes", "1"},
+        migration_timeout=migration_timeout,
         sources=dict(r.sources),
     )
     settings.seed_files()  # an unknown --seed fails here, before any server starts

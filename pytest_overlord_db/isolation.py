@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
+from . import interrupts
 from .config import Settings
 from .connections import RESET_SESSION, AsyncConnections, SavepointConnection, connect_sync
 from .runtime import Runtime, ServerInfo
@@ -29,8 +30,10 @@ class AsyncTest:
 
 
 class Isolation:
-    def __init__(self, settings: Settings, backend: str | None = None, reason: str = "") -> None:
+    def __init__(self, settings: Settings, backend: str | None = None, reason: str = "",
+                 report: Callable[[str], None] | None = None) -> None:
         self.settings = settings
+        self.report = report
         self.backend, self.reason = backend, reason
         self.runtime: Runtime | None = None
         self.sync_conn: SavepointConnection | None = None
@@ -39,7 +42,7 @@ class Isolation:
 
     def ensure_runtime(self) -> tuple[Runtime, ServerInfo]:
         if self.runtime is None:
-            runtime = Runtime(self.settings, self.backend, self.reason)
+            runtime = Runtime(self.settings, self.backend, self.reason, self.report)
             runtime.start()  # stops what it started if it fails
             self.runtime = runtime
         assert self.runtime.info is not None
@@ -50,6 +53,7 @@ class Isolation:
         if self.sync_conn is None or self.sync_conn.closed:
             runtime, _ = self.ensure_runtime()
             self.sync_conn = connect_sync(runtime.work_db_url())
+            interrupts.register(self.sync_conn)  # Ctrl-C ends a test's long query too
         self.sync_conn.begin_test()
         return self.sync_conn
 
@@ -102,8 +106,10 @@ class Isolation:
         return self._roundtrip
 
     def drop_connections(self) -> None:
-        if self.sync_conn is not None and not self.sync_conn.closed:
-            self.sync_conn.close()
+        if self.sync_conn is not None:
+            interrupts.unregister(self.sync_conn)
+            if not self.sync_conn.closed:
+                self.sync_conn.close()
         self.sync_conn = None
         if self.async_conns is not None:
             self.async_conns.close_all()

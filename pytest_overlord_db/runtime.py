@@ -5,6 +5,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from . import urls
 from .config import Settings
@@ -104,8 +105,10 @@ class FreshPool:
 
 
 class Runtime:
-    def __init__(self, settings: Settings, backend: str | None = None, reason: str = "") -> None:
+    def __init__(self, settings: Settings, backend: str | None = None, reason: str = "",
+                 report: Callable[[str], None] | None = None) -> None:
         self.settings = settings
+        self.report = report
         if backend is None:
             backend, reason = choose_backend(settings)
         self.backend, self.reason = backend, reason
@@ -122,6 +125,7 @@ class Runtime:
             admin_url = self.server.start()
             facts = inspect_server(admin_url, self.migrator.required_extensions())
             self.templates = Templates(admin_url, self.settings, facts, self.migrator)
+            self.templates.report = self.report
             self.templates.drop_stale()
             template = self.templates.ensure()
         except BaseException:

@@ -21,18 +21,19 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import psutil
 import psycopg2
 from psycopg2 import sql
 
-from . import __version__, seeds, urls
+from . import __version__, interrupts, seeds, urls
 from .config import Settings
-from .errors import OverlordError
+from .errors import MigrationError, OverlordError
 from .migrators import Migrator, for_folder
 from .polling import poll
 from .servers.base import ServerFacts, connect
+from .watch import StepWatch
 
 MARK = "pytest-overlord-db"
 _counter = itertools.count(1)
@@ -69,6 +70,7 @@ class Templates:
         self.settings = settings
         self.facts = facts
         self.migrator = migrator or for_folder(settings.migrations_dir, settings.migrator)
+        self.report: Callable[[str], None] | None = None  # where "still migrating..." lines go
         self.project = project_id(settings)
         self.prefix = f"ovl_{self.project}_"
         self._conn: psycopg2.extensions.connection | None = None
@@ -79,11 +81,14 @@ class Templates:
         if self._conn is None or self._conn.closed:
             self._conn = connect(self.admin_url)
             self._conn.autocommit = True
+            interrupts.register(self._conn)  # a wait for the build lock ends on Ctrl-C too
         return self._conn
 
     def close(self) -> None:
-        if self._conn is not None and not self._conn.closed:
-            self._conn.close()
+        if self._conn is not None:
+            interrupts.unregister(self._conn)
+            if not self._conn.closed:
+                self._conn.close()
 
     def url(self, name: str) -> str:
         return urls.with_database(self.admin_url, name)
@@ -148,7 +153,15 @@ class Templates:
         self._execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(building)))
         self._mark(building, "build")
         try:
-            self.migrator.apply(self.url(building), self.migrator.chain(), lock=False)
+            watch = StepWatch(self.report, self.settings.migration_timeout, "building the template")
+            try:
+                self.migrator.apply(self.url(building), self.migrator.chain(), lock=False, on_progress=watch.step)
+            except MigrationError:
+                if watch.timed_out:
+                    raise MigrationError(watch.timeout_message()) from None
+                raise
+            finally:
+                watch.close()
             files = self.settings.seed_files()
             if files:
                 conn = connect(self.url(building))

@@ -267,7 +267,7 @@ def test_ensure_migrations_sync_and_async(app_project, empty_db_url):
 
 def test_readme_documents_every_command_as_help_shows_it():
     readme = (REPO / "README.md").read_text()
-    examples = re.findall(r"^overlord-db (\w+)([^#\n]*)", readme, flags=re.M)
+    examples = re.findall(r"^overlord-db ([\w-]+)([^#\n]*)", readme, flags=re.M)
     documented = {name for name, _ in examples}
     commands = {c.name or c.callback.__name__ for c in app.registered_commands}
     assert commands <= documented, commands - documented
@@ -300,4 +300,9 @@ def test_a_lock_left_by_a_killed_run_is_named(app_project, empty_db_url):
     conn.close()
     result = cli("migrate", "--database-url", empty_db_url)
     assert result.exit_code == 1
-    assert f"locked by yoyo for process {dead_pid}" in result.stderr and "yoyo break-lock" in result.stderr
+    assert f"locked by yoyo for process {dead_pid}" in result.stderr and "overlord-db break-lock" in result.stderr
+    broken = cli("break-lock", "--database-url", empty_db_url)
+    assert broken.exit_code == 0 and f"held by process {dead_pid}" in broken.stdout
+    assert cli("break-lock", "--database-url", empty_db_url).stdout.strip().endswith("was not locked.")
+    again = cli("migrate", "--database-url", empty_db_url)
+    assert again.exit_code == 0, again.output

@@ -140,3 +140,34 @@ def test_a_newline_in_the_folder_name_works(place):
     conn = psycopg2.connect(server.start())
     conn.close()
     assert server.socket_dir() != server.datadir
+
+
+def test_an_unusable_data_folder_is_one_paragraph(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ServerError, match=r"cannot use .*a-file.*--overlord-datadir"):
+        EmbeddedServer(blocker / "data").start()
+
+
+@pytest.mark.slow
+def test_a_role_that_cannot_create_the_extensions_is_told_what_to_do(project, overlord_server):
+    """CREATEDB but not superuser, and vector is not a trusted extension: one paragraph up front."""
+    import psycopg2
+
+    role = f"ovl_limited_{uuid.uuid4().hex[:6]}"
+    admin = psycopg2.connect(overlord_server.admin_url)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE ROLE {role} LOGIN CREATEDB")
+    try:
+        limited = overlord_server.admin_url.replace("postgresql://postgres@", f"postgresql://{role}@", 1)
+        project.write("test_it.py", "def test_it(overlord_db_sync):\n    pass\n")
+        result = project.run("-q", f"--overlord-db-url={limited}", "test_it.py")
+        out = result.stdout + result.stderr
+        assert result.returncode != 0
+        assert "cannot create extension(s) vector" in out and "template1" in out, out
+        assert "Traceback" not in out
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP ROLE {role}")
+        admin.close()

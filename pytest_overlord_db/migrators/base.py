@@ -113,6 +113,10 @@ class Migrator(ABC):
     def applied(self, url: str) -> list[AppliedInfo]:
         """What is applied to the database at ``url``, in the order it was applied."""
 
+    def break_lock(self, url: str) -> str:
+        """Remove a lock left by a killed run; say what was done."""
+        return f"The {self.name} migrator holds no lock between runs: nothing to break."
+
     def new(self, message: str) -> list[Path]:
         """Create the files of a new, empty migration; return them."""
         raise ConfigError(f"The {self.name} migrator cannot create migrations; write the file by hand.")

@@ -20,7 +20,7 @@ from typing import Iterator, Sequence
 import psycopg2
 import psycopg2.extensions
 
-from .. import sqltext
+from .. import interrupts, sqltext
 from ..errors import ConfigError, MigrationError
 from ..servers.base import connect
 from .base import Applied, AppliedInfo, Migration, Migrator, Progress, slug
@@ -102,6 +102,10 @@ class SqlFoldersMigrator(Migrator):
         down.write_text(f"-- Rollback: {message}\n-- undo exactly what {up.name} does\n")
         return [up, down]
 
+    def break_lock(self, url: str) -> str:
+        return ("The SQL-folder migrator locks with a PostgreSQL advisory lock, which ends with its connection: "
+                "a killed run leaves nothing to break.")
+
     # -- changing a database ---------------------------------------------------------
     def applied(self, url: str) -> list[AppliedInfo]:
         conn = connect(url)
@@ -133,6 +137,7 @@ class SqlFoldersMigrator(Migrator):
     def _run(self, url: str, migrations: list[Migration], direction: str, lock: bool,
              on_progress: Progress | None) -> list[Applied]:
         conn = connect(url)
+        interrupts.register(conn)
         done: list[Applied] = []
         try:
             conn.autocommit = True
@@ -149,6 +154,7 @@ class SqlFoldersMigrator(Migrator):
                         on_progress(migration, direction)
                     done.append(self._one(conn, migration, direction))
         finally:
+            interrupts.unregister(conn)
             conn.close()
         return done
 
@@ -177,7 +183,9 @@ class SqlFoldersMigrator(Migrator):
             conn.commit()
         except psycopg2.Error as exc:
             conn.rollback()
-            statement = sqltext.failing_statement(exc) or (sqltext.replay(conn, [source]) or "")
+            statement = sqltext.failing_statement(exc)
+            if not statement and not isinstance(exc, psycopg2.errors.QueryCanceled):
+                statement = sqltext.replay(conn, [source]) or ""
             action = "apply" if direction == "apply" else "roll back"
             raise MigrationError(sqltext.describe_failure(migration.id, path, source, exc, action, statement)) from None
         finally:

@@ -25,16 +25,16 @@ from yoyo import get_backend, read_migrations
 from yoyo.migrations import Migration as YoyoMigration
 from yoyo.migrations import MigrationList, MigrationStep, StepGroup, Transactionless, TransactionWrapper
 
-from .. import sqltext, urls
+from .. import interrupts, sqltext, urls
 from ..errors import ConfigError, MigrationError, ServerError
 from .base import Applied, AppliedInfo, Migration, Migrator, Progress, slug
+from .yoyo_timing import TIMING_TABLE, ensure_timing_table, record_timing
 
 # yoyo logs import failures with a full traceback through logging.exception;
 # we report them ourselves in one paragraph.
 logging.getLogger("yoyo").addHandler(logging.NullHandler())
 logging.getLogger("yoyo").propagate = False
 
-TIMING_TABLE = "_overlord_migration_timing"
 
 
 def _version(dist: str) -> str:
@@ -102,6 +102,19 @@ class YoyoMigrator(Migrator):
         )
         return [path]
 
+    def break_lock(self, url: str) -> str:
+        be = _backend(url)
+        try:
+            with be.connection.cursor() as cur:
+                cur.execute(f"DELETE FROM {be.lock_table_quoted} RETURNING pid")
+                pids = [row[0] for row in cur.fetchall()]
+            be.connection.commit()
+        finally:
+            be.connection.close()
+        if not pids:
+            return f"{urls.mask(url)} was not locked."
+        return f"Removed yoyo's lock on {urls.mask(url)} (held by process {', '.join(map(str, pids))})."
+
     # -- changing a database ---------------------------------------------------------
     def applied(self, url: str) -> list[AppliedInfo]:
         be = _backend(url)
@@ -135,12 +148,14 @@ class YoyoMigrator(Migrator):
         chosen = MigrationList(self._yoyo(migrations))
         ours = {m.id: m for m in migrations}
         be = _backend(url)
+        copies = _cancellable_copies(be)
         done: list[Applied] = []
         try:
             with (_yoyo_lock(be, url) if lock else contextlib.nullcontext()), _rows_output(quiet):
                 todo = be.to_apply(chosen) if direction == "apply" else be.to_rollback(chosen)
                 conn = be.connection
-                _ensure_timing_table(conn)
+                interrupts.register(conn)
+                ensure_timing_table(conn)
                 for migration in todo:
                     if on_progress:
                         on_progress(ours[migration.id], direction)
@@ -152,11 +167,13 @@ class YoyoMigrator(Migrator):
                     except psycopg2.Error as exc:
                         raise MigrationError(_describe(migration, exc, direction, url)) from None
                     seconds = time.perf_counter() - started
-                    _record_timing(conn, migration.id, seconds if direction == "apply" else None)
+                    record_timing(conn, migration.id, seconds if direction == "apply" else None)
                     done.append(Applied(migration.id, seconds))
                 if direction == "apply" and todo:
                     be.run_post_apply(todo)
         finally:
+            for conn in [be.connection, *copies]:
+                interrupts.unregister(conn)
             be.connection.close()
         return done
 
@@ -215,7 +232,8 @@ def _has_rollback(migration: YoyoMigration) -> bool:
 
 def _describe(migration: YoyoMigration, exc: psycopg2.Error, direction: str, url: str) -> str:
     statement = sqltext.failing_statement(exc)
-    if not statement and migration.use_transactions:
+    canceled = isinstance(exc, psycopg2.errors.QueryCanceled)  # an interrupt or the timeout: never replay it
+    if not statement and migration.use_transactions and not canceled:
         # No position in the error: replay inside a rolled-back transaction to find it. Never for
         # non-transactional migrations, whose statements would stay applied.
         ordered = _steps(migration) if direction == "apply" else list(reversed(_steps(migration)))
@@ -245,25 +263,21 @@ def _backend(url: str) -> Any:
         raise ServerError(f"Cannot connect to PostgreSQL at {urls.mask(url)}: {message}") from None
 
 
-def _ensure_timing_table(conn: "psycopg2.extensions.connection") -> None:
-    with conn.cursor() as cur:
-        cur.execute(
-            f"CREATE TABLE IF NOT EXISTS {TIMING_TABLE} ("
-            " migration_id text PRIMARY KEY, duration_ms double precision NOT NULL,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
-        )
+def _cancellable_copies(be: Any) -> list[Any]:
+    """yoyo runs each migration's steps on a copy of the backend, a connection of its own: register those
+    copies, so an interrupt or the timeout cancels the statement they run. Returns the list of copies
+    made, to unregister when the run is over."""
+    make_copy = be.copy
+    made: list[Any] = []
 
+    def copy() -> Any:
+        other = make_copy()
+        interrupts.register(other.connection)
+        made.append(other.connection)
+        return other
 
-def _record_timing(conn: "psycopg2.extensions.connection", migration_id: str, seconds: float | None) -> None:
-    with conn.cursor() as cur:
-        if seconds is not None:
-            cur.execute(
-                f"INSERT INTO {TIMING_TABLE} (migration_id, duration_ms) VALUES (%s, %s) ON CONFLICT"
-                " (migration_id) DO UPDATE SET duration_ms = EXCLUDED.duration_ms, applied_at = now()",
-                (migration_id, seconds * 1000),
-            )
-        else:
-            cur.execute(f"DELETE FROM {TIMING_TABLE} WHERE migration_id = %s", (migration_id,))
+    be.copy = copy
+    return made
 
 
 @contextlib.contextmanager
@@ -281,7 +295,7 @@ def _yoyo_lock(be: Any, url: str) -> Iterator[None]:
             raise MigrationError(
                 f"{urls.mask(url)} is locked by yoyo for process {pid} (since {ctime} UTC), which is not running on "
                 "this machine: a migration run was killed. If no other machine is migrating this database, remove "
-                "the lock with `yoyo break-lock --database URL` and run again."
+                "the lock with `overlord-db break-lock --database-url URL` (or `yoyo break-lock`) and run again."
             )
     try:
         with be.lock():

@@ -7,11 +7,13 @@ the choice — and never under ``--collect-only``.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import pytest
 
 from .. import config as config_mod
+from .. import interrupts
 from ..errors import ConfigError, OverlordError
 from . import items as roundtrip_items
 from . import options, state
@@ -39,8 +41,22 @@ def pytest_configure(config: pytest.Config) -> None:
     if workerinput and workerinput.get(BACKEND_INPUT):
         plugin.backend, plugin.reason = workerinput[BACKEND_INPUT]
     config.stash[state.STATE] = plugin
+    plugin.report = lambda line: _to_terminal(config, line)
+    interrupts.install()  # Ctrl-C and SIGTERM cancel a statement the server is running
     if config.getoption("overlord_roundtrip"):
         config.pluginmanager.register(AcceptedSummary(plugin), "overlord-db-accepted")
+
+
+def _to_terminal(config: pytest.Config, line: str) -> None:
+    # Looked up when needed: the terminal reporter registers itself after this plugin's pytest_configure.
+    # The build runs inside a fixture's setup, where output is captured: step out of the capture, as
+    # pytest's own live logging does.
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None:
+        return
+    with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+        reporter.write_line(line)
 
 
 @pytest.hookimpl(optionalhook=True)

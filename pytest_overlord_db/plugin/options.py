@@ -11,6 +11,7 @@ from ..config import DEFAULT_IMAGE
 FIELDS = {
     "overlord_seed": "seed", "overlord_backend": "backend", "overlord_db_url": "db_url", "overlord_image": "image",
     "overlord_migrations": "migrations_dir", "overlord_migrator": "migrator", "overlord_datadir": "datadir",
+    "overlord_migration_timeout": "migration_timeout",
 }
 OPTIONS = [
     # (flag, ini name, env var, help)
@@ -22,6 +23,8 @@ OPTIONS = [
     ("--overlord-migrations", "overlord_migrations", "OVERLORD_MIGRATIONS", "migrations folder (default: yoyo.ini, else ./migrations)"),
     ("--overlord-migrator", "overlord_migrator", "OVERLORD_MIGRATOR",
      "auto|yoyo|sqlfolders|module:Class (auto: sqlfolders when the folder has versions/, else yoyo)"),
+    ("--overlord-migration-timeout", "overlord_migration_timeout", "OVERLORD_MIGRATION_TIMEOUT",
+     "seconds one migration may run while the template builds before it is cancelled (default: no limit)"),
     ("--overlord-datadir", "overlord_datadir", "OVERLORD_DATADIR", "embedded server data directory (default: per project on /dev/shm)"),
 ]
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import pytest
 
@@ -16,6 +17,7 @@ class PluginState:
     reason: str = ""
     isolation: Isolation | None = None
     accepted_seen: list[tuple[str, str]] = field(default_factory=list)
+    report: Callable[[str], None] | None = None  # a line to the terminal, even while output is captured
 
     def choose_backend(self) -> tuple[str, str]:
         if self.backend is None:
@@ -27,7 +29,7 @@ class PluginState:
     def stack(self) -> Isolation:
         if self.isolation is None:
             backend, reason = self.choose_backend()
-            self.isolation = Isolation(self.settings, backend, reason)
+            self.isolation = Isolation(self.settings, backend, reason, self.report)
         return self.isolation
 
     def shutdown(self) -> None:

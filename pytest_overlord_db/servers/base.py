@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg2
+import psycopg2.extensions
 
 from .. import urls
 from ..errors import ConfigError, ServerError
@@ -64,6 +65,7 @@ def inspect_server(admin_url: str, extensions: set[str]) -> ServerFacts:
             version_num, version = row
             cur.execute("SELECT name FROM pg_available_extensions")
             available = {row[0] for row in cur.fetchall()}
+            uncreatable = _uncreatable(cur, admin_url, extensions & available)
     finally:
         conn.close()
     problems = []
@@ -72,6 +74,14 @@ def inspect_server(admin_url: str, extensions: set[str]) -> ServerFacts:
     missing = sorted(extensions - available)
     if missing:
         problems.append("extension(s) not available: " + ", ".join(missing))
+    if uncreatable and not problems:
+        names = ", ".join(uncreatable)
+        raise ServerError(
+            f"The role in {urls.mask(admin_url)} cannot create extension(s) {names}: they are not trusted "
+            "extensions and the role is not a superuser, so every migration creating them would fail. Use a "
+            f"superuser role, or create them once in template1 as a superuser (CREATE EXTENSION {uncreatable[0]}; "
+            "in database template1): every database the plugin makes is copied from it."
+        )
     if problems:
         raise ServerError(
             f"The server at {urls.mask(admin_url)} cannot run these migrations: {'; '.join(problems)}. "
@@ -79,3 +89,34 @@ def inspect_server(admin_url: str, extensions: set[str]) -> ServerFacts:
             "image have vector and citext)."
         )
     return ServerFacts(version_num=version_num, version=version)
+
+
+def _uncreatable(cur: "psycopg2.extensions.cursor", admin_url: str, extensions: set[str]) -> list[str]:
+    """Extensions the connected role could not CREATE in a new database: not a superuser, not trusted,
+    and not already in template1 (which new databases copy)."""
+    if not extensions:
+        return []
+    cur.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+    row = cur.fetchone()
+    if row and row[0]:
+        return []
+    cur.execute("SELECT name FROM pg_available_extension_versions WHERE name = ANY(%s) AND trusted GROUP BY name",
+                (sorted(extensions),))
+    trusted = {r[0] for r in cur.fetchall()}
+    cur.execute("SELECT datname FROM pg_database WHERE datname = 'template1' AND datallowconn")
+    in_template1: set[str] = set()
+    if cur.fetchone():
+        # Which are already in template1 can only be read there; a role that may not connect sees none.
+        try:
+            probe = psycopg2.connect(psycopg2.extensions.make_dsn(urls.normalize(admin_url), dbname="template1"),
+                                     connect_timeout=10)
+        except psycopg2.Error:
+            probe = None
+        if probe is not None:
+            try:
+                with probe.cursor() as other:
+                    other.execute("SELECT extname FROM pg_extension")
+                    in_template1 = {r[0] for r in other.fetchall()}
+            finally:
+                probe.close()
+    return sorted(extensions - trusted - in_template1)

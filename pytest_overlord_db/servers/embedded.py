@@ -95,6 +95,15 @@ class EmbeddedServer(Server):
 
     # -- public -------------------------------------------------------------
     def start(self) -> str:
+        try:
+            return self._start()
+        except OSError as exc:  # read-only, full, or not a folder: one paragraph, not a traceback per test
+            where = exc.filename or self.datadir
+            raise ServerError(
+                f"The embedded server cannot use {where}: {exc.strerror or exc}. Free some space or choose a "
+                "writable folder with --overlord-datadir (or OVERLORD_DATADIR).") from None
+
+    def _start(self) -> str:
         self._user = _server_user()
         make_private(self.datadir, self._user[1] if self._user else None)
         socket_dir = self.socket_dir()

@@ -1,0 +1,65 @@
+"""Per-test overhead of the transactional fixtures, this checkout against another one, side by side.
+
+    git worktree add /tmp/old <commit>
+    python bench/bench_compare.py --against /tmp/old [--sizes 50 400] [--repeat 5]
+
+The two versions run alternately, size by size and repeat by repeat, so the
+machine's drift (these machines are shared) falls on both alike; each figure
+is the slope of the fastest run at each size, minus the same slope for tests
+without a database, and the last column is the ratio new / old.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_fixtures import BASELINE_FOR, make_project, run, slope, write_tests  # noqa: E402
+
+KINDS = ["overlord_db", "overlord_db, session loop", "overlord_db_sync"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--against", required=True, help="a checkout of the version to compare with")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[50, 400])
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    versions = {"new": None, "old": str(Path(args.against).resolve())}
+    kinds = KINDS + sorted({BASELINE_FOR[k] for k in KINDS})
+    work = Path(tempfile.mkdtemp(prefix="ovl-cmp-"))
+    shm = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else work
+    datadirs = {v: shm / f"ovl-cmp-{v}-{uuid.uuid4().hex[:8]}" for v in versions}
+    try:
+        make_project(work)
+        files = {(k, n): write_tests(work, k, n) for k in kinds for n in args.sizes}
+        for version, path in versions.items():  # build each version's template once
+            run(work, datadirs[version], files[(KINDS[0], args.sizes[0])], pythonpath=path)
+        best: dict[tuple[str, str, int], float] = {}
+        for _ in range(args.repeat):
+            for kind in kinds:
+                for n in args.sizes:
+                    for version, path in versions.items():
+                        t = run(work, datadirs[version], files[(kind, n)], pythonpath=path)
+                        key = (version, kind, n)
+                        best[key] = min(best.get(key, t), t)
+        per_test = {(v, k): slope(args.sizes, [best[(v, k, n)] for n in args.sizes]) for v in versions for k in kinds}
+        print(f"per-test overhead over the same tests without a database; sizes {args.sizes}, best of {args.repeat}")
+        print(f"{'fixture':30} {'new':>10} {'old':>10} {'new/old':>8}")
+        for kind in KINDS:
+            new, old = (per_test[(v, kind)] - per_test[(v, BASELINE_FOR[kind])] for v in versions)
+            ratio = f"{new / old:8.2f}" if old > 0.00005 else "     n/a"
+            print(f"{kind:30} {new * 1000:8.3f}ms {old * 1000:8.3f}ms {ratio}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        for d in datadirs.values():
+            shutil.rmtree(d, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
