@@ -29,9 +29,11 @@ def main() -> None:
     parser.add_argument("--against", required=True, help="a checkout of the version to compare with")
     parser.add_argument("--sizes", type=int, nargs="+", default=[50, 400])
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--kinds", nargs="+", default=KINDS, choices=KINDS, help="which fixtures (default: all three)")
     args = parser.parse_args()
+    chosen = args.kinds
     versions = {"new": None, "old": str(Path(args.against).resolve())}
-    kinds = KINDS + sorted({BASELINE_FOR[k] for k in KINDS})
+    kinds = chosen + sorted({BASELINE_FOR[k] for k in chosen})
     work = Path(tempfile.mkdtemp(prefix="ovl-cmp-"))
     shm = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else work
     datadirs = {v: shm / f"ovl-cmp-{v}-{uuid.uuid4().hex[:8]}" for v in versions}
@@ -39,7 +41,7 @@ def main() -> None:
         make_project(work)
         files = {(k, n): write_tests(work, k, n) for k in kinds for n in args.sizes}
         for version, path in versions.items():  # build each version's template once
-            run(work, datadirs[version], files[(KINDS[0], args.sizes[0])], pythonpath=path)
+            run(work, datadirs[version], files[(chosen[0], args.sizes[0])], pythonpath=path)
         best: dict[tuple[str, str, int], float] = {}
         for _ in range(args.repeat):
             for kind in kinds:
@@ -51,7 +53,7 @@ def main() -> None:
         per_test = {(v, k): slope(args.sizes, [best[(v, k, n)] for n in args.sizes]) for v in versions for k in kinds}
         print(f"per-test overhead over the same tests without a database; sizes {args.sizes}, best of {args.repeat}")
         print(f"{'fixture':30} {'new':>10} {'old':>10} {'new/old':>8}")
-        for kind in KINDS:
+        for kind in chosen:
             new, old = (per_test[(v, kind)] - per_test[(v, BASELINE_FOR[kind])] for v in versions)
             ratio = f"{new / old:8.2f}" if old > 0.00005 else "     n/a"
             print(f"{kind:30} {new * 1000:8.3f}ms {old * 1000:8.3f}ms {ratio}")
