@@ -15,9 +15,9 @@ import typer
 from . import config as config_mod
 from . import interrupts, urls
 from .config import Settings
-from .errors import ConfigError, MigrationError, OverlordError
+from .errors import ConfigError, OverlordError
 from .migrators import Applied, Migration, Migrator, for_folder, position
-from .watch import StepWatch
+from .watch import watched
 
 app = typer.Typer(
     help="Migrations, seeds and rollback verification for PostgreSQL projects using yoyo (The Robot Overlord).",
@@ -301,21 +301,14 @@ def break_lock(env: EnvOpt = None, database_url: UrlOpt = None, migrations: MigO
 def _watched(cfg: Settings, label: str, run: Callable[[Callable[[Migration, str], None]], list[Applied]],
              total: int) -> list[Applied]:
     """Run migrations with the [n/total] lines, a note for one that runs long, and the timeout."""
-    watch = StepWatch(_err, cfg.migration_timeout, label)
     shown = _progress(total)
+    with watched(_err, cfg.migration_timeout, label) as watch:
 
-    def progress(migration: Migration, direction: str) -> None:
-        shown(migration, direction)
-        watch.step(migration, direction)
+        def progress(migration: Migration, direction: str) -> None:
+            shown(migration, direction)
+            watch.step(migration, direction)
 
-    try:
         return run(progress)
-    except MigrationError:
-        if watch.timed_out:
-            raise MigrationError(watch.timeout_message()) from None
-        raise
-    finally:
-        watch.close()
 
 
 def main() -> None:

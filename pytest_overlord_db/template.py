@@ -29,11 +29,11 @@ from psycopg2 import sql
 
 from . import __version__, interrupts, seeds, urls
 from .config import Settings
-from .errors import MigrationError, OverlordError
+from .errors import OverlordError
 from .migrators import Migrator, for_folder
 from .polling import poll
 from .servers.base import ServerFacts, connect
-from .watch import StepWatch
+from .watch import watched
 
 MARK = "pytest-overlord-db"
 _counter = itertools.count(1)
@@ -153,15 +153,8 @@ class Templates:
         self._execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(building)))
         self._mark(building, "build")
         try:
-            watch = StepWatch(self.report, self.settings.migration_timeout, "building the template")
-            try:
+            with watched(self.report, self.settings.migration_timeout, "building the template") as watch:
                 self.migrator.apply(self.url(building), self.migrator.chain(), lock=False, on_progress=watch.step)
-            except MigrationError:
-                if watch.timed_out:
-                    raise MigrationError(watch.timeout_message()) from None
-                raise
-            finally:
-                watch.close()
             files = self.settings.seed_files()
             if files:
                 conn = connect(self.url(building))

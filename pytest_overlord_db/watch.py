@@ -6,11 +6,13 @@ seconds, and past the optional timeout it cancels the running statement.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 from . import interrupts
+from .errors import MigrationError
 
 SHOW_AFTER = 2.0
 SHOW_EVERY = 5.0
@@ -55,3 +57,17 @@ class StepWatch:
         return (f"Migration {self.timed_out} ran longer than the migration timeout of {self.timeout:g} s "
                 "(--overlord-migration-timeout / OVERLORD_MIGRATION_TIMEOUT) and was cancelled on the server; "
                 "its transaction was rolled back.")
+
+
+@contextlib.contextmanager
+def watched(report: Callable[[str], None] | None, timeout: float | None, label: str) -> Iterator[StepWatch]:
+    """A StepWatch for the block; a migration it cancelled for its timeout fails with that said."""
+    watch = StepWatch(report, timeout, label)
+    try:
+        yield watch
+    except MigrationError:
+        if watch.timed_out:
+            raise MigrationError(watch.timeout_message()) from None
+        raise
+    finally:
+        watch.close()
