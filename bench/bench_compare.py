@@ -7,12 +7,19 @@ The two versions run alternately, size by size and repeat by repeat, so the
 machine's drift (these machines are shared) falls on both alike; each figure
 is the slope of the fastest run at each size, minus the same slope for tests
 without a database, and the last column is the ratio new / old.
+
+Wall time on a shared 2-core machine moves by tens of percent between runs, so
+the script also runs the largest size once per version under cProfile and
+prints the time pytest's per-test protocol took (setup, call, teardown: the
+fixture's Python work and its round trips), which is far steadier.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import pstats
 import shutil
+import subprocess
 import sys
 import tempfile
 import uuid
@@ -22,6 +29,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_fixtures import BASELINE_FOR, make_project, run, slope, write_tests  # noqa: E402
 
 KINDS = ["overlord_db", "overlord_db, session loop", "overlord_db_sync"]
+
+
+def profiled(root: Path, datadir: Path, tests: Path, pythonpath: str | None) -> float:
+    """Seconds pytest spent in runtestprotocol over all tests of ``tests``, under cProfile."""
+    out = root / "profile.out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OVERLORD_")}
+    env["OVERLORD_DATADIR"] = str(datadir)
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    subprocess.run([sys.executable, "-m", "cProfile", "-o", str(out), "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                    "-p", "no:xdist", str(tests)], cwd=root, env=env, capture_output=True, check=True)
+    stats = pstats.Stats(str(out)).stats  # type: ignore[attr-defined]
+    return sum(ct for (path, _, name), (_, _, _, ct, _) in stats.items()
+               if name == "runtestprotocol" and path.endswith("_pytest/runner.py"))
 
 
 def main() -> None:
@@ -57,6 +78,12 @@ def main() -> None:
             new, old = (per_test[(v, kind)] - per_test[(v, BASELINE_FOR[kind])] for v in versions)
             ratio = f"{new / old:8.2f}" if old > 0.00005 else "     n/a"
             print(f"{kind:30} {new * 1000:8.3f}ms {old * 1000:8.3f}ms {ratio}")
+        n = max(args.sizes)
+        print(f"\nunder cProfile, pytest's per-test protocol (runtestprotocol), {n} tests, one run each")
+        print(f"{'fixture':30} {'new':>10} {'old':>10} {'new/old':>8}")
+        for kind in chosen:
+            new, old = (profiled(work, datadirs[v], files[(kind, n)], versions[v]) / n for v in versions)
+            print(f"{kind:30} {new * 1000:8.3f}ms {old * 1000:8.3f}ms {new / old:8.2f}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
         for d in datadirs.values():
