@@ -88,6 +88,8 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
         for d in datadirs.values():
             shutil.rmtree(d, ignore_errors=True)
+            for sibling in d.parent.glob(d.name + ".*"):  # older versions keep their lock and client list beside it
+                sibling.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":
