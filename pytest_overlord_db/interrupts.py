@@ -13,12 +13,11 @@ The registry is process-wide on purpose, as signal handling is.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import threading
 from types import FrameType
-from typing import Any, Iterator
+from typing import Any
 
 _lock = threading.Lock()
 _connections: set[Any] = set()
@@ -76,16 +75,6 @@ def install() -> bool:
     return True
 
 
-@contextlib.contextmanager
-def cancellable(conn: Any) -> Iterator[Any]:
-    """While inside, an interrupt cancels ``conn``'s running statement (a psycopg2 connection)."""
-    register(conn)
-    try:
-        yield conn
-    finally:
-        unregister(conn)
-
-
 def register(conn: Any) -> None:
     with _lock:
         _connections.add(conn)
@@ -94,3 +83,10 @@ def register(conn: Any) -> None:
 def unregister(conn: Any) -> None:
     with _lock:
         _connections.discard(conn)
+
+
+def close(conn: Any) -> None:
+    """Stop watching ``conn`` and close it."""
+    unregister(conn)
+    if not conn.closed:
+        conn.close()

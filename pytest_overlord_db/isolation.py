@@ -15,6 +15,7 @@ from typing import Any, Callable
 from . import interrupts
 from .config import Settings
 from .connections import RESET_SESSION, AsyncConnections, SavepointConnection, connect_sync
+from .migrators import Migrator
 from .runtime import Runtime, ServerInfo
 
 
@@ -31,9 +32,10 @@ class AsyncTest:
 
 class Isolation:
     def __init__(self, settings: Settings, backend: str | None = None, reason: str = "",
-                 report: Callable[[str], None] | None = None) -> None:
+                 report: Callable[[str], None] | None = None, migrator: Migrator | None = None) -> None:
         self.settings = settings
         self.report = report
+        self.migrator = migrator
         self.backend, self.reason = backend, reason
         self.runtime: Runtime | None = None
         self.sync_conn: SavepointConnection | None = None
@@ -42,7 +44,7 @@ class Isolation:
 
     def ensure_runtime(self) -> tuple[Runtime, ServerInfo]:
         if self.runtime is None:
-            runtime = Runtime(self.settings, self.backend, self.reason, self.report)
+            runtime = Runtime(self.settings, self.backend, self.reason, self.report, self.migrator)
             runtime.start()  # stops what it started if it fails
             self.runtime = runtime
         assert self.runtime.info is not None
@@ -107,9 +109,7 @@ class Isolation:
 
     def drop_connections(self) -> None:
         if self.sync_conn is not None:
-            interrupts.unregister(self.sync_conn)
-            if not self.sync_conn.closed:
-                self.sync_conn.close()
+            interrupts.close(self.sync_conn)
         self.sync_conn = None
         if self.async_conns is not None:
             self.async_conns.close_all()

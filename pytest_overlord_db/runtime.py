@@ -9,7 +9,7 @@ from typing import Callable
 
 from . import urls
 from .config import Settings
-from .migrators import for_folder
+from .migrators import Migrator, for_folder
 from .servers import Server, choose_backend, inspect_server, make_server
 from .servers.embedded import EmbeddedServer
 from .template import Templates
@@ -106,14 +106,14 @@ class FreshPool:
 
 class Runtime:
     def __init__(self, settings: Settings, backend: str | None = None, reason: str = "",
-                 report: Callable[[str], None] | None = None) -> None:
+                 report: Callable[[str], None] | None = None, migrator: Migrator | None = None) -> None:
         self.settings = settings
         self.report = report
         if backend is None:
             backend, reason = choose_backend(settings)
         self.backend, self.reason = backend, reason
         self.server: Server = make_server(settings, backend)
-        self.migrator = for_folder(settings.migrations_dir, settings.migrator)
+        self.migrator = migrator or for_folder(settings.migrations_dir, settings.migrator)
         self.templates: Templates | None = None
         self.info: ServerInfo | None = None
         self._work_db: str | None = None

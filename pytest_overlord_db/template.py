@@ -86,9 +86,7 @@ class Templates:
 
     def close(self) -> None:
         if self._conn is not None:
-            interrupts.unregister(self._conn)
-            if not self._conn.closed:
-                self._conn.close()
+            interrupts.close(self._conn)
 
     def url(self, name: str) -> str:
         return urls.with_database(self.admin_url, name)

@@ -154,8 +154,7 @@ class SqlFoldersMigrator(Migrator):
                         on_progress(migration, direction)
                     done.append(self._one(conn, migration, direction))
         finally:
-            interrupts.unregister(conn)
-            conn.close()
+            interrupts.close(conn)
         return done
 
     def _one(self, conn: "psycopg2.extensions.connection", migration: Migration, direction: str) -> Applied:

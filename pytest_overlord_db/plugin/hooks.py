@@ -36,12 +36,11 @@ def pytest_configure(config: pytest.Config) -> None:
         if not options.uses_overlord(config):
             return  # a project that only has the plugin installed must not break
         raise pytest.UsageError(str(exc)) from None
-    plugin = state.PluginState(settings)
+    plugin = state.PluginState(settings, report=lambda line: _to_terminal(config, line))
     workerinput = getattr(config, "workerinput", None)
     if workerinput and workerinput.get(BACKEND_INPUT):
         plugin.backend, plugin.reason = workerinput[BACKEND_INPUT]
     config.stash[state.STATE] = plugin
-    plugin.report = lambda line: _to_terminal(config, line)
     interrupts.install()  # Ctrl-C and SIGTERM cancel a statement the server is running
     if config.getoption("overlord_roundtrip"):
         config.pluginmanager.register(AcceptedSummary(plugin), "overlord-db-accepted")

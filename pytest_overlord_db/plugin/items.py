@@ -55,11 +55,10 @@ class RoundtripItem(pytest.Item):
 
 def add_items(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     plugin = state.get(config)
-    from ..migrators import for_folder
     from ..roundtrip import FULL_CYCLE
 
     try:
-        chain = for_folder(plugin.settings.migrations_dir, plugin.settings.migrator).chain()
+        chain = plugin.migrator.chain()
     except OverlordError as exc:
         raise pytest.UsageError(str(exc)) from None
     for migration in chain:

@@ -8,6 +8,7 @@ import pytest
 
 from ..config import Settings
 from ..isolation import Isolation
+from ..migrators import Migrator, for_folder
 
 
 @dataclass
@@ -18,6 +19,14 @@ class PluginState:
     isolation: Isolation | None = None
     accepted_seen: list[tuple[str, str]] = field(default_factory=list)
     report: Callable[[str], None] | None = None  # a line to the terminal, even while output is captured
+    _migrator: Migrator | None = None
+
+    @property
+    def migrator(self) -> Migrator:
+        """The project's migrator, made once: collection reads its chain, the runtime migrates with it."""
+        if self._migrator is None:
+            self._migrator = for_folder(self.settings.migrations_dir, self.settings.migrator)
+        return self._migrator
 
     def choose_backend(self) -> tuple[str, str]:
         if self.backend is None:
@@ -29,7 +38,7 @@ class PluginState:
     def stack(self) -> Isolation:
         if self.isolation is None:
             backend, reason = self.choose_backend()
-            self.isolation = Isolation(self.settings, backend, reason, self.report)
+            self.isolation = Isolation(self.settings, backend, reason, self.report, self.migrator)
         return self.isolation
 
     def shutdown(self) -> None:
