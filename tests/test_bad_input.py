@@ -112,4 +112,4 @@ def test_failing_migration_under_xdist_is_one_paragraph_per_test(project):
     assert result.returncode == 1, text
     assert "INTERNALERROR" not in text and "Traceback" not in text and "During handling" not in text
     errors_section = text.split("short test summary info")[0]  # the summary may repeat it, as wide as the terminal
-    assert errors_section.count("overlord-db: Migration 0006.bad failed to apply") == 2
+    assert errors_section.count("overlord-db: Migration 0006.bad failed to apply") == 2, text

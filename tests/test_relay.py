@@ -2,6 +2,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import socket
+import struct
+import tempfile
 import time
 
 import asyncpg
@@ -9,22 +14,62 @@ import psycopg2
 import pytest
 
 from pytest_overlord_db import urls
+from pytest_overlord_db.connections import protocol
+from pytest_overlord_db.connections.leftovers import sweep_stale
 from pytest_overlord_db.connections.relay import Relay
 
 
 @pytest.fixture
-def relay_url(empty_db_url):
+def relay(empty_db_url):
     parts = urls.dsn_parts(empty_db_url)
     relay = Relay(f"{parts['host']}/.s.PGSQL.{parts['port']}")
     relay.start()
-    yield relay.url_for(empty_db_url)
+    yield relay
     relay.close()
+
+
+@pytest.fixture
+def relay_url(relay, empty_db_url):
+    return relay.url_for(empty_db_url)
+
+
+def _raw_client(url: str) -> tuple[socket.socket, bytes]:
+    """A hand-driven client through the relay at ``url``, past its handshake: the socket and its cancel key."""
+    parts = urls.dsn_parts(url)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(5)
+    sock.connect(f"{parts['host']}/.s.PGSQL.5432")
+    sock.sendall(_startup(str(parts["user"]), str(parts["dbname"])))
+    key = b""
+    for kind, message in _messages(sock, until=b"Z"):
+        if kind == b"K":
+            key = message
+    return sock, key
+
+
+def _startup(user: str, database: str) -> bytes:
+    body = struct.pack("!I", 196608) + f"user\0{user}\0database\0{database}\0\0".encode()
+    return struct.pack("!I", len(body) + 4) + body
+
+
+def _messages(sock: socket.socket, until: bytes) -> list[tuple[bytes, bytes]]:
+    """Messages read from ``sock`` up to and including the first of type ``until``."""
+    buffer, seen = b"", []
+    while True:
+        chunk = sock.recv(65536)
+        assert chunk, "the relay closed the connection"
+        messages, buffer = protocol.split(buffer + chunk)
+        for kind, message in messages:
+            seen.append((kind, message))
+            if kind == until:
+                return seen
 
 
 async def _session(url: str, *queries: str) -> list:
     conn = await asyncpg.connect(url)
     try:
-        return [await conn.fetchval(q) for q in queries] + [conn.is_in_transaction(), conn.get_server_pid()]
+        values = [await conn.fetchval(q) for q in queries]
+        return values + [conn.is_in_transaction(), await conn.fetchval("SELECT pg_backend_pid()")]
     finally:
         await conn.close()
 
@@ -38,12 +83,12 @@ def test_backends_are_reused_and_reset(relay_url):
     first, second = asyncio.run(main())
     assert first[0] == 1 and second[0] == 2
     assert first[-1] == second[-1]  # the same backend served both
-    assert first[1] is False and second[1] is False  # not left in the relay's speculative BEGIN
+    assert first[1] is False and second[1] is False
 
 
-def test_first_message_other_than_begin_runs_outside_a_transaction(relay_url, empty_db_url):
+def test_a_reused_backend_starts_outside_a_transaction(relay_url, empty_db_url):
     async def main():
-        await _session(relay_url, "SELECT 1")  # leaves a reset backend with a transaction begun
+        await _session(relay_url, "SELECT 1")
         conn = await asyncpg.connect(relay_url)
         await conn.execute("CREATE TABLE committed_here (id int)")  # autocommit: must persist
         in_tx = conn.is_in_transaction()
@@ -58,10 +103,24 @@ def test_first_message_other_than_begin_runs_outside_a_transaction(relay_url, em
     direct.close()
 
 
+def test_transaction_time_is_the_clients_own(relay_url):
+    """now() in a relayed client's transaction is when that client began it, not when the backend was reset."""
+    async def main():
+        await _session(relay_url, "SELECT 1")
+        await asyncio.sleep(0.5)  # the backend idles in the pool
+        conn = await asyncpg.connect(relay_url)
+        async with conn.transaction():
+            lag = await conn.fetchval("SELECT extract(epoch FROM clock_timestamp() - now())")
+        await conn.close()
+        return lag
+
+    assert asyncio.run(main()) < 0.25
+
+
 def test_concurrent_clients_get_their_own_backends(relay_url):
     async def main():
         conns = await asyncio.gather(*[asyncpg.connect(relay_url) for _ in range(5)])
-        pids = {c.get_server_pid() for c in conns}
+        pids = set(await asyncio.gather(*[c.fetchval("SELECT pg_backend_pid()") for c in conns]))
         values = await asyncio.gather(*[c.fetchval("SELECT $1::int * 2", i) for i, c in enumerate(conns)])
         await asyncio.gather(*[c.close() for c in conns])
         return pids, values
@@ -84,30 +143,9 @@ def test_client_that_vanishes_mid_query_does_not_block_the_next(relay_url):
     assert time.monotonic() - started < 2
 
 
-def test_begin_answered_by_the_relay_is_a_real_transaction(relay_url, empty_db_url):
-    async def main():
-        await _session(relay_url, "SELECT 1")
-        conn = await asyncpg.connect(relay_url)
-        tr = conn.transaction()
-        await tr.start()  # answered locally from the pre-begun transaction
-        await conn.execute("CREATE TABLE rolled_back (id int)")
-        xact = await conn.fetchval("SELECT txid_current_if_assigned() IS NOT NULL")
-        await tr.rollback()
-        await conn.close()
-        return xact
-
-    assert asyncio.run(main()) is True
-    direct = psycopg2.connect(empty_db_url)
-    with direct.cursor() as cur:
-        cur.execute("SELECT to_regclass('rolled_back')")
-        assert cur.fetchone() == (None,)
-    direct.close()
-
-
-def test_password_authentication_passes_through(tmp_path):
-    """The first backend's authentication (SCRAM here) is the server's own, passed through unchanged."""
-    import os
-    import shutil
+@pytest.fixture
+def scram_relay(tmp_path):
+    """A relay in front of a server of its own where role ``robot`` (password ``s3cret``) must use SCRAM."""
     import uuid
 
     from pytest_overlord_db.servers.embedded import EmbeddedServer
@@ -130,29 +168,209 @@ def test_password_authentication_passes_through(tmp_path):
         with conn.cursor() as cur:
             cur.execute("SELECT pg_reload_conf()")
         conn.close()
-
         relay = Relay(f"{server.socket_dir()}/.s.PGSQL.5432")
         relay.start()
-        host = os.path.dirname(relay.path)
         try:
-            async def attempt(password: str):
-                c = await asyncpg.connect(host=host, user="robot", password=password, database="robotdb")
-                try:
-                    return await c.fetchval("SELECT current_user")
-                finally:
-                    await c.close()
-
-            with pytest.raises(asyncpg.InvalidPasswordError):
-                asyncio.run(attempt("wrong"))
-            assert asyncio.run(attempt("s3cret")) == "robot"
-            assert asyncio.run(attempt("s3cret")) == "robot"  # the second joins the kept backend
+            yield os.path.dirname(relay.path)
         finally:
             relay.close()
     finally:
         server.stop()
         shutil.rmtree(server.datadir, ignore_errors=True)
-        for suffix in (".lock", ".clients.json"):
-            try:
-                os.unlink(str(server.datadir) + suffix)
-            except OSError:
-                pass
+
+
+async def _robot(host: str, password: str) -> str:
+    c = await asyncpg.connect(host=host, user="robot", password=password, database="robotdb")
+    try:
+        return str(await c.fetchval("SELECT current_user"))
+    finally:
+        await c.close()
+
+
+def test_password_authentication_passes_through(scram_relay):
+    """The first backend's authentication (SCRAM here) is the server's own, passed through unchanged."""
+    with pytest.raises(asyncpg.InvalidPasswordError):
+        asyncio.run(_robot(scram_relay, "wrong"))
+    assert asyncio.run(_robot(scram_relay, "s3cret")) == "robot"
+    assert asyncio.run(_robot(scram_relay, "s3cret")) == "robot"  # the second joins the kept backend
+
+
+def test_a_client_stalled_in_authentication_stalls_only_itself(scram_relay):
+    stalled = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stalled.settimeout(5)
+    stalled.connect(os.path.join(scram_relay, ".s.PGSQL.5432"))
+    stalled.sendall(_startup("robot", "robotdb"))
+    request = _messages(stalled, until=b"R")[-1][1]
+    assert struct.unpack("!I", request[5:9])[0] == 10  # SASL: the server waits for the client's answer
+    try:
+        started = time.monotonic()
+        assert asyncio.run(_robot(scram_relay, "s3cret")) == "robot"  # its own handshake, meanwhile
+        assert asyncio.run(_robot(scram_relay, "s3cret")) == "robot"
+        assert time.monotonic() - started < 2
+    finally:
+        stalled.close()
+
+
+def test_the_reset_is_well_framed():
+    messages, rest = protocol.split(protocol.RESET)
+    assert [kind for kind, _ in messages] == [b"f", b"S", b"Q", b"Q"] and rest == b""
+    assert sum(kind in (b"S", b"Q") for kind, _ in messages) == protocol.RESET_ANSWERS
+
+
+def test_a_client_that_stops_reading_stalls_only_itself(relay, relay_url):
+    sock, _ = _raw_client(relay_url)
+    sock.sendall(protocol.query(b"SELECT repeat('x', 50000000)"))  # 50 MB it never reads
+    time.sleep(0.5)
+    started = time.monotonic()
+    assert asyncio.run(_session(relay_url, "SELECT 42"))[0] == 42
+    assert time.monotonic() - started < 2
+    # Back-pressure: the relay stopped reading the big answer rather than holding it all.
+    held = sum(len(key.data.out) for key in list(relay.selector.get_map().values()) if isinstance(key.data, protocol.Peer))
+    assert held < 8 * 2**20
+    sock.close()
+
+
+def _cancel(url: str, key: bytes) -> None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(urls.dsn_parts(url)["host"] + "/.s.PGSQL.5432")
+    sock.sendall(protocol.cancel_request(key))
+    sock.close()
+
+
+def _pid(key: bytes) -> int:
+    return int(struct.unpack("!I", key[5:9])[0])
+
+
+def test_each_client_cancels_only_its_own_query(relay_url):
+    first, first_key = _raw_client(relay_url)
+    first.sendall(b"X\x00\x00\x00\x04")
+    first.close()
+    time.sleep(0.1)
+    second, second_key = _raw_client(relay_url)
+    assert _pid(second_key) == _pid(first_key)  # the same backend, and so the same process id
+    assert second_key != first_key  # but a secret of its own
+
+    second.sendall(protocol.query(b"SELECT pg_sleep(0.6)"))
+    time.sleep(0.2)
+    _cancel(relay_url, first_key)  # stale: its client has gone
+    answers = [kind for kind, _ in _messages(second, until=b"Z")]
+    assert b"E" not in answers and b"D" in answers
+
+    started = time.monotonic()
+    second.sendall(protocol.query(b"SELECT pg_sleep(30)"))
+    time.sleep(0.2)
+    _cancel(relay_url, second_key)
+    errors = [message for kind, message in _messages(second, until=b"Z") if kind == b"E"]
+    assert errors and b"C57014" in errors[0]  # query_canceled
+    assert time.monotonic() - started < 5
+    second.close()
+
+
+def test_a_query_left_running_by_a_client_is_cancelled(relay_url, empty_db_url):
+    async def vanish():
+        conn = await asyncpg.connect(relay_url)
+        task = asyncio.ensure_future(conn.fetchval("SELECT pg_sleep(600)"))
+        await asyncio.sleep(0.2)
+        conn.terminate()
+        task.cancel()
+
+    asyncio.run(vanish())
+    direct = psycopg2.connect(empty_db_url)
+    direct.autocommit = True
+    try:
+        deadline = time.monotonic() + 3
+        while True:
+            with direct.cursor() as cur:
+                cur.execute("SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(600)' AND state = 'active'")
+                running = cur.fetchone()[0]
+            if not running or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+    finally:
+        direct.close()
+    assert running == 0
+    assert asyncio.run(_session(relay_url, "SELECT 7"))[0] == 7
+
+
+def test_a_client_that_leaves_in_the_middle_of_copy(relay_url, empty_db_url):
+    direct = psycopg2.connect(empty_db_url)
+    direct.autocommit = True
+    with direct.cursor() as cur:
+        cur.execute("CREATE TABLE copied (id int)")
+    sock, key = _raw_client(relay_url)
+    sock.sendall(protocol.query(b"COPY copied FROM STDIN"))
+    _messages(sock, until=b"G")  # CopyInResponse: the server waits for rows
+    sock.sendall(b"d" + struct.pack("!I", 6) + b"1\n")
+    sock.close()
+    started = time.monotonic()
+    nxt, next_key = _raw_client(relay_url)
+    nxt.sendall(protocol.query(b"SELECT 3"))
+    answers = _messages(nxt, until=b"Z")
+    nxt.close()
+    assert time.monotonic() - started < 1
+    assert [kind for kind, _ in answers] == [b"T", b"D", b"C", b"Z"] and answers[-1][1][5:] == b"I"  # idle, no transaction
+    assert _pid(next_key) == _pid(key)  # the same backend, reset and kept
+    with direct.cursor() as cur:
+        cur.execute("SELECT count(*) FROM copied")
+        assert cur.fetchone() == (0,)
+    direct.close()
+
+
+def test_folders_of_dead_relays_are_swept():
+    folder = tempfile.mkdtemp(prefix="ovl-t-", dir="/tmp")  # short: unix socket paths are limited
+    old = time.time() - 3600
+
+    def relay_folder(name: str, listening: bool | None) -> tuple[str, socket.socket | None]:
+        path = os.path.join(folder, name)
+        os.mkdir(path, 0o700)
+        sock = None
+        if listening is not None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.bind(os.path.join(path, ".s.PGSQL.5432"))
+            if listening:
+                sock.listen(1)
+            else:
+                sock.close()
+                sock = None
+        os.utime(path, (old, old))
+        return path, sock
+
+    try:
+        dead, _ = relay_folder("ovl-relay-dead", listening=False)
+        empty, _ = relay_folder("ovl-relay-empty", listening=None)
+        live, listener = relay_folder("ovl-relay-live", listening=True)
+        young = os.path.join(folder, "ovl-relay-young")
+        os.mkdir(young, 0o700)
+        target = os.path.join(folder, "elsewhere")
+        os.mkdir(target)
+        os.symlink(target, os.path.join(folder, "ovl-relay-link"))
+        others = None
+        if os.getuid() == 0:
+            others, _ = relay_folder("ovl-relay-others", listening=None)
+            os.chown(others, 65534, 65534)
+        removed = sweep_stale(folder)
+        assert sorted(removed) == sorted([dead, empty])
+        assert not os.path.exists(dead) and not os.path.exists(empty)
+        assert os.path.isdir(live) and os.path.isdir(young) and os.path.isdir(target)
+        assert others is None or os.path.isdir(others)
+        if listener is not None:
+            listener.close()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_relay_sweeps_before_it_starts(empty_db_url, monkeypatch):
+    folder = tempfile.mkdtemp(prefix="ovl-t-", dir="/tmp")
+    monkeypatch.setattr(tempfile, "tempdir", folder)
+    dead = os.path.join(folder, "ovl-relay-dead")
+    os.mkdir(dead, 0o700)
+    os.utime(dead, (time.time() - 3600,) * 2)
+    parts = urls.dsn_parts(empty_db_url)
+    relay = Relay(f"{parts['host']}/.s.PGSQL.{parts['port']}")
+    try:
+        relay.start()
+        assert not os.path.exists(dead)
+        assert os.path.dirname(relay.path).startswith(folder)
+    finally:
+        relay.close()
+        shutil.rmtree(folder, ignore_errors=True)

@@ -2,43 +2,30 @@
 what it remembers of each conversation."""
 from __future__ import annotations
 
+import secrets
 import socket
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 SSL_REQUEST, GSS_REQUEST, CANCEL = 80877103, 80877104, 80877102
-HANDSHAKE_TIMEOUT = 30.0
-# Authentication requests the client answers: cleartext, MD5, GSS, GSS-continue, SSPI, SASL, SASL-continue.
-# (SASL-final, 12, and OK, 0, expect nothing back.)
-AUTH_NEEDS_ANSWER = {3, 5, 7, 8, 9, 10, 11}
-BEGIN = b"Q\x00\x00\x00\x0aBEGIN\x00"
-BEGIN_DONE = b"C\x00\x00\x00\x0aBEGIN\x00Z\x00\x00\x00\x05T"
 AUTH_OK = b"R\x00\x00\x00\x08\x00\x00\x00\x00"
 READY_IDLE = b"Z\x00\x00\x00\x05I"
+SYNC = b"S\x00\x00\x00\x04"
 
 
 def query(sql: bytes) -> bytes:
     return b"Q" + struct.pack("!I", len(sql) + 5) + sql + b"\x00"
 
 
-RESET = query(b"ROLLBACK") + query(b"DISCARD ALL") + query(b"BEGIN")
+COPY_FAIL = b"f" + struct.pack("!I", 14) + b"abandoned\x00"
 
-
-def recv_exact(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise ConnectionError("peer closed")
-        data += chunk
-    return data
-
-
-def read_message(sock: socket.socket) -> tuple[bytes, bytes]:
-    """One typed protocol message, read blocking: (type, whole message)."""
-    head = recv_exact(sock, 5)
-    (length,) = struct.unpack("!I", head[1:])
-    return head[:1], head + recv_exact(sock, length - 4)
+# CopyFail ends a COPY FROM STDIN the client left in the middle (outside one the server ignores
+# it); Sync ends an extended-protocol batch left unfinished (and is answered by one
+# ReadyForQuery when there is none). DISCARD ALL cannot run in a transaction block, hence its
+# own message. Three ReadyForQuery answers in all.
+RESET = COPY_FAIL + SYNC + query(b"ROLLBACK") + query(b"DISCARD ALL")
+RESET_ANSWERS = 3
 
 
 def split(buffer: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
@@ -54,21 +41,85 @@ def split(buffer: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
     return messages, buffer[offset:]
 
 
+def split_startup(buffer: bytes) -> tuple[bytes | None, bytes]:
+    """The first untyped startup-phase packet (startup, SSL, GSS or cancel request) and the rest."""
+    if len(buffer) < 8:
+        return None, buffer
+    (length,) = struct.unpack("!I", buffer[:4])
+    if length < 8 or length > 10_000:
+        raise ConnectionError("not a PostgreSQL startup packet")
+    if len(buffer) < length:
+        return None, buffer
+    return buffer[:length], buffer[length:]
+
+
+def packet_code(packet: bytes) -> int:
+    return int(struct.unpack("!I", packet[4:8])[0])
+
+
+def client_key(backend_key: bytes) -> bytes:
+    """A BackendKeyData message for one client of the relay: the backend's real process id (what
+    ``pg_backend_pid()`` says), and a secret of the client's own, so a cancel request is the client's."""
+    return backend_key[:9] + struct.pack("!I", secrets.randbits(32))
+
+
+def cancel_request(key: bytes) -> bytes:
+    """The CancelRequest packet for a BackendKeyData message ``key``."""
+    return struct.pack("!II", 16, CANCEL) + key[5:13]
+
+
+def key_of_cancel(packet: bytes) -> bytes:
+    """The BackendKeyData message a CancelRequest packet names."""
+    return b"K" + struct.pack("!I", 12) + packet[8:16]
+
+
+def error_response(message: str) -> bytes:
+    """A FATAL ErrorResponse, connection failure class, for a client the relay cannot serve."""
+    fields = b"SFATAL\x00VFATAL\x00C08006\x00M" + message.encode() + b"\x00\x00"
+    return b"E" + struct.pack("!I", len(fields) + 4) + fields
+
+
 @dataclass(eq=False)
-class Backend:
+class Peer:
+    """One non-blocking socket of the relay, with what was read but not yet handled and what is still to write."""
+
     sock: socket.socket
-    key: bytes  # its BackendKeyData message, handed to clients for cancel requests
-    begun: bool = False  # a transaction was begun for the next client
-    owed: int = 0  # ReadyForQuery messages still to come
-    buffer: bytes = b""
-    broken: bool = False
+    kind: str  # "client", "server" or "cancel"
+    owner: Any = None  # its Session (a client) or Backend (a server)
+    inbuf: bytes = b""
+    out: bytearray = field(default_factory=bytearray)
+    reading: bool = True  # False while the other side's writes are backed up
+    connecting: bool = False
+    close_when_sent: bool = False  # a one-message conversation (a cancel request)
+    closed: bool = False
+    events: int = 0  # what the selector watches it for
 
 
 @dataclass(eq=False)
 class Session:
-    client: socket.socket
-    buffer: bytes = b""
-    backend: Backend | None = None
-    client_open: bool = True
-    started: bool = False  # past the startup packet
+    """One client of the relay: ``startup`` (reading its startup packet), ``handshake`` (authenticating
+    with a new backend), ``waiting`` (for a backend being reset), ``active`` or ``gone``."""
+
+    client: Peer
+    key: bytes = b""  # its own cancel key (protocol.client_key), never its backend's
+    state: str = "startup"
     startup: bytes = b""
+    backend: Backend | None = None
+    deadline: float | None = None
+
+
+@dataclass(eq=False)
+class Backend:
+    """One PostgreSQL backend: ``handshake``, ``active`` (held by a session), ``reset`` or ``idle``."""
+
+    server: Peer
+    startup: bytes  # what it was started with: it only ever serves clients that ask for the same
+    session: Session | None = None  # the session it serves
+    state: str = "handshake"
+    key: bytes = b""  # its real BackendKeyData, used only by the relay
+    greeting: bytes = b""  # ParameterStatus messages seen during its handshake
+    owed: int = 0  # ReadyForQuery messages still to come for the session (or the reset)
+    drain: int = 0  # answers owed to a client that left, to skip before the reset's own
+    cancel_at: float | None = None  # when to cancel what that client left running
+    broken: bool = False
+    deadline: float | None = None

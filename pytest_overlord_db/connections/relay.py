@@ -3,61 +3,65 @@
 An asyncpg connection belongs to the event loop that made it, so under
 pytest-asyncio's default function-scoped loop every test needs a new
 connection, and a new PostgreSQL backend costs ~1.3 ms to start. The relay
-listens on a unix socket, served by one background thread. The first
-client's startup (authentication included, whatever the method) is passed
-through to the server and the server's greeting recorded; later clients get
-that greeting replayed at once and are joined to an idle backend. When a
-client leaves (Terminate, or just closing its socket once every query it sent
-was answered), its backend is reset with ROLLBACK and DISCARD ALL, so no
-session state reaches the next client, and kept. This is what PgBouncer's
-session pooling does, in-process.
+listens on a unix socket in a private (0700) folder, served by one background
+thread. A client whose startup packet has been seen before gets the server's
+recorded greeting at once and is joined to an idle backend started with that
+same packet; otherwise its startup and authentication (whatever the method) go
+through to a new backend. When a client leaves (Terminate, or just closing its
+socket), a query still running for it is cancelled, and its backend is reset
+with ROLLBACK and DISCARD ALL (so no session state reaches the next client) and
+kept. This is what PgBouncer's session pooling does, in-process.
 
-One more trick, because the fixture's first words are always BEGIN: a reset
-backend is left with a transaction already begun, and a client whose first
-message is exactly ``BEGIN`` is answered by the relay itself. Any other first
-message rolls that transaction back before it is forwarded.
+Every socket is non-blocking and every write buffered, so a client that stops
+reading or answering stalls only itself; handshakes and resets have deadlines,
+and a backend whose reset fails or times out is closed, never reused. Each
+client gets its own cancel key: a cancel request reaches the backend that
+client holds at that moment, or nothing.
 """
 from __future__ import annotations
 
 import os
-import selectors
 import socket
-import struct
 import tempfile
-import threading
+import time
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from . import protocol
+from .leftovers import sweep_stale
+from .protocol import Backend, Peer, Session
+from .sockets import SocketLoop
+
+HANDSHAKE_TIMEOUT = 30.0  # a client that has not finished authenticating by then is dropped
+RESET_TIMEOUT = 5.0  # a backend not reset by then is closed
+CANCEL_AFTER = 0.1  # a query a departed client left running is cancelled then
+WAIT_FOR_RESET = 0.05  # a client waiting that long for a backend being reset gets a new one
 
 
-@dataclass
-class Relay:
+class Relay(SocketLoop):
     """Relay to the server at ``target``: a unix socket path or (host, port)."""
 
-    target: object
-    greeting: bytes = b""
-    idle: list[protocol.Backend] = field(default_factory=list)
-    waiting: deque[Any] = field(default_factory=deque)  # sessions waiting for a backend being reset
-    resetting: int = 0
-    path: str = ""
+    def __init__(self, target: object) -> None:
+        self.target = target
+        self.path = ""
+        self.greetings: dict[bytes, bytes] = {}  # startup packet -> the server's ParameterStatus messages
+        self.idle: dict[bytes, list[Backend]] = {}
+        self.resetting: set[Backend] = set()
+        self.waiting: deque[Session] = deque()
+        self.pending: set[Session] = set()  # sessions not yet active: they have a deadline
+        self.by_key: dict[bytes, Session] = {}
+
+    def __repr__(self) -> str:
+        return f"Relay(path={self.path!r})"
 
     def start(self) -> str:
-        folder = tempfile.mkdtemp(prefix="ovl-relay-")
+        sweep_stale(tempfile.gettempdir())
+        folder = tempfile.mkdtemp(prefix="ovl-relay-")  # 0700: only this user may connect
         self.path = os.path.join(folder, ".s.PGSQL.5432")
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(self.path)
-        self.listener.listen(64)
-        self.listener.setblocking(False)
-        self.selector = selectors.DefaultSelector()
-        self.selector.register(self.listener, selectors.EVENT_READ, ("accept", None))
-        self._wake_r, self._wake_w = socket.socketpair()
-        self.selector.register(self._wake_r, selectors.EVENT_READ, ("stop", None))
-        self._stop = False
-        self.thread = threading.Thread(target=self._run, name="overlord-relay", daemon=True)
-        self.thread.start()
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(self.path)
+        listener.listen(64)
+        self._start_loop(listener)
         return folder
 
     def url_for(self, url: str) -> str:
@@ -70,259 +74,243 @@ class Relay:
         return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe="/"), ""))
 
     def close(self) -> None:
-        self._stop = True
-        try:
-            self._wake_w.send(b"x")
-        except OSError:
-            pass
-        self.thread.join(timeout=5)
-        for key in list(self.selector.get_map().values()):
-            key.fileobj.close()  # type: ignore[union-attr]
-        for backend in self.idle:
-            backend.sock.close()
+        self._stop_loop()
+        for backends in self.idle.values():
+            for backend in backends:
+                backend.server.sock.close()
         self.idle.clear()
-        self.selector.close()
-        self._wake_w.close()
         try:
             os.unlink(self.path)
             os.rmdir(os.path.dirname(self.path))
         except OSError:
             pass
 
-    # -- the relay thread ------------------------------------------------------------------------
-    def _run(self) -> None:
-        while not self._stop:
-            for key, _ in self.selector.select():
-                kind, obj = key.data
-                try:
-                    if kind == "accept":
-                        self._accept()
-                    elif kind == "client":
-                        self._from_client(obj)
-                    elif kind == "server":
-                        self._from_server(obj)
-                    elif kind == "reset":
-                        self._reset_progress(obj)
-                    elif kind == "stop":
-                        return
-                except Exception:  # noqa: BLE001 - one broken conversation must not stop the relay
-                    if kind == "client" or kind == "server":
-                        self._drop(obj)
-                    elif kind == "reset":
-                        self._forget(obj)
+    # -- the socket layer's hooks --------------------------------------------------------------
+    def _accepted(self, peer: Peer) -> None:
+        session = Session(peer, deadline=time.monotonic() + HANDSHAKE_TIMEOUT)
+        peer.owner = session
+        self.pending.add(session)
 
-    def _accept(self) -> None:
-        try:
-            client, _ = self.listener.accept()
-        except BlockingIOError:
-            return
-        client.setblocking(True)
-        self.selector.register(client, selectors.EVENT_READ, ("client", protocol.Session(client)))
+    def _received(self, peer: Peer) -> None:
+        if isinstance(peer.owner, Session):
+            self._from_client(peer.owner)
+        elif isinstance(peer.owner, Backend):
+            self._from_server(peer.owner)
 
-    def _connect_server(self) -> socket.socket:
-        family = socket.AF_UNIX if isinstance(self.target, str) else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        if family == socket.AF_INET:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.connect(self.target)  # type: ignore[arg-type]
-        return sock
+    def _other(self, peer: Peer) -> Peer | None:
+        owner = peer.owner
+        if isinstance(owner, Session):
+            return owner.backend.server if owner.backend is not None else None
+        if isinstance(owner, Backend) and owner.session is not None:
+            return owner.session.client
+        return None
 
-    def _from_client(self, session: protocol.Session) -> None:
-        data = session.client.recv(65536)
-        if not data:
-            self._client_left(session)
-            return
-        session.buffer += data
-        if not session.started:
-            self._startup(session)
-            return
-        messages, session.buffer = protocol.split(session.buffer)
-        backend = session.backend
-        assert backend is not None
-        out = b""
-        for kind, message in messages:
-            if kind == b"X":
-                if out:
-                    backend.sock.sendall(out)
-                self._client_left(session)
-                return
-            if backend.begun:
-                backend.begun = False
-                if message == protocol.BEGIN:  # the fixture's BEGIN: already done
-                    session.client.sendall(protocol.BEGIN_DONE)
-                    continue
-                self._rollback_now(backend)
-            if kind in (b"Q", b"S", b"F"):
-                backend.owed += 1
-            out += message
-        if out:
-            backend.sock.sendall(out)
+    def _next_deadline(self) -> float | None:
+        deadlines = [s.deadline for s in self.pending if s.deadline] + [
+            t for b in self.resetting for t in (b.deadline, b.cancel_at) if t]
+        return min(deadlines) if deadlines else None
 
-    def _startup(self, session: protocol.Session) -> None:
-        while len(session.buffer) >= 8:
-            (length,) = struct.unpack("!I", session.buffer[:4])
-            if len(session.buffer) < length:
-                return
-            packet, session.buffer = session.buffer[:length], session.buffer[length:]
-            code = struct.unpack("!I", packet[4:8])[0]
-            if code in (protocol.SSL_REQUEST, protocol.GSS_REQUEST):
-                session.client.sendall(b"N")  # no encryption on a local socket
-                continue
-            if code == protocol.CANCEL:
-                server = self._connect_server()
-                server.sendall(packet)  # the key is the real backend's: pass it on
-                server.close()
-                self._close_client(session)
-                return
-            session.started = True
-            session.startup = packet
-            self._checkout(session)
-            return
+    def _expire(self, now: float) -> None:
+        for session in [s for s in self.pending if s.deadline and s.deadline <= now]:
+            if session.state == "waiting":
+                self.waiting.remove(session)
+                self._new_backend(session)
+            else:
+                self._end(session)
+        for backend in [b for b in self.resetting if b.deadline and b.deadline <= now]:
+            self._lost(backend.server)
+        for backend in [b for b in self.resetting if b.cancel_at and b.cancel_at <= now]:
+            backend.cancel_at = None
+            if backend.drain:
+                self._cancel(backend)
 
-    def _checkout(self, session: protocol.Session) -> None:
-        if self.idle and self.greeting:
-            backend = self.idle.pop()
-            session.backend = backend
-            session.client.sendall(protocol.AUTH_OK + self.greeting + backend.key + protocol.READY_IDLE)
-            self.selector.register(backend.sock, selectors.EVENT_READ, ("server", session))
+    # -- conversations -------------------------------------------------------------------------
+    def _from_client(self, session: Session) -> None:
+        client = session.client
+        if session.state == "startup":
+            while session.state == "startup":
+                packet, client.inbuf = protocol.split_startup(client.inbuf)
+                if packet is None:
+                    return
+                code = protocol.packet_code(packet)
+                if code in (protocol.SSL_REQUEST, protocol.GSS_REQUEST):
+                    self._send(client, b"N")  # no encryption on a local socket
+                elif code == protocol.CANCEL:
+                    asker = self.by_key.get(protocol.key_of_cancel(packet))
+                    if asker is not None and asker.backend is not None and asker.backend.state == "active":
+                        self._cancel(asker.backend)
+                    self._end(session)
+                else:
+                    session.startup = packet
+                    self._checkout(session)
+        elif session.state == "handshake" and session.backend is not None:
+            data, client.inbuf = client.inbuf, b""  # its answers to the server's authentication requests
+            self._send(session.backend.server, data)
+        elif session.state == "active" and session.backend is not None:
+            backend = session.backend
+            messages, client.inbuf = protocol.split(client.inbuf)
+            out = bytearray()
+            for kind, message in messages:
+                if kind == b"X":  # Terminate: the backend stays, the client goes
+                    self._send(backend.server, bytes(out))
+                    self._end(session)
+                    return
+                if kind in (b"Q", b"S", b"F"):
+                    backend.owed += 1
+                out += message
+            self._send(backend.server, bytes(out))
+
+    def _checkout(self, session: Session) -> None:
+        startup = session.startup
+        idle, greeting = self.idle.get(startup), self.greetings.get(startup)
+        if idle and greeting is not None:
+            self._join(session, idle.pop())
+            self._send(session.client, protocol.AUTH_OK + greeting + session.key + protocol.READY_IDLE)
             return
-        if self.resetting and self.greeting:
-            self.selector.unregister(session.client)  # wait quietly: a backend is ~0.1 ms away
+        resetting = sum(1 for b in self.resetting if b.startup == startup)
+        if greeting is not None and resetting > sum(1 for s in self.waiting if s.startup == startup):
+            # A backend being reset is ~0.1 ms away; a new one costs ~1.3 ms. Wait, but not for long.
+            session.state, session.deadline = "waiting", time.monotonic() + WAIT_FOR_RESET
             self.waiting.append(session)
             return
         self._new_backend(session)
 
-    def _new_backend(self, session: protocol.Session) -> None:
-        """Pass the client's startup and authentication through to a new backend (blocking, rare)."""
-        server = self._connect_server()
-        # Bounded: this runs on the relay's only thread.
-        server.settimeout(protocol.HANDSHAKE_TIMEOUT)
-        session.client.settimeout(protocol.HANDSHAKE_TIMEOUT)
-        server.sendall(session.startup)
-        greeting, key = b"", b""
-        while True:
-            kind, message = protocol.read_message(server)
-            if kind == b"R" and struct.unpack("!I", message[5:9])[0] in protocol.AUTH_NEEDS_ANSWER:
-                session.client.sendall(message)
-                _, answer = protocol.read_message(session.client)
-                server.sendall(answer)
-                continue
-            session.client.sendall(message)
-            if kind == b"S":
-                greeting += message
-            elif kind == b"K":
-                key = message
-            elif kind == b"E":
-                server.close()
-                self._close_client(session)
-                return
-            elif kind == b"Z":
-                break
-        server.settimeout(None)
-        session.client.settimeout(None)
-        if not self.greeting:
-            self.greeting = greeting
-        session.backend = protocol.Backend(server, key)
-        self.selector.register(server, selectors.EVENT_READ, ("server", session))
-
-    def _rollback_now(self, backend: protocol.Backend) -> None:
-        # The client did not start with BEGIN: undo the one we began for it.
-        backend.sock.sendall(protocol.query(b"ROLLBACK"))
-        while True:
-            kind, _ = protocol.read_message(backend.sock)
-            if kind == b"Z":
-                return
-
-    def _from_server(self, session: protocol.Session) -> None:
-        backend = session.backend
-        assert backend is not None
-        data = backend.sock.recv(65536)
-        if not data:
-            backend.broken = True
-            self._drop(session)
-            return
-        if session.client_open:
-            try:
-                session.client.sendall(data)
-            except OSError:
-                self._client_gone(session)
-        messages, backend.buffer = protocol.split(backend.buffer + data)
-        for kind, _ in messages:
-            if kind == b"Z":
-                backend.owed -= 1
-        if not session.client_open and backend.owed <= 0:
-            self._release(session)
-
-    def _client_left(self, session: protocol.Session) -> None:
-        self._client_gone(session)
-        if session.backend is None:
-            return
-        if session.backend.owed <= 0:
-            self._release(session)
-        # else: wait for the answers still owed, then release
-
-    def _client_gone(self, session: protocol.Session) -> None:
-        if session.client_open:
-            session.client_open = False
-            self._close_client(session)
-
-    def _close_client(self, session: protocol.Session) -> None:
-        self._discard(session.client)
-
-    def _discard(self, sock: socket.socket) -> None:
-        """Stop watching ``sock`` (if it is watched) and close it."""
+    def _new_backend(self, session: Session) -> None:
+        session.deadline = time.monotonic() + HANDSHAKE_TIMEOUT
         try:
-            self.selector.unregister(sock)
-        except (KeyError, ValueError):
-            pass
-        sock.close()
+            server = self._connect("server")
+        except ConnectionError as exc:
+            self._send(session.client, protocol.error_response(f"the test relay {exc}"))
+            self._end(session)
+            return
+        backend = Backend(server, session.startup)
+        server.owner = backend
+        self._join(session, backend)
+        session.state = "handshake"
+        self._send(server, session.startup)
 
-    def _release(self, session: protocol.Session) -> None:
+    def _join(self, session: Session, backend: Backend) -> None:
+        session.backend, backend.session = backend, session
+        if backend.key:
+            self._new_key(session, backend.key)
+        if backend.state == "idle":
+            backend.state, session.state, session.deadline = "active", "active", None
+            self.pending.discard(session)
+        self._watch(backend.server)
+
+    def _new_key(self, session: Session, backend_key: bytes) -> bytes:
+        self.by_key.pop(session.key, None)
+        session.key = protocol.client_key(backend_key)
+        self.by_key[session.key] = session
+        return session.key
+
+    def _from_server(self, backend: Backend) -> None:
+        server = backend.server
+        messages, server.inbuf = protocol.split(server.inbuf)
+        session = backend.session
+        if backend.state == "handshake" and session is not None:
+            out = bytearray()
+            for kind, message in messages:
+                if kind == b"K":
+                    backend.key = message
+                    message = self._new_key(session, message)  # it cancels through the relay, by its own key
+                elif kind == b"S":
+                    backend.greeting += message
+                out += message
+                if kind == b"E":
+                    self._send(session.client, bytes(out))
+                    self._end(session)  # its backend is closed with it
+                    return
+                if kind == b"Z":
+                    self.greetings.setdefault(backend.startup, backend.greeting)
+                    backend.state, session.state, session.deadline = "active", "active", None
+                    self.pending.discard(session)
+            self._send(session.client, bytes(out))
+        elif backend.state == "active" and session is not None:
+            backend.owed -= sum(1 for kind, _ in messages if kind == b"Z")
+            self._send(session.client, b"".join(message for _, message in messages))
+        elif backend.state == "reset":
+            for kind, _ in messages:
+                if kind == b"Z":
+                    if backend.drain:
+                        backend.drain -= 1
+                    else:
+                        backend.owed -= 1
+                elif kind == b"E" and not backend.drain:
+                    backend.broken = True
+            if backend.owed <= 0:
+                self.resetting.discard(backend)
+                if backend.broken:
+                    self._close(server)
+                else:
+                    backend.state, backend.deadline = "idle", None
+                    self.idle.setdefault(backend.startup, []).append(backend)
+                self._serve_waiting()
+        elif any(kind == b"E" for kind, _ in messages):  # idle, and the server ended it
+            self._discard_idle(backend)
+
+    def _end(self, session: Session) -> None:
+        """The client is gone or done: close it, and reset (or close) the backend it held."""
+        session.state = "gone"
+        self._close(session.client)
+        self.pending.discard(session)
+        self.by_key.pop(session.key, None)
+        if session in self.waiting:
+            self.waiting.remove(session)
         backend, session.backend = session.backend, None
         if backend is None:
             return
-        self.selector.unregister(backend.sock)
-        # Reset in the background: ROLLBACK, DISCARD ALL (prepared statements, settings, locks,
-        # LISTEN, temp tables), and BEGIN for the next client's BEGIN.
-        backend.sock.sendall(protocol.RESET)
-        backend.owed, backend.buffer, backend.begun = 3, b"", False
-        self.resetting += 1
-        self.selector.register(backend.sock, selectors.EVENT_READ, ("reset", backend))
-
-    def _reset_progress(self, backend: protocol.Backend) -> None:
-        data = backend.sock.recv(65536)
-        if not data:
-            raise ConnectionError("backend closed during reset")
-        messages, backend.buffer = protocol.split(backend.buffer + data)
-        for kind, _ in messages:
-            if kind == b"E":
-                backend.broken = True
-            elif kind == b"Z":
-                backend.owed -= 1
-        if backend.owed > 0:
+        backend.session = None
+        if backend.state != "active" or backend.server.closed:
+            self._close(backend.server)  # half authenticated, or already lost: never reused
             return
-        self.selector.unregister(backend.sock)
-        self.resetting -= 1
-        if backend.broken:
-            backend.sock.close()
+        backend.drain, backend.owed = max(backend.owed, 0), protocol.RESET_ANSWERS
+        # A query the client left running is cancelled if it is still running a little later
+        # (not at once: most finish first, and a late cancel would hit the reset instead).
+        backend.cancel_at = time.monotonic() + CANCEL_AFTER if backend.drain else None
+        backend.state, backend.deadline = "reset", time.monotonic() + RESET_TIMEOUT
+        backend.server.reading = True
+        self.resetting.add(backend)
+        self._send(backend.server, protocol.RESET)
+
+    def _cancel(self, backend: Backend | None) -> None:
+        """Cancel what ``backend`` runs, with its real key (which no client has)."""
+        if backend is None or not backend.key:
+            return
+        try:
+            peer = self._connect("cancel")
+        except ConnectionError:
+            return
+        peer.close_when_sent = True
+        self._send(peer, protocol.cancel_request(backend.key))
+
+    def _lost(self, peer: Peer) -> None:
+        """A socket closed or failed."""
+        owner = peer.owner
+        if isinstance(owner, Session):
+            self._end(owner)
+        elif isinstance(owner, Backend):
+            self._close(peer)
+            if owner.session is not None:
+                session, owner.session = owner.session, None
+                session.backend = None
+                self._send(session.client, protocol.error_response("the server closed the connection"))
+                self._end(session)
+            if owner in self.resetting:
+                self.resetting.discard(owner)
+                self._serve_waiting()
+            self._discard_idle(owner)
         else:
-            backend.begun = True
-            self.idle.append(backend)
-        while self.waiting and (self.idle or not self.resetting):
-            session = self.waiting.popleft()
-            try:
-                self.selector.register(session.client, selectors.EVENT_READ, ("client", session))
+            self._close(peer)
+
+    def _discard_idle(self, backend: Backend) -> None:
+        self._close(backend.server)
+        idle = self.idle.get(backend.startup, [])
+        if backend in idle:
+            idle.remove(backend)
+
+    def _serve_waiting(self) -> None:
+        for session in list(self.waiting):
+            if self.idle.get(session.startup) or not any(b.startup == session.startup for b in self.resetting):
+                self.waiting.remove(session)
                 self._checkout(session)
-            except (OSError, ConnectionError, struct.error):
-                self._drop(session)  # it gave up waiting
-
-    def _forget(self, backend: protocol.Backend) -> None:
-        self._discard(backend.sock)
-        self.resetting -= 1
-
-    def _drop(self, session: protocol.Session) -> None:
-        """Something went wrong mid-conversation: close both sides, never reuse the backend."""
-        self._client_gone(session)
-        backend, session.backend = session.backend, None
-        if backend is not None:
-            self._discard(backend.sock)
