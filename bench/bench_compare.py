@@ -1,7 +1,7 @@
 """Per-test overhead of the transactional fixtures, this checkout against another one, side by side.
 
     git worktree add /tmp/old <commit>
-    python bench/bench_compare.py --against /tmp/old [--sizes 50 400] [--repeat 5]
+    python bench/bench_compare.py --against /tmp/old [--new /tmp/new] [--sizes 50 400] [--repeat 5]
 
 The two versions run alternately, size by size and repeat by repeat, so the
 machine's drift (these machines are shared) falls on both alike. Each figure
@@ -58,12 +58,13 @@ def table(title: str, unit: str, chosen: list[str], per_test: dict[tuple[str, st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--against", required=True, help="a checkout of the version to compare with")
+    parser.add_argument("--new", help="a checkout to measure as the new version (default: the installed one)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[50, 400])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--kinds", nargs="+", default=KINDS, choices=KINDS, help="which fixtures (default: all three)")
     args = parser.parse_args()
     chosen = args.kinds
-    versions = {"new": None, "old": str(Path(args.against).resolve())}
+    versions = {"new": str(Path(args.new).resolve()) if args.new else None, "old": str(Path(args.against).resolve())}
     kinds = chosen + sorted({BASELINE_FOR[k] for k in chosen})
     work = Path(tempfile.mkdtemp(prefix="ovl-cmp-"))
     shm = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else work
