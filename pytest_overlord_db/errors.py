@@ -24,6 +24,10 @@ class ServerError(OverlordError):
     exit_code = 2
 
 
+class ServerGone(ServerError):
+    """The server stopped answering in the middle of the run."""
+
+
 class MigrationError(OverlordError):
     """A migration failed to load, apply or roll back."""
 

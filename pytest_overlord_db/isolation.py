@@ -14,9 +14,10 @@ from typing import Any, Callable
 
 from . import interrupts
 from .config import Settings
-from .connections import RESET_SESSION, AsyncConnections, SavepointConnection, connect_sync
+from .connections import ASYNC_LOST, RESET_SESSION, SYNC_LOST, AsyncConnections, SavepointConnection, connect_sync
+from .errors import ServerError
 from .migrators import Migrator
-from .runtime import Runtime, ServerInfo
+from .runtime import FreshDatabase, Runtime, ServerInfo
 
 
 @dataclass
@@ -47,50 +48,101 @@ class Isolation:
             runtime = Runtime(self.settings, self.backend, self.reason, self.report, self.migrator)
             runtime.start()  # stops what it started if it fails
             self.runtime = runtime
+        if self.runtime.gone is not None:
+            raise self.runtime.gone
         assert self.runtime.info is not None
         return self.runtime, self.runtime.info
 
     # -- psycopg2 -----------------------------------------------------------------------
     def begin_sync(self) -> SavepointConnection:
-        if self.sync_conn is None or self.sync_conn.closed:
-            runtime, _ = self.ensure_runtime()
-            self.sync_conn = connect_sync(runtime.work_db_url())
-            interrupts.register(self.sync_conn)  # Ctrl-C ends a test's long query too
-        self.sync_conn.begin_test()
-        return self.sync_conn
+        runtime, _ = self.ensure_runtime()
+        for attempt in range(2):
+            try:
+                if self.sync_conn is None or self.sync_conn.closed:
+                    self.sync_conn = connect_sync(runtime.work_db_url())
+                    interrupts.register(self.sync_conn)  # Ctrl-C ends a test's long query too
+                self.sync_conn.begin_test()
+                return self.sync_conn
+            except SYNC_LOST as exc:
+                self._lost_sync(runtime, exc, again=attempt > 0)
+        raise AssertionError("unreachable")
 
     def end_sync(self, conn: SavepointConnection) -> bool:
         """Roll the test back; False (and the work database rebuilt) when it had committed."""
-        if conn.end_test():
+        try:
+            if conn.end_test():
+                return True
+        except SYNC_LOST as exc:
+            self._lost_sync(self.ensure_runtime()[0], exc)
+            self.reset_work_db()  # what the lost session did is unknown: start again from the template
             return True
         self.reset_work_db()
         return False
+
+    def _lost_sync(self, runtime: Runtime, exc: Exception, again: bool = False) -> None:
+        """The connection failed: drop it; raise if the server is gone (or it failed twice), else reconnect."""
+        if self.sync_conn is not None:
+            interrupts.close(self.sync_conn)
+        self.sync_conn = None
+        runtime.check_alive(exc)
+        if again:
+            raise exc
 
     # -- asyncpg ------------------------------------------------------------------------
     async def begin_async(self, keep: bool) -> AsyncTest:
         runtime, _ = self.ensure_runtime()
         if self.async_conns is None:
             self.async_conns = AsyncConnections(runtime.work_db_url)
-        conn, new = await self.async_conns.get(keep)
-        transaction = conn.transaction()
-        await transaction.start()
-        return AsyncTest(conn, transaction, keep, asyncio.get_running_loop(), new)
+        for attempt in range(2):
+            conn = None
+            try:
+                conn, new = await self.async_conns.get(keep)
+                transaction = conn.transaction()
+                await transaction.start()
+                return AsyncTest(conn, transaction, keep, asyncio.get_running_loop(), new)
+            except ASYNC_LOST as exc:
+                self._lost_async(conn)
+                runtime.check_alive(exc)  # alive: its backend was terminated; connect again
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
 
     def end_async(self, test: AsyncTest) -> bool:
         """Called outside the loop once the test is done; False (work database rebuilt) when it committed."""
         conn = test.conn
         committed = not conn.is_closed() and not conn.is_in_transaction()
-        if test.keep and not conn.is_closed():
-            test.loop.run_until_complete(_rollback_and_reset(conn, test.transaction))
-        elif not conn.is_closed():
-            # A relayed connection: just drop it. The relay rolls its backend back
-            # (and resets it) in the background; no round trip here.
-            conn.terminate()
+        try:
+            if test.keep and not conn.is_closed():
+                test.loop.run_until_complete(_rollback_and_reset(conn, test.transaction))
+            elif not conn.is_closed():
+                # A relayed connection: just drop it. The relay rolls its backend back
+                # (and resets it) in the background; no round trip here.
+                conn.terminate()
+        except ASYNC_LOST as exc:
+            self._lost_async(conn)
+            self.ensure_runtime()[0].check_alive(exc)
+            self.reset_work_db()  # what the lost session did is unknown: start again from the template
+            return True
         if conn.is_closed() and self.async_conns is not None:
             self.async_conns.forget(conn)
         if committed:
             self.reset_work_db()
         return not committed
+
+    def _lost_async(self, conn: Any) -> None:
+        if conn is not None:
+            conn.terminate()
+            if self.async_conns is not None:
+                self.async_conns.forget(conn)
+
+    # -- fresh databases ------------------------------------------------------------------
+    def fresh_db(self) -> FreshDatabase:
+        runtime, _ = self.ensure_runtime()
+        try:
+            return runtime.fresh_db()
+        except (*SYNC_LOST, ServerError) as exc:
+            runtime.check_alive(exc)
+            raise
 
     def close_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         if self.async_conns is not None:

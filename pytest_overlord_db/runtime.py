@@ -9,8 +9,10 @@ from typing import Callable
 
 from . import urls
 from .config import Settings
+from .errors import OverlordError, ServerGone
 from .migrators import Migrator, for_folder
 from .servers import Server, choose_backend, inspect_server, make_server
+from .servers.base import connect
 from .servers.embedded import EmbeddedServer
 from .template import Templates
 
@@ -118,6 +120,7 @@ class Runtime:
         self.info: ServerInfo | None = None
         self._work_db: str | None = None
         self._fresh: FreshPool | None = None
+        self.gone: ServerGone | None = None  # the server stopped mid-run: every later use says so
 
     def start(self) -> ServerInfo:
         started = time.perf_counter()
@@ -147,6 +150,26 @@ class Runtime:
         )
         return self.info
 
+    # -- liveness ---------------------------------------------------------------------
+    def check_alive(self, cause: BaseException) -> None:
+        """After a lost connection: return if the server still answers (the caller reconnects);
+        otherwise raise, now and for every later test, one paragraph with the end of its log."""
+        if self.gone is not None:
+            raise self.gone
+        assert self.info is not None
+        try:
+            connect(self.info.admin_url, connect_timeout=3).close()
+            return
+        except OverlordError:
+            pass
+        what = urls.mask_text(str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__,
+                              self.info.admin_url)
+        tail = self.server.log_tail()
+        log = ". The last lines of its log:\n" + "\n".join(f"    {line}" for line in tail) if tail else "."
+        said = f"The PostgreSQL server ({self.server.describe()}) stopped during the run ({what})"
+        self.gone = ServerGone(f"{said}; the first error says more.")  # for every later test
+        raise ServerGone(f"{said}. Every remaining test that needs a database fails{log}")
+
     # -- clones -----------------------------------------------------------------------
     def work_db_url(self) -> str:
         """The per-process database the transactional fixtures run in (cloned once)."""
@@ -174,6 +197,9 @@ class Runtime:
         self._fresh.give_back(db.name)
 
     def stop(self) -> None:
+        if self.gone is not None:
+            self._abandon()
+            return
         try:
             if self._fresh is not None:
                 self._fresh.close()
@@ -184,3 +210,14 @@ class Runtime:
                 self.templates.close()
         finally:
             self.server.stop()
+
+    def _abandon(self) -> None:
+        """Stop after the server died: nothing is left to clean up in it, and nothing more to say."""
+        closers = [self._fresh.close] if self._fresh is not None else []
+        closers += [self.templates.close] if self.templates is not None else []
+        for close in [*closers, self.server.stop]:
+            try:
+                close()
+            except Exception:  # noqa: BLE001 - the run has already reported why
+                pass
+        self._fresh = None

@@ -92,6 +92,15 @@ class Templates:
         return urls.with_database(self.admin_url, name)
 
     def _execute(self, query: sql.Composable | str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return self._run(query, params)
+        except (psycopg2.OperationalError, psycopg2.InterfaceError):
+            if self._conn is None or not self._conn.closed:
+                raise  # the statement failed, not the connection
+            # Its backend was terminated (pg_terminate_backend, a restart): once more, on a new one.
+            return self._run(query, params)
+
+    def _run(self, query: sql.Composable | str, params: tuple[object, ...]) -> list[tuple[Any, ...]]:
         with self.conn.cursor() as cur:
             cur.execute(query, params)
             return cur.fetchall() if cur.description else []

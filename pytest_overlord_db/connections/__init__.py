@@ -2,7 +2,8 @@
 connections cheap. Usable without pytest."""
 from __future__ import annotations
 
-from .aio import AsyncConnections
-from .sync import RESET_SESSION, SAVEPOINT, SavepointConnection, connect_sync
+from .aio import ASYNC_LOST, AsyncConnections
+from .sync import RESET_SESSION, SAVEPOINT, SYNC_LOST, SavepointConnection, connect_sync
 
-__all__ = ["AsyncConnections", "RESET_SESSION", "SAVEPOINT", "SavepointConnection", "connect_sync"]
+__all__ = ["ASYNC_LOST", "AsyncConnections", "RESET_SESSION", "SAVEPOINT", "SYNC_LOST", "SavepointConnection",
+           "connect_sync"]

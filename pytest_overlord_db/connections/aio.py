@@ -9,7 +9,13 @@ from typing import Any, Callable
 import asyncpg
 
 from .. import urls
+from ..errors import ServerError
 from .relay import Relay
+
+# What a lost connection raises: the connection classes, a terminated backend (57P01), a server
+# shutting down or starting (57P03), the socket itself, a server that cannot be reached.
+ASYNC_LOST = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.exceptions.AdminShutdownError,
+              asyncpg.exceptions.CannotConnectNowError, OSError, ServerError)
 
 
 @dataclass

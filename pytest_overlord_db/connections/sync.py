@@ -5,8 +5,11 @@ import psycopg2
 import psycopg2.extensions
 
 from .. import urls
+from ..errors import ServerError
 
 SAVEPOINT = "overlord_test"
+# What a lost connection (or a server that cannot be reached) raises, as opposed to a failed statement.
+SYNC_LOST = (psycopg2.OperationalError, psycopg2.InterfaceError, ServerError)
 # What a rollback does not undo: session-level advisory locks, LISTEN, WITH HOLD
 # cursors, session settings. asyncpg's own pool resets connections the same way.
 RESET_SESSION = "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL"

@@ -1,7 +1,7 @@
 """How the plugin's failures reach the user: one paragraph, never a traceback wall."""
 from __future__ import annotations
 
-from typing import NoReturn
+from typing import Callable, NoReturn, TypeVar
 
 import pytest
 
@@ -28,5 +28,17 @@ def fail_setup(config: pytest.Config, exc: OverlordError) -> NoReturn:
     pytest.exit(f"overlord-db: {exc}", returncode=code)
 
 
+T = TypeVar("T")
+
+
 def fail_test(message: str) -> NoReturn:
     pytest.fail(message, pytrace=False)
+
+
+def guarded(call: Callable[[], T]) -> T:
+    """``call()``, or this test failed with the plugin's paragraph (a server gone mid-run, say) and no traceback."""
+    try:
+        return call()
+    except OverlordError as exc:
+        error = exc
+    fail_test(f"overlord-db: {error}")  # outside the except block: no chained traceback

@@ -32,9 +32,9 @@ def overlord_server(request: pytest.FixtureRequest) -> Iterator[ServerInfo]:
 def overlord_db_sync(overlord_server: ServerInfo, request: pytest.FixtureRequest) -> Iterator[SavepointConnection]:
     """A psycopg2 connection to the migrated database, in a transaction rolled back after the test."""
     isolation = state.get(request.config).stack()
-    conn = isolation.begin_sync()
+    conn = errors.guarded(isolation.begin_sync)
     yield conn
-    if not isolation.end_sync(conn):
+    if not errors.guarded(lambda: isolation.end_sync(conn)):
         errors.fail_test(errors.SYNC_COMMITTED)
 
 
@@ -44,7 +44,13 @@ def _overlord_db_in(scope: loops.LoopScope) -> Any:
     @pytest_asyncio.fixture(name=f"_overlord_db_{scope}_loop", loop_scope=scope)
     async def fixture(overlord_server: ServerInfo, request: pytest.FixtureRequest) -> Any:
         isolation = state.get(request.config).stack()
-        test = await isolation.begin_async(keep=scope != "function")
+        error: OverlordError | None = None
+        try:
+            test = await isolation.begin_async(keep=scope != "function")
+        except OverlordError as exc:
+            error = exc
+        if error is not None:
+            errors.fail_test(f"overlord-db: {error}")
         if test.keep and test.new:
             # Close it while its loop still exists: when the loop's scope ends.
             loop = asyncio.get_running_loop()
@@ -53,7 +59,7 @@ def _overlord_db_in(scope: loops.LoopScope) -> Any:
         # A plain (sync) finalizer, not an async generator: the relayed case needs no
         # await at all, and pytest-asyncio would spend a whole loop run on it.
         def end() -> None:
-            if not isolation.end_async(test):
+            if not errors.guarded(lambda: isolation.end_async(test)):
                 errors.fail_test(errors.ASYNC_COMMITTED)
 
         request.addfinalizer(end)
@@ -83,9 +89,10 @@ def overlord_db(request: pytest.FixtureRequest) -> Any:
 @pytest.fixture
 def overlord_fresh_db(overlord_server: ServerInfo, request: pytest.FixtureRequest) -> Iterator[FreshDatabase]:
     """A new database cloned from the template: commit, use several connections; dropped after the test."""
-    runtime, _ = state.get(request.config).stack().ensure_runtime()
-    db = runtime.fresh_db()
+    isolation = state.get(request.config).stack()
+    db = errors.guarded(isolation.fresh_db)
     try:
         yield db
     finally:
-        runtime.release_fresh_db(db)  # dropped (WITH FORCE) in the background
+        assert isolation.runtime is not None
+        isolation.runtime.release_fresh_db(db)  # dropped (WITH FORCE) in the background

@@ -30,6 +30,10 @@ class Server(ABC):
     def describe(self) -> str:
         return self.kind
 
+    def log_tail(self, lines: int = 8) -> list[str]:
+        """The last lines of the server's log, where the plugin can read it (none for a server it did not start)."""
+        return []
+
 
 @dataclass(frozen=True)
 class ServerFacts:

@@ -145,6 +145,16 @@ class EmbeddedServer(Server):
     def describe(self) -> str:
         return f"embedded PostgreSQL (data in {self.datadir})"
 
+    def log_tail(self, lines: int = 8) -> list[str]:
+        try:
+            with open(self.log_file, "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                fh.seek(max(0, fh.tell() - 16384))
+                text = fh.read().decode(errors="replace")
+        except OSError:
+            return []
+        return [line for line in text.splitlines() if line.strip()][-lines:]
+
     def socket_dir(self) -> Path:
         """The private folder itself, unless the socket path would be too long (or unsayable in
         postgresql.conf): then a short private folder in the temp folder."""
