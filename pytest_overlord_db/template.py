@@ -19,6 +19,7 @@ import json
 import os
 import socket
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -191,7 +192,18 @@ class Templates:
             if mark.get("kind") in ("build", "work", "fresh", "roundtrip") and mark.get("host") == host:
                 pid = int(mark.get("pid", 0))
                 if pid != os.getpid() and not psutil.pid_exists(pid):
-                    self.drop(name)
+                    try:
+                        self.drop(name)
+                    except psycopg2.errors.InsufficientPrivilege as exc:
+                        # Made by another role (which must drop it): never let it break every run.
+                        self._warn(f"overlord-db: left the stale database {name} alone: this role may not drop it "
+                                   f"({str(exc).strip().splitlines()[0]}). Its owner can: DROP DATABASE {name} WITH (FORCE)")
+
+    def _warn(self, message: str) -> None:
+        if self.report is not None:
+            self.report(message)
+        else:
+            warnings.warn(message, stacklevel=2)
 
     # -- clones ------------------------------------------------------------------------
     def _new_name(self, kind: str) -> str:

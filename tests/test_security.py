@@ -171,3 +171,47 @@ def test_a_role_that_cannot_create_the_extensions_is_told_what_to_do(project, ov
         with admin.cursor() as cur:
             cur.execute(f"DROP ROLE {role}")
         admin.close()
+
+
+@pytest.mark.slow
+def test_a_stale_database_this_role_cannot_drop_is_left_with_a_warning(project):
+    """A marked database of a dead run, made by another role: the run goes on and says what to do."""
+    import json
+    import socket
+
+    import psycopg2
+
+    from pytest_overlord_db.config import resolve
+    from pytest_overlord_db.template import MARK, project_id
+
+    server = EmbeddedServer(project.datadir)
+    admin_url = server.start()
+    try:
+        admin = psycopg2.connect(admin_url)
+        admin.autocommit = True
+        stale = f"ovl_{project_id(resolve(project.root))}_w_999999_1"
+        mark = {"by": MARK, "kind": "work", "project": project_id(resolve(project.root)), "host": socket.gethostname(),
+                "pid": 2**22 + 12345}  # above any pid this machine hands out
+        with admin.cursor() as cur:
+            cur.execute("CREATE ROLE limited LOGIN CREATEDB")
+            cur.execute(f"CREATE DATABASE {stale}")  # owned by postgres
+            cur.execute(f"COMMENT ON DATABASE {stale} IS %s", (json.dumps(mark),))
+        template1 = psycopg2.connect(admin_url.replace("/postgres?", "/template1?", 1))
+        template1.autocommit = True
+        with template1.cursor() as cur:
+            cur.execute("CREATE EXTENSION vector")  # as the paragraph for this role advises
+        template1.close()
+
+        limited = admin_url.replace("postgresql://postgres@", "postgresql://limited@", 1)
+        project.write("test_it.py", "def test_it(overlord_db_sync):\n    pass\n")
+        result = project.run("-q", f"--overlord-db-url={limited}", "test_it.py")
+        out = result.stdout + result.stderr
+        assert result.returncode == 0, out
+        assert f"left the stale database {stale} alone" in out and "DROP DATABASE" in out, out
+        assert "Traceback" not in out
+        with admin.cursor() as cur:
+            cur.execute("SELECT count(*) FROM pg_database WHERE datname = %s", (stale,))
+            assert cur.fetchone() == (1,)  # not ours to drop
+        admin.close()
+    finally:
+        server.stop()
