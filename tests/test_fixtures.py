@@ -97,6 +97,24 @@ def test_sync_commit_and_rollback_act_on_a_savepoint(pytestconfig, overlord_serv
     assert isolation.end_sync(conn)
 
 
+@pytest.mark.parametrize("escape", ["COMMIT", "COMMIT; BEGIN", "ROLLBACK; BEGIN", "END; START TRANSACTION"])
+def test_sync_transaction_ended_behind_the_fixture_is_caught(pytestconfig, overlord_server, escape):
+    """Even when a new transaction was begun afterwards (the connection still says 'in transaction')."""
+    isolation = stack(pytestconfig)
+    conn = isolation.begin_sync()
+    with conn.cursor() as cur:
+        cur.execute(USER_SYNC, ("escaped@example.com", "g-esc", "esc"))
+        cur.execute(escape)
+        cur.execute(USER_SYNC, ("after@example.com", "g-after", "after"))
+    assert not isolation.end_sync(conn)
+    conn = isolation.begin_sync()  # the work database was rebuilt: nothing leaked
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM users")
+        assert cur.fetchone()[0] == 0
+    assert isolation.end_sync(conn)
+    assert not conn.notices  # no "no transaction in progress" warnings left for the next test
+
+
 def test_sync_failed_statement_is_cleaned_up(pytestconfig, overlord_server):
     isolation = stack(pytestconfig)
     conn = isolation.begin_sync()

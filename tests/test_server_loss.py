@@ -91,9 +91,12 @@ def test_a_server_dying_mid_run_is_one_paragraph_and_the_rest_fail_fast(project)
     project.write("test_it.py", KILL_SERVER)
     result = project.result("-W", "ignore::DeprecationWarning", "test_it.py", timeout=60)
     text = "\n".join(result.outlines + result.errlines)
-    result.assert_outcomes(passed=2, errors=4)  # test_kill and test_plain pass; its teardown and 3 setups fail
+    outcomes = result.parseoutcomes()
+    # test_kill and test_plain pass; the 3 setups after fail, and test_kill's teardown too when its
+    # backend died before the rollback (the postmaster's children take a moment to notice).
+    assert outcomes.get("passed") == 2 and outcomes.get("errors") in (3, 4), text
     assert "Traceback" not in text and "INTERNALERROR" not in text, text
-    assert text.count("stopped during the run") >= 4, text
+    assert text.count("stopped during the run") >= 3, text
     assert text.count("The last lines of its log:") == 1, text  # said once, in full
     assert "terminating connection due to unexpected postmaster exit" in text, text  # from its log
     assert "cleaning up after the run failed" not in text, text

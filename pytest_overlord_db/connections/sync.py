@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import psycopg2
+import psycopg2.errors
 import psycopg2.extensions
 
 from .. import urls
@@ -15,6 +16,14 @@ SYNC_LOST = (psycopg2.OperationalError, psycopg2.InterfaceError, ServerError)
 RESET_SESSION = "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL"
 
 
+# One round trip each way. The end rolls back to the savepoint first: if the test's transaction
+# is no longer the one we began (a raw COMMIT or ROLLBACK, maybe followed by a new BEGIN), the
+# savepoint is gone, that statement fails, and so the commit is detected with no extra query.
+BEGIN_TEST = f"BEGIN; SAVEPOINT {SAVEPOINT}"
+END_TEST = f"ROLLBACK TO SAVEPOINT {SAVEPOINT}; ROLLBACK; {RESET_SESSION}"
+ENDED = (psycopg2.errors.NoActiveSqlTransaction, psycopg2.errors.InvalidSavepointSpecification)
+
+
 class SavepointConnection(psycopg2.extensions.connection):
     """psycopg2 connection whose commit()/rollback() act on a savepoint while a test runs.
 
@@ -23,15 +32,14 @@ class SavepointConnection(psycopg2.extensions.connection):
     """
 
     _in_test = False
-    _xid: int | None = None
 
     def begin_test(self) -> None:
-        # One round trip (after psycopg2's own BEGIN); the xid tells at the end
-        # whether the transaction we opened is still the one in progress.
+        # END_TEST leaves psycopg2 believing a transaction is open (it sent the ROLLBACK itself), so
+        # BEGIN_TEST goes as it is, in one round trip, and makes that belief true again. Only on a
+        # connection psycopg2 knows idle (the first test, or after a commit) does it send its own BEGIN.
+        query = f"SAVEPOINT {SAVEPOINT}" if self.status == psycopg2.extensions.STATUS_READY else BEGIN_TEST
         with self.cursor() as cur:
-            cur.execute(f"SAVEPOINT {SAVEPOINT}; SELECT txid_current()")
-            row = cur.fetchone()
-            self._xid = row[0] if row else None
+            cur.execute(query)
         self._in_test = True
 
     def commit(self) -> None:
@@ -47,27 +55,25 @@ class SavepointConnection(psycopg2.extensions.connection):
             cur.execute(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")
 
     def end_test(self) -> bool:
-        """Roll the test back; False if the test's transaction was committed behind our back."""
+        """Roll the test back and reset the session; False if the test's transaction was ended behind our back."""
         self._in_test = False
-        intact = False
-        if not self.closed and self.info.transaction_status == psycopg2.extensions.TRANSACTION_STATUS_INTRANS:
+        if self.closed:
+            return False
+        try:
             with self.cursor() as cur:
-                cur.execute("SELECT txid_current_if_assigned()")
-                row = cur.fetchone()
-                intact = row is not None and row[0] == self._xid
-        elif not self.closed and self.info.transaction_status == psycopg2.extensions.TRANSACTION_STATUS_INERROR:
-            intact = True  # a failed statement; the rollback below undoes everything
-        if not self.closed:
-            super().rollback()
-            if self.autocommit:
-                intact = False
-            self.autocommit = True  # the reset must not open (and leave) a transaction
-            try:
-                with self.cursor() as cur:
-                    cur.execute(RESET_SESSION)
-            finally:
-                self.autocommit = False
-        return intact
+                cur.execute(END_TEST)
+            return True
+        except ENDED:
+            pass
+        super().rollback()  # whatever transaction is open now; psycopg2 then knows the connection idle
+        self.autocommit = True  # the reset must not open (and leave) a transaction
+        try:
+            with self.cursor() as cur:
+                cur.execute(RESET_SESSION)
+        finally:
+            self.autocommit = False
+        del self.notices[:]  # "there is no transaction in progress", from that rollback
+        return False
 
 
 def connect_sync(url: str) -> SavepointConnection:
