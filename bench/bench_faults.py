@@ -1,39 +1,36 @@
-"""Fault injection: SIGKILL and SIGINT pytest and the CLI at random moments, then check the next run recovers.
+"""Fault injection: SIGKILL or SIGINT pytest and the CLI at a random moment, then check the next run recovers.
 
     python bench/bench_faults.py [--runs 24] [--seed 1]
 
-Each run interrupts one of four things, with one of the two signals (every pair equally often, in
-random order), after a delay drawn between 0.05 s and that thing's clean duration, measured first:
+Each run interrupts one of four things with one of two signals (each pair equally often, in random
+order), sent to that process alone (it has a session of its own), at a moment drawn from a window
+measured first: from the plugin's first step (for the cold build: the data folder appearing; else
+half the start-up, spent in imports) to the end of a clean run.
 
   cold build     pytest on a new data folder: initdb, server start, the template's migrations
-  tests          pytest on a warm folder running 240 tests of overlord_db, overlord_db_sync, overlord_fresh_db
-  cli migrate    overlord-db migrate into an empty application database on the same server
+  tests          pytest on a warm folder, 240 tests of overlord_db, overlord_db_sync, overlord_fresh_db
+  cli migrate    overlord-db migrate into an empty application database (this script keeps the server up)
   cli roundtrip  overlord-db roundtrip on the embedded server
 
-The signal goes to that process alone (it runs in a session of its own). A SIGINTed process has 30 s
-to exit; one still running then counts as left. Then the same thing runs again, cleanly: a small
-pytest file using the three fixtures, `migrate` then `status` (nothing may be pending), or
-`roundtrip`. Recovered: it exits 0 within 120 s with no manual step (no break-lock, no folder removed).
+Then the same thing runs cleanly: a small pytest file using the three fixtures, `migrate` then
+`status` (nothing may be pending), or `roundtrip`. Recovered: it exits 0 within 120 s with no manual
+step (no break-lock, no folder removed). Left once that run has finished (figures summed over runs):
 
-After that recovery run has finished, what is left (the figures, summed over runs):
-
-  processes  postgres on the data folder (the last client stops the shared server, so none runs
-             between runs) and anything the interrupted run started: this script is their
-             subreaper, so orphans such as an initdb stay countable
-  databases  anything but postgres, template0, template1, the cached template (kept on purpose)
-             and this script's application database
-  locks      the data folder's lock file still held (the file itself stays by design), any other
-             lock file in or beside the folder, yoyo_lock rows in the application database,
-             advisory locks held by any session
-  bytes      disk held by what should not be there: the leftover databases' folders, folders under
-             pgdata/base that belong to no database, and files in the data folder besides pgdata,
-             lock, clients.json and server.log. The folder's total size would not say it: WAL is
-             recycled, the log and catalogs grow on every run, by design.
+  processes  postgres on the data folder (the last client stops the shared server, so none should run
+             between runs), and whatever the interrupted run started: this script is their subreaper,
+             so orphans (an initdb, say) stay visible. A SIGINTed process alive 30 s on is one too.
+  databases  all but postgres, template0/1, the cached template (kept on purpose) and our application
+             database; "unmarked" ones lack the plugin's COMMENT, so its clean-up never sees them
+  locks      the data folder's lock file still held (the file itself stays, by design), other lock
+             files in or beside it, yoyo_lock rows in the application database, advisory locks
+  bytes      the leftover databases' folders, folders under pgdata/base of no database, and files in
+             the data folder besides pgdata, lock, clients.json, server.log. Not the folder's total
+             size: WAL is recycled and the log and catalogs grow on every run, by design.
 
 Relay folders (/tmp/ovl-relay-*) of killed runs are swept by the first relay started once they are
-60 s old; those still there after a last clean run past that age count as left too.
-Anything left is listed and the data folder rebuilt, so every run starts clean.
-Exit code 0 when every run recovered and nothing was left, else 1.
+60 s old, so they are counted after a last clean run past that age. After a run that left anything
+the data folder is rebuilt, so every run starts clean. Exit code 0 when every run recovered and
+nothing was left, else 1.
 """
 from __future__ import annotations
 
@@ -51,8 +48,8 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, NamedTuple
 
 import psutil
 import psycopg2
@@ -68,7 +65,6 @@ SIGNALS = {"SIGKILL": signal.SIGKILL, "SIGINT": signal.SIGINT}
 PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist"]
 CLI = [str(Path(sys.executable).with_name("overlord-db"))]
 APP_DB = "faults_app"
-KEEP = {"postgres", "template0", "template1", APP_DB}
 EXPECTED = {"pgdata", "lock", "clients.json", "server.log"}
 RECOVERY_TIMEOUT, SIGINT_GRACE, RELAY_AGE = 120.0, 30.0, 61.0
 SMALL = """import pytest
@@ -78,36 +74,20 @@ async def test_async(overlord_db):
     assert await overlord_db.fetchval("SELECT count(*) FROM users") == 0
 
 def test_sync(overlord_db_sync):
-    with overlord_db_sync.cursor() as cur:
-        cur.execute("SELECT count(*) FROM users")
-        assert cur.fetchone() == (0,)
+    overlord_db_sync.cursor().execute("SELECT count(*) FROM users")
 
 def test_fresh(overlord_fresh_db):
     assert overlord_fresh_db.name.startswith("ovl_")
 """
 
 
-@dataclass
-class Left:
-    processes: list[str] = field(default_factory=list)
-    databases: list[str] = field(default_factory=list)
-    locks: list[str] = field(default_factory=list)
-    files: list[str] = field(default_factory=list)  # what the bytes are
-    bytes: int = 0
-
-    def any(self) -> bool:
-        return bool(self.processes or self.databases or self.locks or self.files)
-
-
-@dataclass
-class Run:
+class Run(NamedTuple):
     kind: str
     sig: str
-    delay: float
-    hit: bool  # the process was still running when the signal was sent
+    hit: bool  # still running when the signal was sent
     failure: str | None  # why the recovery run failed
-    left: Left
-    log: str  # the interrupted run's last output
+    left: dict[str, list[str]]  # processes, databases, locks; files: what the bytes are
+    size: int  # bytes left
 
 
 class Bench:
@@ -119,118 +99,118 @@ class Bench:
         self.big = [str(write_tests(work, k, 80)) for k in ("overlord_db", "overlord_db_sync", "overlord_fresh_db")]
         (work / "test_recover.py").write_text(SMALL)
         self.relays: set[Path] = set()  # relay folders that appeared while an interrupted run ran
+        self.holder: EmbeddedServer | None = None  # this process as a client while the CLI migrates
+        self.template: str | None = None  # learnt from the first clean run
 
     def commands(self, kind: str, recovery: bool) -> list[list[str]]:
         if kind == "cli migrate":
-            migrate = [*CLI, "migrate", "--database-url", self.app_url]
-            return [migrate, [*CLI, "status", "--format", "json", "--database-url", self.app_url]] if recovery else [migrate]
+            status = [*CLI, "status", "--format", "json", "--database-url", self.app_url]
+            return [[*CLI, "migrate", "--database-url", self.app_url], *([status] if recovery else [])]
         if kind == "cli roundtrip":
             return [[*CLI, "roundtrip"]]
         return [[*PYTEST, "test_recover.py"]] if recovery else [[*PYTEST, *self.big]]
 
-    def clean(self, kind: str) -> str | None:
+    def start(self, cmd: list[str], out: IO[str] | int, err: IO[str] | int = subprocess.STDOUT,
+              new_session: bool = False) -> subprocess.Popen[str]:
+        return subprocess.Popen(cmd, cwd=self.work, env=self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                text=True, start_new_session=new_session)
+
+    def clean(self, kind: str, recovery: bool = True) -> str | None:
         """Run ``kind`` to completion; None when it succeeded, else why not."""
-        for cmd in self.commands(kind, recovery=True):
+        for cmd in self.commands(kind, recovery):
+            proc = self.start(cmd, subprocess.PIPE, subprocess.PIPE)  # stdout alone: status's JSON
             try:
-                done = subprocess.run(cmd, cwd=self.work, env=self.env, capture_output=True, text=True,
-                                      stdin=subprocess.DEVNULL, timeout=RECOVERY_TIMEOUT)
+                out, err = proc.communicate(timeout=RECOVERY_TIMEOUT)
             except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
                 return f"{' '.join(cmd[-3:])} did not finish within {RECOVERY_TIMEOUT:.0f} s"
-            if done.returncode != 0:
-                return f"{' '.join(cmd[-3:])} exited {done.returncode}: {tail(done.stdout + done.stderr)}"
-            if "status" in cmd and json.loads(done.stdout)["pending"]:
-                return f"migrations still pending: {json.loads(done.stdout)['pending']}"
+            if proc.returncode != 0:
+                return f"{' '.join(cmd[-3:])} exited {proc.returncode}: {tail(out + err)}"
+            if "status" in cmd and json.loads(out)["pending"]:
+                return f"still pending after migrate: {json.loads(out)['pending']}"
         return None
 
-    def interrupt(self, kind: str, sig: int, delay: float) -> tuple[bool, str]:
-        log = self.work / "interrupted.log"
-        before = relay_dirs()
+    def interrupt(self, kind: str, sig: int, delay: float) -> tuple[str | None, str]:
+        """Start ``kind`` and signal it after ``delay``; its children's names then (None: it had ended), its last output."""
+        log, before, moment = self.work / "interrupted.log", relay_dirs(), None
         with open(log, "w") as out:
-            proc = subprocess.Popen(self.commands(kind, recovery=False)[0], cwd=self.work, env=self.env, stdout=out,
-                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            proc = self.start(self.commands(kind, recovery=False)[0], out, new_session=True)
         try:
             proc.wait(timeout=delay)
-            hit = False
         except subprocess.TimeoutExpired:
+            try:
+                moment = ", ".join(sorted({c.name() for c in psutil.Process(proc.pid).children(recursive=True)}))
+            except psutil.Error:
+                moment = ""
             os.kill(proc.pid, sig)
-            hit = True
             try:
                 proc.wait(timeout=SIGINT_GRACE)
             except subprocess.TimeoutExpired:
-                pass  # counted among the processes left, killed by reset()
+                pass  # still running: counted among the processes left, then killed by reset()
         self.relays |= relay_dirs() - before
-        return hit, tail(log.read_text(errors="replace"))
+        return moment, tail(log.read_text(errors="replace"))
 
-    def app_db(self, create: bool) -> list[str]:
-        """Make the empty application database, or check its yoyo lock and drop it (this process is a client)."""
-        server = EmbeddedServer(self.datadir)
-        conn = psycopg2.connect(server.start())
+    def sql(self, server: EmbeddedServer, *statements: str, database: str = "postgres") -> list[tuple[object, ...]]:
+        conn = psycopg2.connect(server.url(database))
         conn.autocommit = True
         try:
             with conn.cursor() as cur:
-                cur.execute(f"DROP DATABASE IF EXISTS {APP_DB} WITH (FORCE)")
-                if create:
-                    cur.execute(f"CREATE DATABASE {APP_DB}")
-                    return []
+                for statement in statements:
+                    cur.execute(statement)
+                return cur.fetchall() if cur.description else []
         finally:
             conn.close()
-        return []
 
-    def yoyo_rows(self) -> list[str]:
-        server = EmbeddedServer(self.datadir)
+    def app_start(self) -> None:
+        self.holder = EmbeddedServer(self.datadir)
+        self.holder.start()
+        self.sql(self.holder, f"DROP DATABASE IF EXISTS {APP_DB} WITH (FORCE)", f"CREATE DATABASE {APP_DB}")
+
+    def app_finish(self) -> list[str]:
+        """yoyo's lock rows left in the application database; it is dropped, the server released."""
+        assert self.holder is not None
+        table = self.sql(self.holder, "SELECT to_regclass('yoyo_lock')", database=APP_DB)[0][0]
+        rows = self.sql(self.holder, "SELECT pid FROM yoyo_lock", database=APP_DB) if table else []
+        self.sql(self.holder, f"DROP DATABASE {APP_DB} WITH (FORCE)")
+        self.holder.stop()
+        self.holder = None
+        return [f"yoyo_lock row of pid {pid} in {APP_DB}" for pid, in rows]
+
+    def measure(self) -> tuple[dict[str, list[str]], int]:
+        lock = self.datadir / "lock"
+        strays = [*self.datadir.glob("*lock*"), *self.datadir.parent.glob(self.datadir.name + ".*")]
+        locks = ([f"{lock} held"] if held(lock) else []) + [f"{p} exists" for p in strays if p != lock]
+        left = {"processes": our_processes(self.datadir), "locks": locks, "files": []}
+        server = EmbeddedServer(self.datadir)  # started once the processes are counted, so not among them
         server.start()
         try:
-            conn = psycopg2.connect(server.url(APP_DB))
-            try:
-                with conn.cursor() as cur:
-                    cur.execute("SELECT to_regclass('yoyo_lock') IS NOT NULL")
-                    if not (row := cur.fetchone()) or not row[0]:
-                        return []
-                    cur.execute("SELECT pid FROM yoyo_lock")
-                    return [f"yoyo_lock row of pid {r[0]} in {APP_DB}" for r in cur.fetchall()]
-            finally:
-                conn.close()
+            rows = self.sql(server, "SELECT oid, datname, shobj_description(oid, 'pg_database') FROM pg_database")
+            left["locks"] += [f"advisory lock {objid} of backend {pid}" for pid, objid in self.sql(
+                server, "SELECT pid, objid FROM pg_locks WHERE locktype = 'advisory' AND pid <> pg_backend_pid()")]
         finally:
             server.stop()
-
-    def measure(self, template: str | None) -> Left:
-        left = Left(processes=our_processes(self.datadir))
-        lock = self.datadir / "lock"
-        if held(lock):
-            left.locks.append(f"{lock} still held")
-        strays = [*self.datadir.glob("*lock*"), *self.datadir.parent.glob(self.datadir.name + ".*")]
-        left.locks += [f"{p} exists" for p in strays if p != lock]
-        server = EmbeddedServer(self.datadir)
-        conn = psycopg2.connect(server.start())
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT oid::text, datname FROM pg_database")
-                databases = dict(cur.fetchall())
-                cur.execute("SELECT pid, objid FROM pg_locks WHERE locktype = 'advisory' AND pid <> pg_backend_pid()")
-                left.locks += [f"advisory lock {objid} held by backend {pid}" for pid, objid in cur.fetchall()]
-        finally:
-            conn.close()
-            server.stop()
-        keep = KEEP | {template} if template else KEEP
-        left.databases = sorted(name for name in databases.values() if name not in keep)
-        for entry in sorted((self.datadir / "pgdata" / "base").iterdir()):
-            if databases.get(entry.name, "") in keep:
-                continue
-            left.bytes += du(entry)
-            if entry.name not in databases:
-                left.files.append(f"pgdata/base/{entry.name} (no database)")
-        for entry in sorted(self.datadir.iterdir()):
+        databases = {str(oid): str(name) for oid, name, _ in rows}
+        self.template = self.template or next((n for n in databases.values() if n.startswith("ovl_") and "_t_" in n), None)
+        keep = {"postgres", "template0", "template1", APP_DB, self.template}
+        left["databases"] = sorted(f"{name}{'' if mark else ' (unmarked)'}" for _, name, mark in rows if name not in keep)
+        size = 0
+        for entry in (self.datadir / "pgdata" / "base").iterdir():
+            if databases.get(entry.name) not in keep:
+                size += du(entry)
+                left["files"] += [] if entry.name in databases else [f"pgdata/base/{entry.name} (no database)"]
+        for entry in self.datadir.iterdir():
             if entry.name not in EXPECTED:
-                left.bytes += du(entry)
-                left.files.append(entry.name)
-        return left
+                size += du(entry)
+                left["files"].append(entry.name)
+        return left, size
 
     def reset(self) -> None:
         """Stop the server, end what our runs left running, remove the data folder: the next run starts clean."""
         postmaster.stop(self.datadir / "pgdata")
         for proc in psutil.Process().children(recursive=True):
             try:
-                proc.kill()  # started by a run of ours and still here after the server stopped
+                proc.kill()  # started by a run of ours and still here once the server is stopped
             except psutil.Error:
                 pass
         psutil.wait_procs(psutil.Process().children(), timeout=10)
@@ -246,60 +226,82 @@ def relay_dirs() -> set[Path]:
 
 
 def listening(folder: Path) -> bool:
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(str(folder / ".s.PGSQL.5432"))
-        return True
-    except OSError:
-        return False
-    finally:
-        probe.close()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        return probe.connect_ex(str(folder / ".s.PGSQL.5432")) == 0
 
 
 def held(path: Path) -> bool:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
+    if not path.exists():
         return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
+    with open(path) as fh:  # closing it releases our own probe
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)  # filelock's kind of lock
+        except BlockingIOError:
+            return True
+    return False
 
 
 def du(path: Path) -> int:
-    if not path.is_dir():
-        return path.lstat().st_size
-    return sum(p.lstat().st_size for p in path.rglob("*"))
+    return sum(p.lstat().st_size for p in path.rglob("*")) if path.is_dir() else path.lstat().st_size
 
 
 def our_processes(datadir: Path) -> list[str]:
-    """Our live descendants (orphans included: we are their subreaper) and anything running on the data folder."""
+    """Our live descendants, orphans of killed runs included, and anything whose command line names the data folder."""
     found = {p.pid: p for p in psutil.Process().children(recursive=True)}
-    for proc in psutil.process_iter(["cmdline"]):
-        if str(datadir) in " ".join(proc.info["cmdline"] or []) and proc.pid != os.getpid():
-            found[proc.pid] = proc
+    found |= {p.pid: p for p in psutil.process_iter(["cmdline"]) if str(datadir) in " ".join(p.info["cmdline"] or [])}
     alive = []
     for proc in found.values():
         try:
-            if proc.status() == psutil.STATUS_ZOMBIE:
-                if proc.ppid() == os.getpid():
-                    os.waitpid(proc.pid, os.WNOHANG)  # an adopted orphan that has ended
-                continue
-            alive.append(f"pid {proc.pid} {' '.join(proc.cmdline())[:120]}")
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                alive.append(f"pid {proc.pid} {' '.join(proc.cmdline())[:120]}")
+            elif proc.ppid() == os.getpid():
+                os.waitpid(proc.pid, os.WNOHANG)  # an adopted orphan that has ended
         except (psutil.Error, ChildProcessError):
             continue
     return alive
 
 
+def calibrate(bench: Bench) -> dict[str, tuple[float, float]]:
+    """Each kind's window of moments (see the module's docstring), from one clean run of each."""
+    window: dict[str, tuple[float, float]] = {}
+    for kind in KINDS:
+        t0 = time.perf_counter()
+        if kind.startswith("cli"):
+            subprocess.run([*CLI, "--help"], capture_output=True, check=False)
+            begins = (time.perf_counter() - t0) / 2
+        else:  # pytest's start-up ends where the plugin makes the data folder, in the cold run below
+            begins = window["cold build"][0] / 2 if kind == "tests" else 0.0
+        if kind == "cli migrate":
+            bench.app_start()
+        t0 = time.perf_counter()
+        proc = bench.start(bench.commands(kind, recovery=kind == "cold build")[0], subprocess.DEVNULL)
+        while kind == "cold build" and proc.poll() is None and not bench.datadir.exists():
+            time.sleep(0.002)
+            begins = time.perf_counter() - t0
+        code = proc.wait()
+        window[kind] = (begins, time.perf_counter() - t0)
+        yoyo_rows = bench.app_finish() if kind == "cli migrate" else []
+        if code or yoyo_rows:
+            raise SystemExit(f"clean run of {kind} failed: {bench.clean(kind) or yoyo_rows}")
+    return window
+
+
+def report(runs: list[Run], relays: tuple[int, int]) -> None:
+    print(f"\n{'fault':22} {'recovered':>9} {'hit':>6} {'processes':>10} {'databases':>10} {'locks':>6} {'bytes':>10}")
+    for label in [*(f"{kind} {sig}" for kind in KINDS for sig in SIGNALS), "overall"]:
+        if not (chosen := [r for r in runs if label in ("overall", f"{r.kind} {r.sig}")]):
+            continue
+        counts = [sum(len(r.left[f]) for r in chosen) for f in ("processes", "databases", "locks")]
+        print(f"{label:22} {sum(r.failure is None for r in chosen):>4}/{len(chosen):<4} {sum(r.hit for r in chosen):>3}/"
+              f"{len(chosen):<2} {counts[0]:>10} {counts[1]:>10} {counts[2]:>6} {sum(r.size for r in chosen):>10}")
+    print(f"relay folders of interrupted runs: {relays[0]} there after their recovery run, "
+          f"{relays[1]} after a clean run once {RELAY_AGE:.0f} s old")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=24)
-    parser.add_argument("--seed", type=int, default=None, help="for the random moments and order (default: random)")
+    parser.add_argument("--seed", type=int, default=None, help="for the moments and the order (default: random)")
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else random.randrange(10**6)
     rng = random.Random(seed)
@@ -310,85 +312,49 @@ def main() -> int:
     bench = Bench(work, shm / f"ovl-faults-{uuid.uuid4().hex[:8]}")
     try:
         make_project(work)
-        # roundtrip exits 0 only with the project's accepted exceptions (extensions kept on rollback).
-        section, keep = [], False
-        for line in (REPO / "pyproject.toml").read_text().splitlines():
-            keep = line.strip("[]").startswith("tool.overlord_db") if line.startswith("[") else keep
-            section += [line] if keep else []
-        (work / "pyproject.toml").write_text("\n".join(section) + "\n")
-
-        # Clean durations set the window each kind's signal falls in.
-        window: dict[str, float] = {}
-        for kind in KINDS:
-            if kind == "cli migrate":
-                bench.app_db(create=True)
-            t0 = time.perf_counter()
-            why = bench.clean(kind) if kind != "tests" else bench.clean("cold build") or bench.clean("tests")
-            window[kind] = time.perf_counter() - t0
-            if kind == "cli migrate":
-                bench.app_db(create=False)
-                EmbeddedServer(bench.datadir).stop()
-            if why:
-                raise SystemExit(f"clean run of {kind} failed: {why}")
-        first = bench.measure(None)
-        template = next(name for name in first.databases if "_t_" in name)
-        first.databases.remove(template)
-        print(f"seed {seed}; clean durations: " + ", ".join(f"{k} {v:.2f} s" for k, v in window.items()))
-        print(f"clean runs leave: {first.processes or 'no process'}, {first.databases or 'no database'}, "
-              f"{first.locks or 'no lock'}, {first.bytes} bytes; template {template}")
+        shutil.copy(REPO / "pyproject.toml", work)  # its accepted round-trip exceptions: roundtrip exits 0
+        window = calibrate(bench)
+        first, size = bench.measure()
+        print(f"seed {seed}; moments: " + ", ".join(f"{k} {a:.2f}-{b:.2f} s" for k, (a, b) in window.items()))
+        print(f"template {bench.template}; clean runs leave: {first}, {size} bytes")
 
         pairs = [(kind, sig) for kind in KINDS for sig in SIGNALS]
         plan = [pairs[i % len(pairs)] for i in range(args.runs)]
         rng.shuffle(plan)
         runs: list[Run] = []
+        bad: list[str] = []
         for number, (kind, sig) in enumerate(plan, 1):
             if kind == "cold build":
                 bench.reset()
             if kind == "cli migrate":
-                bench.app_db(create=True)  # keeps the server up: the CLI does not start it
-            delay = rng.uniform(0.05, window[kind])
-            hit, log = bench.interrupt(kind, SIGNALS[sig], delay)
+                bench.app_start()
+            delay = rng.uniform(*window[kind])
+            moment, log = bench.interrupt(kind, SIGNALS[sig], delay)
             failure = bench.clean(kind)
-            extra = []
-            if kind == "cli migrate":
-                extra = bench.yoyo_rows()
-                bench.app_db(create=False)
-                EmbeddedServer(bench.datadir).stop()
-            left = bench.measure(template)
-            left.locks += extra
-            runs.append(Run(kind, sig, delay, hit, failure, left, log))
-            verdict = "recovered" if not failure else f"NOT RECOVERED ({failure})"
-            print(f"[{number:2}/{len(plan)}] {kind:13} {sig:7} after {delay:5.2f} s{'' if hit else ' (had ended)'}: "
-                  f"{verdict}; {'nothing left' if not left.any() else 'LEFT ' + str(left)}", flush=True)
-            if failure or left.any() or kind == "cli migrate" and extra:
+            yoyo_rows = bench.app_finish() if kind == "cli migrate" else []
+            left, size = bench.measure()
+            left["locks"] += yoyo_rows
+            runs.append(Run(kind, sig, moment is not None, failure, left, size))
+            what: dict[str, object] = {k: v for k, v in left.items() if v} | ({"bytes": size} if size else {})
+            at = f"after {delay:.2f} s " + ("(had ended)" if moment is None else f"(children: {moment or 'none'})")
+            print(f"[{number:2}/{len(plan)}] {kind:13} {sig:7} {at}: "
+                  f"{'recovered' if not failure else 'NOT RECOVERED: ' + failure}; {what or 'nothing left'}", flush=True)
+            if failure or what:
+                bad.append(f"{kind} {sig} {at}: {failure or 'recovered'}\n  left: {what}\n  interrupted run's output: {log}")
                 bench.reset()
 
         # A last clean run once every relay folder of a killed run is old enough to be swept.
-        waiting = [p for p in bench.relays if p.exists()]
-        after_recovery = len(waiting)
+        waiting = [p.stat().st_mtime for p in bench.relays if p.exists()]
         if waiting:
-            youngest = max(p.stat().st_mtime for p in waiting if p.exists()) if any(p.exists() for p in waiting) else 0
-            time.sleep(max(0.0, youngest + RELAY_AGE - time.time()))
+            time.sleep(max(0.0, max(waiting) + RELAY_AGE - time.time()))
             bench.clean("tests")
         relays_left = [p for p in bench.relays if p.exists() and not listening(p)]
-
-        print(f"\n{'fault':22} {'recovered':>10} {'hit':>6} {'processes':>10} {'databases':>10} {'locks':>6} {'bytes':>10}")
-        for label, chosen in [*((f"{k} {s}", [r for r in runs if (r.kind, r.sig) == (k, s)]) for k, s in pairs), ("overall", runs)]:
-            if not chosen:
-                continue
-            ok = sum(r.failure is None for r in chosen)
-            print(f"{label:22} {ok:>4}/{len(chosen):<5} {sum(r.hit for r in chosen):>3}/{len(chosen):<2} "
-                  f"{sum(len(r.left.processes) for r in chosen):>10} {sum(len(r.left.databases) for r in chosen):>10} "
-                  f"{sum(len(r.left.locks) for r in chosen):>6} {sum(r.left.bytes for r in chosen):>10}")
-        print(f"relay folders of interrupted runs: {after_recovery} still there after their recovery run, "
-              f"{len(relays_left)} after a clean run once {RELAY_AGE:.0f} s old")
-        bad = [r for r in runs if r.failure or r.left.any()]
-        for r in bad:
-            print(f"\n{r.kind} {r.sig} after {r.delay:.2f} s: {r.failure or 'recovered'}\n  left: {r.left}\n  "
-                  f"interrupted run's output: {r.log}")
-        print(f"\n{len(runs)} runs in {time.monotonic() - started:.0f} s")
+        report(runs, (len(waiting), len(relays_left)))
+        print("".join(f"\n{b}\n" for b in bad) + f"\n{len(runs)} runs in {time.monotonic() - started:.0f} s")
         return 0 if not bad and not relays_left else 1
     finally:
+        if bench.holder is not None:
+            bench.holder.stop()
         bench.reset()
         shutil.rmtree(work, ignore_errors=True)
         for sibling in bench.datadir.parent.glob(bench.datadir.name + ".*"):

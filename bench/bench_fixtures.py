@@ -70,10 +70,12 @@ def run(root: Path, datadir: Path, *files: Path, pythonpath: str | None = None) 
     return run_timed(root, datadir, *files, pythonpath=pythonpath)[0]
 
 
-def run_timed(root: Path, datadir: Path, *files: Path, pythonpath: str | None = None) -> tuple[float, float]:
+def run_timed(root: Path, datadir: Path, *files: Path, pythonpath: str | None = None,
+              extra_env: dict[str, str] | None = None) -> tuple[float, float]:
     """Wall seconds and the pytest process's CPU seconds (user + system), which a busy machine disturbs less."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OVERLORD_")}
     env["OVERLORD_DATADIR"] = str(datadir)
+    env.update(extra_env or {})
     if pythonpath:  # another checkout of the plugin, imported instead of the installed one
         env["PYTHONPATH"] = pythonpath
     started, cpu = time.perf_counter(), _children_cpu()

@@ -272,6 +272,7 @@ def roundtrip(
             facts = inspect_server(admin, migrator.required_extensions())
             templates = Templates(admin, st, facts, migrator)
             try:
+                templates.drop_stale()  # what a killed run (pytest's or ours) left
                 report = rt.run(templates, migrator, st.accepted)
             finally:
                 templates.close()

@@ -17,6 +17,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import socket
 import time
 import warnings
@@ -74,6 +75,9 @@ class Templates:
         self.report: Callable[[str], None] | None = None  # where "still migrating..." lines go
         self.project = project_id(settings)
         self.prefix = f"ovl_{self.project}_"
+        # In every name this process makes: a database a killed run left unmarked (it died between
+        # CREATE DATABASE and COMMENT ON DATABASE) is still known by its name to be ours, and whose.
+        self.host = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
         self._conn: psycopg2.extensions.connection | None = None
 
     # -- connection & bookkeeping -----------------------------------------------
@@ -156,7 +160,7 @@ class Templates:
             self._execute("SELECT pg_advisory_unlock(%s)", (lock_id,))
 
     def _build(self, name: str) -> None:
-        building = f"{self.prefix}b_{os.getpid()}"
+        building = f"{self.prefix}b_{self.host}_{os.getpid()}_0"
         self.drop(building)
         self._execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(building)))
         self._mark(building, "build")
@@ -185,19 +189,26 @@ class Templates:
                 except psycopg2.Error:
                     pass  # still being cloned by another run; the next build tries again
 
+    def _unmarked_of_this_host(self) -> list[tuple[str, int]]:
+        """(name, pid) of databases named as this host's processes name them but never marked."""
+        pattern = re.compile(rf"{re.escape(self.prefix)}[bwfr]_{self.host}_(\d+)_\d+")
+        rows = self._execute("SELECT datname FROM pg_database WHERE datname LIKE %s AND "
+                             "shobj_description(oid, 'pg_database') IS NULL", (self.prefix.replace("_", r"\_") + "%",))
+        return [(name, int(m.group(1))) for (name,) in rows if (m := pattern.fullmatch(name))]
+
     def drop_stale(self) -> None:
         """Drop clones and builds left by dead processes of this host (a SIGKILLed run, say)."""
         host = socket.gethostname()
-        for name, mark in self.ours():
-            if mark.get("kind") in ("build", "work", "fresh", "roundtrip") and mark.get("host") == host:
-                pid = int(mark.get("pid", 0))
-                if pid != os.getpid() and not psutil.pid_exists(pid):
-                    try:
-                        self.drop(name)
-                    except psycopg2.errors.InsufficientPrivilege as exc:
-                        # Made by another role (which must drop it): never let it break every run.
-                        self._warn(f"overlord-db: left the stale database {name} alone: this role may not drop it "
-                                   f"({str(exc).strip().splitlines()[0]}). Its owner can: DROP DATABASE {name} WITH (FORCE)")
+        stale = [(name, int(mark.get("pid", 0))) for name, mark in self.ours()
+                 if mark.get("kind") in ("build", "work", "fresh", "roundtrip") and mark.get("host") == host]
+        for name, pid in stale + self._unmarked_of_this_host():
+            if pid != os.getpid() and not psutil.pid_exists(pid):
+                try:
+                    self.drop(name)
+                except psycopg2.errors.InsufficientPrivilege as exc:
+                    # Made by another role (which must drop it): never let it break every run.
+                    self._warn(f"overlord-db: left the stale database {name} alone: this role may not drop it "
+                               f"({str(exc).strip().splitlines()[0]}). Its owner can: DROP DATABASE {name} WITH (FORCE)")
 
     def _warn(self, message: str) -> None:
         if self.report is not None:
@@ -208,7 +219,7 @@ class Templates:
     # -- clones ------------------------------------------------------------------------
     def _new_name(self, kind: str) -> str:
         """A database name of this project that says which process made it, and for what."""
-        return f"{self.prefix}{kind[0]}_{os.getpid()}_{next(_counter)}"
+        return f"{self.prefix}{kind[0]}_{self.host}_{os.getpid()}_{next(_counter)}"
 
     def clone(self, template: str, kind: str) -> str:
         """A new database copied from ``template``."""

@@ -289,20 +289,43 @@ def test_plain_yoyo_works_with_the_same_yoyo_ini(app_project, empty_db_url):
     assert "? ms" in status.stdout  # applied by plain yoyo: no duration was recorded, and we say so
 
 
-def test_a_lock_left_by_a_killed_run_is_named(app_project, empty_db_url):
+def _lock_as_dead_process(url: str) -> int:
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    dead_pid = int(dead.stdout)
-    assert cli("migrate", "--target", "1", "--database-url", empty_db_url).exit_code == 0
-    conn = psycopg2.connect(empty_db_url)
+    conn = psycopg2.connect(url)
     conn.autocommit = True
     with conn.cursor() as cur:
-        cur.execute("INSERT INTO yoyo_lock (locked, ctime, pid) VALUES (1, now(), %s)", (dead_pid,))
+        cur.execute("INSERT INTO yoyo_lock (locked, ctime, pid) VALUES (1, now(), %s)", (int(dead.stdout),))
     conn.close()
-    result = cli("migrate", "--database-url", empty_db_url)
+    return int(dead.stdout)
+
+
+def test_a_lock_left_by_a_killed_run_is_named(app_project, empty_db_url, tmp_path):
+    """On a server other machines may reach, a dead pid may be another machine's: name the lock, never break it."""
+    from pytest_overlord_db import urls
+
+    assert cli("migrate", "--target", "1", "--database-url", empty_db_url).exit_code == 0
+    dead_pid = _lock_as_dead_process(empty_db_url)
+    parts = urls.dsn_parts(empty_db_url)
+    open_folder = tmp_path / "open"  # a socket folder others may enter: as good as a TCP port here
+    open_folder.mkdir(mode=0o755)
+    open_folder.chmod(0o755)
+    (open_folder / f".s.PGSQL.{parts['port']}").symlink_to(f"{parts['host']}/.s.PGSQL.{parts['port']}")
+    shared = urls.with_database(f"postgresql://{parts['user']}@/?host={open_folder}&port={parts['port']}", str(parts["dbname"]))
+    result = cli("migrate", "--database-url", shared)
     assert result.exit_code == 1
     assert f"locked by yoyo for process {dead_pid}" in result.stderr and "overlord-db break-lock" in result.stderr
-    broken = cli("break-lock", "--database-url", empty_db_url)
+    broken = cli("break-lock", "--database-url", shared)
     assert broken.exit_code == 0 and f"held by process {dead_pid}" in broken.stdout
-    assert cli("break-lock", "--database-url", empty_db_url).stdout.strip().endswith("was not locked.")
+    assert cli("break-lock", "--database-url", shared).stdout.strip().endswith("was not locked.")
+    again = cli("migrate", "--database-url", shared)
+    assert again.exit_code == 0, again.output
+
+
+def test_a_lock_left_by_a_killed_run_on_a_private_server_is_removed(app_project, empty_db_url):
+    """Only this machine reaches the embedded server: a dead pid's lock is certainly stale."""
+    assert cli("migrate", "--target", "1", "--database-url", empty_db_url).exit_code == 0
+    dead_pid = _lock_as_dead_process(empty_db_url)
+    again = cli("migrate", "--database-url", empty_db_url)
+    assert "removed yoyo's lock" in again.stderr and f"left by process {dead_pid}" in again.stderr
     again = cli("migrate", "--database-url", empty_db_url)
     assert again.exit_code == 0, again.output

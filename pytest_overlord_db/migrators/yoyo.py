@@ -27,6 +27,7 @@ from yoyo.migrations import MigrationList, MigrationStep, StepGroup, Transaction
 
 from .. import interrupts, sqltext, urls
 from ..errors import ConfigError, MigrationError, ServerError
+from ..servers.private import reachable_only_here
 from .base import Applied, AppliedInfo, Migration, Migrator, Progress, slug
 from .yoyo_timing import TIMING_TABLE, ensure_timing_table, record_timing
 
@@ -292,6 +293,14 @@ def _yoyo_lock(be: Any, url: str) -> Iterator[None]:
         holders = []
     for pid, ctime in holders:
         if pid != os.getpid() and not psutil.pid_exists(pid):
+            if reachable_only_here(url):
+                # Only this machine can reach that server, so the holder was one of its processes, and it is gone.
+                with be.connection.cursor() as cur:
+                    cur.execute(f"DELETE FROM {be.lock_table_quoted} WHERE pid = %s", (pid,))
+                be.connection.commit()
+                print(f"overlord-db: removed yoyo's lock on {urls.mask(url)} left by process {pid} (since {ctime} UTC), "
+                      "which is no longer running.", file=sys.stderr)
+                continue
             raise MigrationError(
                 f"{urls.mask(url)} is locked by yoyo for process {pid} (since {ctime} UTC), which is not running on "
                 "this machine: a migration run was killed. If no other machine is migrating this database, remove "

@@ -114,8 +114,7 @@ class EmbeddedServer(Server):
         with self.lock:
             clients = self._live_clients()
             if not (self.pgdata / "PG_VERSION").is_file():
-                postmaster.initdb(self.pgdata, self.run_as, self._user[1] if self._user else None)
-                postmaster.write_conf(self.pgdata, socket_dir)
+                postmaster.initdb(self.pgdata, self.run_as, self._user[1] if self._user else None, socket_dir)
                 self.initialised_here = True
             if not postmaster.running_pid(self.pgdata):
                 postmaster.start(self.pgdata, self.log_file, self.run_as)

@@ -62,8 +62,9 @@ def run(args: list[str], user: str | None, cwd: Path, timeout: float = 60) -> su
                           check=False, stdin=subprocess.DEVNULL)
 
 
-def initdb(datadir: Path, user: str | None, owner: tuple[int, int] | None) -> None:
-    """initdb into a scratch folder renamed into place, so a crash never leaves a half cluster."""
+def initdb(datadir: Path, user: str | None, owner: tuple[int, int] | None, socket_dir: Path) -> None:
+    """initdb into a scratch folder, configured, then renamed into place: a crash never leaves a half cluster,
+    nor one without our settings (which would listen on TCP and the default socket folder)."""
     scratch = datadir.with_name(datadir.name + ".initdb")
     shutil.rmtree(scratch, ignore_errors=True)
     shutil.rmtree(datadir, ignore_errors=True)
@@ -75,6 +76,7 @@ def initdb(datadir: Path, user: str | None, owner: tuple[int, int] | None) -> No
     if result.returncode != 0:
         shutil.rmtree(scratch, ignore_errors=True)
         raise ServerError(f"initdb failed for the embedded server in {datadir}: {result.stderr.strip()}")
+    write_conf(scratch, socket_dir)
     scratch.rename(datadir)
 
 

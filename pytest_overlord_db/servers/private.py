@@ -12,6 +12,7 @@ import os
 import stat
 from pathlib import Path
 
+from .. import urls
 from ..errors import ServerError
 
 
@@ -65,3 +66,16 @@ def make_private(path: Path, owner: tuple[int, int] | None = None) -> Path:
                     f"to reach {path}. The plugin does not change permissions of folders it did not create: "
                     "choose a --overlord-datadir under /dev/shm or /tmp.")
     return path
+
+
+def reachable_only_here(url: str) -> bool:
+    """Whether only this machine's processes can reach the server at ``url``: a unix socket in a folder closed to
+    other users (as the embedded server's is)."""
+    host = str(urls.dsn_parts(url).get("host") or "")
+    if not host.startswith("/"):
+        return False
+    try:
+        info = os.stat(host)
+    except OSError:
+        return False
+    return not info.st_mode & 0o007 and (info.st_uid == os.getuid() or os.getuid() == 0)

@@ -1,0 +1,172 @@
+"""The plugin's fixtures against the fixtures a user would write by hand, in the same run.
+
+    python bench/bench_vs_hand.py [--sizes 50 400] [--repeat 3]
+
+Each pair runs the same tests (every body one ``SELECT 1``, or nothing for the
+clone-per-test pair) with our fixture and with a hand-written one on the same
+server and the same migrated schema:
+
+- sync: one psycopg2 connection for the session, ``rollback()`` after each test
+  (psycopg2's own BEGIN before the first statement);
+- async, session loop: one asyncpg connection, a transaction started and rolled
+  back around each test;
+- clone per test: ``CREATE DATABASE ... TEMPLATE`` before and ``DROP DATABASE
+  ... WITH (FORCE)`` after each test.
+
+Kinds run round-robin, repeat by repeat, so the machine's drift falls on all
+alike. A figure is the slope of the fastest run at each size against the number
+of tests, minus the same slope for tests without a database; the last column is
+ours / hand-written (the targets: at most 1.0 for the transactional fixtures,
+1.5 for ``overlord_db`` under a function-scoped loop against the hand-written
+session-loop fixture).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+import psycopg2
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_fixtures import REPO, make_project, run, run_timed, slope  # noqa: E402
+
+CONFTEST = '''
+import itertools, os
+import asyncpg, psycopg2, pytest, pytest_asyncio
+
+_names = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def _hand_conn():
+    conn = psycopg2.connect(os.environ["HAND_URL"])
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def hand_sync(_hand_conn):
+    yield _hand_conn
+    _hand_conn.rollback()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def _hand_aconn():
+    conn = await asyncpg.connect(os.environ["HAND_URL"])
+    yield conn
+    await conn.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def hand_async(_hand_aconn):
+    tr = _hand_aconn.transaction()
+    await tr.start()
+    yield _hand_aconn
+    await tr.rollback()
+
+
+@pytest.fixture(scope="session")
+def _hand_admin():
+    conn = psycopg2.connect(os.environ["HAND_ADMIN_URL"])
+    conn.autocommit = True
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def hand_clone(_hand_admin):
+    name = f"hand_{os.getpid()}_{next(_names)}"
+    with _hand_admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name} TEMPLATE {os.environ['HAND_TEMPLATE']}")
+    yield name
+    with _hand_admin.cursor() as cur:
+        cur.execute(f"DROP DATABASE {name} WITH (FORCE)")
+'''
+
+SYNC = "def test_{i}({f}):\n    {f}.cursor().execute('SELECT 1')\n"
+ASYNC = "@pytest.mark.asyncio{loop}\nasync def test_{i}({f}):\n    await {f}.fetchval('SELECT 1')\n"
+BODIES = {
+    "no db (sync)": "def test_{i}():\n    pass\n",
+    "no db (async, function loop)": "@pytest.mark.asyncio\nasync def test_{i}():\n    pass\n",
+    "no db (async, session loop)": "@pytest.mark.asyncio(loop_scope='session')\nasync def test_{i}():\n    pass\n",
+    "hand-written sync": SYNC.replace("{f}", "hand_sync"),
+    "overlord_db_sync": SYNC.replace("{f}", "overlord_db_sync"),
+    "hand-written async, session loop": ASYNC.replace("{loop}", "(loop_scope='session')").replace("{f}", "hand_async"),
+    "overlord_db, session loop": ASYNC.replace("{loop}", "(loop_scope='session')").replace("{f}", "overlord_db"),
+    "overlord_db, function loop": ASYNC.replace("{loop}", "").replace("{f}", "overlord_db"),
+    "hand-written clone per test": "def test_{i}(hand_clone):\n    pass\n",
+    "overlord_fresh_db": "def test_{i}(overlord_fresh_db):\n    pass\n",
+}
+BASELINE = {k: "no db (sync)" for k in BODIES}
+BASELINE.update({k: "no db (async, session loop)" for k in BODIES if "session loop" in k})
+BASELINE["overlord_db, function loop"] = "no db (async, function loop)"
+PAIRS = [("overlord_db_sync", "hand-written sync", 1.0),
+         ("overlord_db, session loop", "hand-written async, session loop", 1.0),
+         ("overlord_db, function loop", "hand-written async, session loop", 1.5),
+         ("overlord_fresh_db", "hand-written clone per test", 1.0)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[50, 400])
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="ovl-hand-"))
+    shm = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else work
+    datadir = shm / f"ovl-hand-{uuid.uuid4().hex[:8]}"
+    sys.path.insert(0, str(REPO))
+    from pytest_overlord_db.servers.embedded import EmbeddedServer
+
+    server = EmbeddedServer(datadir)
+    try:
+        make_project(work)
+        (work / "conftest.py").write_text(CONFTEST)
+        first = work / "test_first.py"
+        first.write_text("def test_it(overlord_db_sync):\n    pass\n")
+        run(work, datadir, first)  # builds the template
+        first.unlink()
+        admin_url = server.start()  # kept up for the whole run, so every kind meets a running server
+        admin = psycopg2.connect(admin_url)
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute("SELECT datname FROM pg_database WHERE datname LIKE 'ovl\\_%\\_t\\_%'")
+            template = cur.fetchone()[0]
+            cur.execute(f"CREATE DATABASE hand_work TEMPLATE {template}")
+        env = {"HAND_URL": admin_url.replace("/postgres?", "/hand_work?", 1), "HAND_ADMIN_URL": admin_url,
+               "HAND_TEMPLATE": template}
+        files = {}
+        for kind, body in BODIES.items():
+            for n in args.sizes:
+                path = work / f"test_{abs(hash(kind)) % 10**8}_{n}.py"
+                path.write_text("import pytest\n\n" + "\n".join(body.format(i=i) for i in range(n)))
+                files[(kind, n)] = path
+        best: dict[tuple[str, int], float] = {}
+        for _ in range(args.repeat):
+            for kind in BODIES:
+                for n in args.sizes:
+                    t, _cpu = run_timed(work, datadir, files[(kind, n)], extra_env=env)
+                    best[(kind, n)] = min(best.get((kind, n), t), t)
+        per_test = {k: slope(args.sizes, [best[(k, n)] for n in args.sizes]) for k in BODIES}
+        overhead = {k: per_test[k] - per_test[BASELINE[k]] for k in BODIES}
+        print(f"per-test overhead over the same tests without a database; sizes {args.sizes}, best of {args.repeat}")
+        print(f"{'ours':28} {'ms':>7}   {'hand-written':34} {'ms':>7} {'ratio':>6}  target")
+        for ours, hand, target in PAIRS:
+            ratio = overhead[ours] / overhead[hand] if overhead[hand] > 0 else float("nan")
+            verdict = "ok" if ratio <= target else "MISSED"
+            print(f"{ours:28} {overhead[ours] * 1000:7.3f}   {hand:34} {overhead[hand] * 1000:7.3f} {ratio:6.2f}  "
+                  f"<= {target:g} {verdict}")
+        admin.close()
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+        for leftover in shm.glob(datadir.name + "*"):
+            shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink()
+
+
+if __name__ == "__main__":
+    main()
