@@ -215,3 +215,18 @@ def test_a_stale_database_this_role_cannot_drop_is_left_with_a_warning(project):
         admin.close()
     finally:
         server.stop()
+
+
+def test_another_local_user_cannot_reach_the_relay(empty_db_url):
+    """The relay joins clients to already authenticated backends: its folder is the only lock."""
+    from pytest_overlord_db import urls
+    from pytest_overlord_db.connections.relay import Relay
+
+    parts = urls.dsn_parts(empty_db_url)
+    relay = Relay(f"{parts['host']}/.s.PGSQL.{parts['port']}")
+    relay.start()
+    try:
+        assert stat.S_IMODE(os.lstat(os.path.dirname(relay.path)).st_mode) == 0o700
+        assert can_connect_as(intruder(), relay.path) == "PermissionError"
+    finally:
+        relay.close()
