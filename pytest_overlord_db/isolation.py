@@ -64,7 +64,10 @@ class Isolation:
                 self.sync_conn.begin_test()
                 return self.sync_conn
             except SYNC_LOST as exc:
-                self._lost_sync(runtime, exc, again=attempt > 0)
+                self._drop_sync()
+                runtime.check_alive(exc)  # alive: its backend was terminated; connect again
+                if attempt:
+                    raise
         raise AssertionError("unreachable")
 
     def end_sync(self, conn: SavepointConnection) -> bool:
@@ -73,20 +76,17 @@ class Isolation:
             if conn.end_test():
                 return True
         except SYNC_LOST as exc:
-            self._lost_sync(self.ensure_runtime()[0], exc)
+            self._drop_sync()
+            self.ensure_runtime()[0].check_alive(exc)
             self.reset_work_db()  # what the lost session did is unknown: start again from the template
             return True
         self.reset_work_db()
         return False
 
-    def _lost_sync(self, runtime: Runtime, exc: Exception, again: bool = False) -> None:
-        """The connection failed: drop it; raise if the server is gone (or it failed twice), else reconnect."""
+    def _drop_sync(self) -> None:
         if self.sync_conn is not None:
             interrupts.close(self.sync_conn)
         self.sync_conn = None
-        runtime.check_alive(exc)
-        if again:
-            raise exc
 
     # -- asyncpg ------------------------------------------------------------------------
     async def begin_async(self, keep: bool) -> AsyncTest:
@@ -160,9 +160,7 @@ class Isolation:
         return self._roundtrip
 
     def drop_connections(self) -> None:
-        if self.sync_conn is not None:
-            interrupts.close(self.sync_conn)
-        self.sync_conn = None
+        self._drop_sync()
         if self.async_conns is not None:
             self.async_conns.close_all()
 

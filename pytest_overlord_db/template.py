@@ -114,14 +114,17 @@ class Templates:
         note = json.dumps({"by": MARK, "kind": kind, "project": self.project, "host": socket.gethostname(), "pid": os.getpid()})
         self._execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name), sql.Literal(note)))
 
-    def ours(self) -> list[tuple[str, dict[str, Any]]]:
-        """(name, mark) of every database of this project that we created."""
-        rows = self._execute(
+    def _named_ours(self) -> list[tuple[str, str | None]]:
+        """(name, comment) of every database whose name has this project's prefix."""
+        return [(str(name), comment) for name, comment in self._execute(
             "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database WHERE datname LIKE %s",
             (self.prefix.replace("_", r"\_") + "%",),
-        )
+        )]
+
+    def ours(self, rows: list[tuple[str, str | None]] | None = None) -> list[tuple[str, dict[str, Any]]]:
+        """(name, mark) of every database of this project that we created."""
         found = []
-        for name, comment in rows:
+        for name, comment in self._named_ours() if rows is None else rows:
             try:
                 mark = json.loads(comment or "")
             except ValueError:
@@ -189,19 +192,18 @@ class Templates:
                 except psycopg2.Error:
                     pass  # still being cloned by another run; the next build tries again
 
-    def _unmarked_of_this_host(self) -> list[tuple[str, int]]:
+    def _unmarked_of_this_host(self, rows: list[tuple[str, str | None]]) -> list[tuple[str, int]]:
         """(name, pid) of databases named as this host's processes name them but never marked."""
         pattern = re.compile(rf"{re.escape(self.prefix)}[bwfr]_{self.host}_(\d+)_\d+")
-        rows = self._execute("SELECT datname FROM pg_database WHERE datname LIKE %s AND "
-                             "shobj_description(oid, 'pg_database') IS NULL", (self.prefix.replace("_", r"\_") + "%",))
-        return [(name, int(m.group(1))) for (name,) in rows if (m := pattern.fullmatch(name))]
+        return [(name, int(m.group(1))) for name, comment in rows if comment is None and (m := pattern.fullmatch(name))]
 
     def drop_stale(self) -> None:
         """Drop clones and builds left by dead processes of this host (a SIGKILLed run, say)."""
         host = socket.gethostname()
-        stale = [(name, int(mark.get("pid", 0))) for name, mark in self.ours()
+        rows = self._named_ours()  # one query for the marked and the unmarked
+        stale = [(name, int(mark.get("pid", 0))) for name, mark in self.ours(rows)
                  if mark.get("kind") in ("build", "work", "fresh", "roundtrip") and mark.get("host") == host]
-        for name, pid in stale + self._unmarked_of_this_host():
+        for name, pid in stale + self._unmarked_of_this_host(rows):
             if pid != os.getpid() and not psutil.pid_exists(pid):
                 try:
                     self.drop(name)
