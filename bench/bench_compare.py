@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import pstats
+import re
 import shutil
 import subprocess
 import sys
@@ -40,8 +41,12 @@ def calls(root: Path, datadir: Path, tests: Path, pythonpath: str | None) -> int
     env["OVERLORD_DATADIR"] = str(datadir)
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
-    subprocess.run([sys.executable, "-m", "cProfile", "-o", str(out), "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                    "-p", "no:xdist", str(tests)], cwd=root, env=env, capture_output=True, check=True)
+    done = subprocess.run([sys.executable, "-m", "cProfile", "-o", str(out), "-m", "pytest", "-q", "-p",
+                           "no:cacheprovider", "-p", "no:xdist", str(tests)], cwd=root, env=env, capture_output=True,
+                          text=True, check=True)
+    # cProfile exits 0 whatever pytest's exit code was: a run that stopped early would count too little.
+    if re.search(r"\d+ passed", done.stdout) is None or re.search(r"failed|error", done.stdout):
+        raise SystemExit(f"the profiled run of {tests} did not pass:\n{done.stdout[-2000:]}")
     return int(pstats.Stats(str(out)).total_calls)  # type: ignore[attr-defined]
 
 

@@ -35,7 +35,8 @@ def check_ours(path: Path, uid: int | None = None) -> None:
     if not stat.S_ISDIR(info.st_mode):
         raise _refuse(path, "is not a directory")
     if info.st_uid != expected:
-        raise _refuse(path, f"belongs to another user (uid {info.st_uid})")
+        whose = "us" if uid is None else f"the server's OS user (uid {expected}; under root it runs as its own user)"
+        raise _refuse(path, f"belongs to uid {info.st_uid}, not to {whose}")
     if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise _refuse(path, f"is open to other users (mode {stat.S_IMODE(info.st_mode):o})")
 
