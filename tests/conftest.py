@@ -33,10 +33,10 @@ class Project:
         return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args]
 
     def environ(self) -> dict[str, str]:
-        # CI and BUILD_NUMBER make pytest print whole messages in its short summary: the inner runs
-        # must read the same on a laptop and on the CI runner.
+        # CI and BUILD_NUMBER make pytest print whole messages in its short summary, GITHUB_* turns on our
+        # annotations: the inner runs must read the same on a laptop and on a CI runner.
         env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("OVERLORD_", "PYTEST_")) and k not in ("CI", "BUILD_NUMBER")}
+               if not k.startswith(("OVERLORD_", "PYTEST_", "GITHUB_")) and k not in ("CI", "BUILD_NUMBER")}
         env["OVERLORD_DATADIR"] = str(self.datadir)
         env.update(self.env)
         return env
@@ -121,3 +121,25 @@ def app_project(tmp_path, monkeypatch):
     for var in ("DATABASE_URL", "OVERLORD_ENV", "OVERLORD_DB_URL"):
         monkeypatch.delenv(var, raising=False)
     return root
+
+
+@pytest.fixture
+def templates(overlord_server, tmp_path):
+    """A database manager on the session's server, scoped to a throwaway project."""
+    from pytest_overlord_db.config import Settings
+    from pytest_overlord_db.servers.base import ServerFacts
+    from pytest_overlord_db.template import Templates
+
+    settings = Settings(root=tmp_path, migrations_dir=tmp_path / "migrations", seeds_dir=tmp_path / "seeds")
+    facts = ServerFacts(overlord_server.version_num, overlord_server.version)
+    manager = Templates(overlord_server.admin_url, settings, facts)
+    yield manager
+    assert not [name for name, mark in manager.ours() if mark["kind"] == "roundtrip"], "a throwaway database was left"
+    manager.close()
+
+
+@pytest.fixture(autouse=True)
+def _not_on_github(monkeypatch):
+    """Tests that want GitHub's output set these themselves; on a real runner, none may write its summary."""
+    for var in ("GITHUB_ACTIONS", "GITHUB_STEP_SUMMARY", "GITHUB_WORKSPACE"):
+        monkeypatch.delenv(var, raising=False)

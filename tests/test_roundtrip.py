@@ -13,11 +13,8 @@ from pathlib import Path
 import pytest
 
 from pytest_overlord_db import roundtrip, schema
-from pytest_overlord_db.config import Settings
 from pytest_overlord_db.migrators import for_folder
 from pytest_overlord_db.migrators.yoyo import YoyoMigrator
-from pytest_overlord_db.servers.base import ServerFacts
-from pytest_overlord_db.template import Templates
 
 BASE = '''from yoyo import step
 step("""
@@ -147,17 +144,6 @@ CORRECT = {
         "step(up, down)\n"
     ),
 }
-
-
-@pytest.fixture
-def templates(overlord_server, tmp_path):
-    """A database manager on the session's server, scoped to a throwaway project."""
-    settings = Settings(root=tmp_path, migrations_dir=tmp_path / "migrations", seeds_dir=tmp_path / "seeds")
-    facts = ServerFacts(overlord_server.version_num, overlord_server.version)
-    manager = Templates(overlord_server.admin_url, settings, facts)
-    yield manager
-    assert not [name for name, mark in manager.ours() if mark["kind"] == "roundtrip"], "a throwaway database was left"
-    manager.close()
 
 
 def write_case(folder: Path, second: str | None, extra: dict[str, str] | None = None) -> Path:

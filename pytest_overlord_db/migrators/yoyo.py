@@ -3,7 +3,8 @@
 yoyo does the work (ordering, bookkeeping, its lock, per-migration
 transactions); this adapter turns its failures into one paragraph naming the
 file, migration, statement and PostgreSQL message, and records how long each
-migration took, which yoyo does not. It is the only module that touches yoyo.
+migration took, which yoyo does not. With ``yoyo_files`` (reading) and
+``yoyo_timing``, it is the only code that touches yoyo.
 """
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import logging
 import os
 import sys
 import time
-import traceback
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -23,11 +23,12 @@ import psycopg2
 from yoyo import exceptions as yoyo_exceptions
 from yoyo import get_backend, read_migrations
 from yoyo.migrations import Migration as YoyoMigration
-from yoyo.migrations import MigrationList, MigrationStep, StepGroup, Transactionless, TransactionWrapper
+from yoyo.migrations import MigrationList
 
 from .. import interrupts, sqltext, urls
 from ..errors import ConfigError, MigrationError, ServerError
 from ..servers.private import reachable_only_here
+from . import yoyo_files
 from .base import Applied, AppliedInfo, Migration, Migrator, Progress, slug
 from .yoyo_timing import TIMING_TABLE, ensure_timing_table, record_timing
 
@@ -65,12 +66,13 @@ class YoyoMigrator(Migrator):
         except yoyo_exceptions.BadMigration as exc:
             raise MigrationError(f"Cannot read migrations in {self.folder}: {exc}") from None
         for migration in found:
-            _load(migration)
-        self._loaded = {m.id: m for m in found}
-        return found
+            yoyo_files.load(migration, found)
+        ordered = yoyo_files.in_yoyo_order(found, self.folder)
+        self._loaded = {m.id: m for m in ordered}
+        return ordered
 
     def chain(self) -> list[Migration]:
-        return [Migration(m.id, Path(m.path), _has_rollback(m)) for m in self._read()]
+        return [Migration(m.id, Path(m.path), yoyo_files.has_rollback(m)) for m in self._read()]
 
     def _yoyo(self, migrations: Iterable[Migration]) -> list[YoyoMigration]:
         if not self._loaded or any(m.id not in self._loaded for m in migrations):
@@ -78,7 +80,7 @@ class YoyoMigrator(Migrator):
         return [self._loaded[m.id] for m in migrations]
 
     def show(self, migration: Migration, direction: str) -> list[str]:
-        ordered = _steps(self._yoyo([migration])[0])
+        ordered = yoyo_files.steps(self._yoyo([migration])[0])
         if direction == "rollback":
             ordered = list(reversed(ordered))
         lines = []
@@ -182,62 +184,13 @@ class YoyoMigrator(Migrator):
 # -- yoyo's objects ------------------------------------------------------------------------
 
 
-def _load(migration: YoyoMigration) -> None:
-    try:
-        migration.load()
-    except yoyo_exceptions.BadMigration as exc:
-        cause = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], BaseException) else exc.__context__
-        raise MigrationError(_describe_load_failure(migration, cause or exc)) from None
-
-
-def _describe_load_failure(migration: YoyoMigration, cause: BaseException) -> str:
-    path = Path(migration.path)
-    line = None
-    if isinstance(cause, SyntaxError) and cause.lineno:
-        line = cause.lineno
-    else:
-        for frame in traceback.extract_tb(cause.__traceback__):
-            if Path(frame.filename) == path:
-                line = frame.lineno
-    where = f"{path}:{line}" if line else str(path)
-    detail = cause.msg if isinstance(cause, SyntaxError) else str(cause)
-    return f"Migration file {where} does not import: {type(cause).__name__}: {detail}. Fix the file; nothing was applied."
-
-
-def _steps(migration: YoyoMigration) -> list[MigrationStep]:
-    """The migration's steps in apply order, unwrapped from yoyo's transaction wrappers and groups."""
-    _load(migration)
-
-    def walk(items: Iterable[object]) -> Iterator[MigrationStep]:
-        for item in items:
-            if isinstance(item, (TransactionWrapper, Transactionless)):
-                yield from walk([item.step])
-            elif isinstance(item, StepGroup):
-                yield from walk(item.steps)
-            elif isinstance(item, MigrationStep):
-                yield item
-
-    return list(walk(migration.steps or []))
-
-
-def _has_rollback(migration: YoyoMigration) -> bool:
-    """False when any step lacks a rollback: yoyo would silently 'roll it back' as a no-op."""
-    found = _steps(migration)
-    with_rollback = [step._rollback not in (None, "") for step in found]
-    if migration.is_raw_sql():
-        # yoyo pairs a .rollback.sql file's statements with the apply statements
-        # one by one, so unpaired steps are normal: what matters is the file.
-        return any(with_rollback)
-    return bool(found) and all(with_rollback)
-
-
 def _describe(migration: YoyoMigration, exc: psycopg2.Error, direction: str, url: str) -> str:
     statement = sqltext.failing_statement(exc)
     canceled = isinstance(exc, psycopg2.errors.QueryCanceled)  # an interrupt or the timeout: never replay it
     if not statement and migration.use_transactions and not canceled:
         # No position in the error: replay inside a rolled-back transaction to find it. Never for
         # non-transactional migrations, whose statements would stay applied.
-        ordered = _steps(migration) if direction == "apply" else list(reversed(_steps(migration)))
+        ordered = yoyo_files.steps(migration) if direction == "apply" else list(reversed(yoyo_files.steps(migration)))
         bodies = [s._apply if direction == "apply" else s._rollback for s in ordered]
         try:
             conn = psycopg2.connect(urls.normalize(url))
