@@ -188,6 +188,12 @@ def rollback(
         if not todo:
             _echo("Nothing to roll back.")
             return 0
+        declared = {d["migration"]: d["reason"] for d in cfg.irreversible}
+        if (stop := next((m for m in todo if m.id in declared), None)) is not None:
+            raise ConfigError(
+                f"{stop.id} is declared irreversible ({declared[stop.id]}), so rolling back past it is refused: "
+                f"{len(todo)} migration(s) were asked for, and nothing was rolled back. Roll back to {stop.id} "
+                "or later, or remove the declaration if its rollback really works.")
         if dry_run:
             return _dry_run("roll back", cfg, migrator, todo, "rollback")
         _confirm_production(cfg, yes, f"Rolling back {len(todo)} migration(s)")
@@ -273,12 +279,15 @@ def roundtrip(
             templates = Templates(admin, st, facts, migrator)
             try:
                 templates.drop_stale()  # what a killed run (pytest's or ours) left
-                report = rt.run(templates, migrator, st.accepted)
+                report = rt.run(templates, migrator, st.accepted, irreversible=st.irreversible)
             finally:
                 templates.close()
         finally:
             server.stop()
         _echo(report.to_json() if format == "json" else report.render())
+        from . import github
+
+        github.publish(github.from_report(report, migrator.chain(), st), report.ok, _echo)
         return 0 if report.ok else 1
 
     if format not in ("text", "json"):

@@ -8,20 +8,18 @@ default. ``Settings.sources`` says, for each value, which one it came from;
 """
 from __future__ import annotations
 
-import configparser
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from . import urls
+from .declarations import read_accepted, read_irreversible
 from .errors import ConfigError
 from .inifile import YoyoIni, open_ini
 
 DEFAULT_IMAGE = "pgvector/pgvector:pg17"
 BACKENDS = ("auto", "embedded", "docker", "url")
-ACCEPTED_SECTION = "overlord_db:accepted"
 
 
 @dataclass(frozen=True)
@@ -36,6 +34,7 @@ class Settings:
     datadir: Path | None = None
     ini_path: Path | None = None
     accepted: tuple[dict[str, str], ...] = field(default=())
+    irreversible: tuple[dict[str, str], ...] = field(default=())  # migrations irreversible on purpose
     migrator: str = "auto"  # auto, yoyo, sqlfolders, or module:Class
     # The CLI's and ensure_migrations()' view: which application database, which yoyo.ini section.
     env: str | None = None
@@ -84,48 +83,6 @@ def seed_files(seeds_dir: Path, env: str) -> list[Path]:
         listing = ", ".join(known) if known else f"none (no seeds/<ENV>/*.sql under {seeds_dir})"
         raise ConfigError(f"Unknown seed environment {env!r}: {folder} has no .sql files. Environments that exist: {listing}.")
     return files
-
-
-def read_accepted(root: Path, ini_path: Path | None = None) -> tuple[dict[str, str], ...]:
-    """Accepted round-trip exceptions: ``[[tool.overlord_db.accepted]]`` in pyproject.toml and/or a
-    ``[overlord_db:accepted]`` section of yoyo.ini, one ``<migration> <object> = <reason>`` per line."""
-    entries: list[dict[str, str]] = []
-    if ini_path is not None:
-        parser = configparser.ConfigParser(interpolation=None, default_section="\0no-defaults")
-        parser.optionxform = str  # type: ignore[assignment,method-assign]  # keep object names' case
-        parser.read(ini_path, encoding="utf-8")
-        if parser.has_section(ACCEPTED_SECTION):
-            for key, reason in parser.items(ACCEPTED_SECTION):
-                migration, _, obj = key.strip().partition(" ")
-                if not obj.strip() or not reason.strip():
-                    raise ConfigError(
-                        f"{ini_path}: [{ACCEPTED_SECTION}] lines read `<migration> <object> = <reason>`; {key!r} is not one."
-                    )
-                entries.append({"migration": migration, "object": obj.strip(), "reason": reason.strip()})
-    return tuple(entries) + _read_accepted_pyproject(root)
-
-
-def _read_accepted_pyproject(root: Path) -> tuple[dict[str, str], ...]:
-    pyproject = root / "pyproject.toml"
-    if not pyproject.is_file():
-        return ()
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # Python 3.10
-        import tomli as tomllib
-    try:
-        data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
-    except Exception as exc:
-        raise ConfigError(f"{pyproject}: cannot parse it: {exc}") from None
-    entries = data.get("tool", {}).get("overlord_db", {}).get("accepted", [])
-    for entry in entries:
-        missing = {"migration", "object", "reason"} - set(entry)
-        if missing:
-            raise ConfigError(
-                f"{pyproject}: every [[tool.overlord_db.accepted]] entry needs migration, object and "
-                f"reason; {entry!r} lacks {', '.join(sorted(missing))}."
-            )
-    return tuple(entries)
 
 
 class _Resolver:
@@ -220,6 +177,7 @@ def resolve(
         datadir=Path(datadir) if datadir else None,
         ini_path=ini.path if ini else None,
         accepted=read_accepted(root, ini.path if ini else None),
+        irreversible=read_irreversible(root, ini.path if ini else None),
         migrator=r.pick("migrator", "OVERLORD_MIGRATOR", "migrator", default="auto"),
         env=env,
         database_url=database_url,

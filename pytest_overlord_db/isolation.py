@@ -156,7 +156,8 @@ class Isolation:
 
             runtime, _ = self.ensure_runtime()
             assert runtime.templates is not None
-            self._roundtrip = roundtrip.run(runtime.templates, runtime.migrator, self.settings.accepted)
+            self._roundtrip = roundtrip.run(runtime.templates, runtime.migrator, self.settings.accepted,
+                                            irreversible=self.settings.irreversible)
         return self._roundtrip
 
     def drop_connections(self) -> None:

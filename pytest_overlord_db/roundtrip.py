@@ -8,6 +8,14 @@ failure the walk carries on from a clean database brought to that level, so
 one bad migration never hides the verdicts of the others. Finally everything
 is rolled back to empty and applied again.
 
+A migration the project declares irreversible on purpose is applied and never
+required to roll back: its verdict is ``declared_irreversible``, which passes.
+When it has a rollback anyway, that rollback is tried on the throwaway
+database, and if it restores everything exactly the declaration is reported
+as stale. Later migrations are still checked one by one on top of it; the
+full cycle rolls back only down to it (pytest-alembic's
+``minimum_downgrade_revision``, declared per migration).
+
 Migration tools commit each migration themselves (yoyo does), so none of
 this can hide in a transaction: it all happens in databases this module
 creates and drops. Everything goes through the Migrator interface.
@@ -17,7 +25,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import psycopg2
 
@@ -26,7 +34,9 @@ from .errors import MigrationError
 from .migrators import Migration, Migrator
 from .template import Templates
 
-STATUSES = ("ok", "irreversible", "rollback_failed", "reapply_failed", "apply_failed", "no_rollback")
+DECLARED = "declared_irreversible"
+STATUSES = ("ok", "irreversible", "rollback_failed", "reapply_failed", "apply_failed", "no_rollback", DECLARED)
+PASSING = ("ok", DECLARED)
 FULL_CYCLE = "(all migrations)"
 
 
@@ -41,7 +51,7 @@ class Verdict:
 
     @property
     def ok(self) -> bool:
-        return self.status == "ok"
+        return self.status in PASSING
 
 
 @dataclass
@@ -71,7 +81,7 @@ class Report:
         width = max([len(v.id) for v in self.migrations] + [len(FULL_CYCLE)])
         lines = [f"Round trip of {len(self.migrations)} migration(s): apply -> rollback -> apply, schema and data compared"]
         for verdict in self.migrations + ([self.full_cycle] if self.full_cycle else []):
-            lines.append(f"  {verdict.status:15} {verdict.id:{width}}  {verdict.seconds:6.2f}s")
+            lines.append(f"  {verdict.status:21} {verdict.id:{width}}  {verdict.seconds:6.2f}s")
             for item in verdict.accepted:
                 lines.append(f"      accepted: {item['object']} ({item['reason']})")
             if verdict.error:
@@ -79,10 +89,8 @@ class Report:
             if verdict.diff:
                 lines.extend("      " + line for line in verdict.diff.splitlines())
         for stale in self.stale_exceptions:
-            lines.append(
-                f"  stale exception: {stale['migration']} / {stale['object']} matches nothing any more; "
-                "remove it from [tool.overlord_db] (or fix its name)"
-            )
+            lines.append(f"  stale exception: {stale['migration']} / {stale['object']}: {stale['why']}; "
+                         "remove it from [tool.overlord_db] (or fix its name)")
         counts: dict[str, int] = {}
         for verdict in self.migrations:
             counts[verdict.status] = counts.get(verdict.status, 0) + 1
@@ -141,10 +149,15 @@ def run(
     migrator: Migrator,
     accepted: list[dict[str, str]] | tuple[dict[str, str], ...] = (),
     on_verdict: Callable[[Verdict], None] | None = None,
+    irreversible: Sequence[dict[str, str]] = (),
 ) -> Report:
+    """The verdict of every migration; ``accepted`` and ``irreversible`` are the project's declarations."""
     started = time.perf_counter()
     chain = migrator.chain()
     accepted = list(accepted)
+    declared = {d["migration"]: d["reason"] for d in irreversible}
+    exact: list[str] = []  # declared irreversible, yet their rollback restores everything
+    floor: tuple[int, schema.Snapshot, str] | None = None  # the full cycle stops above the last declared one
     used: set[int] = set()
     verdicts: list[Verdict] = []
     walker = _Walker(templates, migrator)
@@ -157,7 +170,12 @@ def run(
             t0 = time.perf_counter()
             verdict = Verdict(migration.id)
             entries = [a for a in accepted if a["migration"] == migration.id]
-            clean = _check(walker, migration, before, verdict, entries, used)
+            if migration.id in declared:
+                clean, rolls_back = _check_declared(walker, migration, before, verdict, declared[migration.id])
+                if rolls_back:
+                    exact.append(migration.id)
+            else:
+                clean = _check(walker, migration, before, verdict, entries, used)
             if verdict.status != "apply_failed":
                 applied.append(migration)
             if not clean:
@@ -171,11 +189,18 @@ def run(
                     verdict.error = (verdict.error or "") + (
                         f" It cannot be applied to a clean database any more ({exc}); later migrations are checked without it.")
             before = walker.snapshot()
+            if verdict.status == DECLARED:
+                floor = (len(applied), before, migration.id)
             verdict.seconds = time.perf_counter() - t0
             verdicts.append(verdict)
             if on_verdict:
                 on_verdict(verdict)
-        full = _full_cycle(walker, applied, empty, before, accepted, used) if applied else None
+        if floor is None:
+            full = _full_cycle(walker, applied, empty, before, accepted, used) if applied else None
+        else:
+            level, bottom, last = floor
+            full = _full_cycle(walker, applied[level:], bottom, before, accepted, used)
+            full.accepted.insert(0, {"object": f"rolled back only down to {last}", "reason": declared[last]})
     finally:
         walker.close()
     known = {m.id for m in chain}
@@ -183,6 +208,10 @@ def run(
         {"migration": a["migration"], "object": a["object"], "reason": a["reason"],
          "why": "no such migration" if a["migration"] not in known else "nothing it names was left behind"}
         for a in accepted if id(a) not in used
+    ] + [
+        {"migration": m, "object": "(declared irreversible)", "reason": declared[m],
+         "why": "no such migration" if m not in known else "its rollback restores everything exactly"}
+        for m in declared if m not in known or m in exact
     ]
     return Report(verdicts, full, stale, time.perf_counter() - started)
 
@@ -198,7 +227,8 @@ def _check(walker: _Walker, migration: Migration, before: schema.Snapshot, verdi
     if not migration.reversible:
         verdict.status = "no_rollback"
         verdict.error = (f"A step of this migration has no rollback; {walker.migrator.name} would 'roll it back' as a "
-                         "silent no-op. Give every step a rollback, or declare it irreversible on purpose.")
+                         "silent no-op. Give every step a rollback, or declare it irreversible on purpose "
+                         "([[tool.overlord_db.irreversible]] in pyproject.toml: migration and reason).")
         return True
     after = walker.snapshot()
     try:
@@ -226,7 +256,27 @@ def _check(walker: _Walker, migration: Migration, before: schema.Snapshot, verdi
     return verdict.status == "ok"
 
 
-def _full_cycle(walker: _Walker, applied: list[Migration], empty: schema.Snapshot, top: schema.Snapshot,
+def _check_declared(walker: _Walker, migration: Migration, before: schema.Snapshot, verdict: Verdict,
+                    reason: str) -> tuple[bool, bool]:
+    """Apply a migration declared irreversible; try its rollback, if it has one, to see whether the declaration is
+    stale. Returns (the walker's database is cleanly at the new level, the rollback restored everything)."""
+    try:
+        walker.migrator.apply(walker.url, [migration], lock=False, quiet=True)
+    except MigrationError as exc:
+        verdict.status, verdict.error = "apply_failed", str(exc)
+        return False, False
+    verdict.status = DECLARED
+    verdict.accepted.append({"object": "the whole migration is irreversible", "reason": reason})
+    if not migration.reversible:
+        return True, False
+    try:
+        walker.migrator.rollback(walker.url, [migration], lock=False, quiet=True)
+    except MigrationError:
+        return False, False
+    return False, not schema.compare(before, walker.snapshot())  # either way, rebuilt at the new level
+
+
+def _full_cycle(walker: _Walker, applied: list[Migration], bottom: schema.Snapshot, top: schema.Snapshot,
                 accepted: list[dict[str, str]], used: set[int]) -> Verdict:
     t0 = time.perf_counter()
     verdict = Verdict(FULL_CYCLE)
@@ -235,13 +285,15 @@ def _full_cycle(walker: _Walker, applied: list[Migration], empty: schema.Snapsho
     except MigrationError as exc:
         verdict.status, verdict.error = "rollback_failed", str(exc)
     else:
-        diff = _accept(schema.compare(empty, walker.snapshot()), accepted, used, verdict)
+        diff = _accept(schema.compare(bottom, walker.snapshot()), accepted, used, verdict)
         if diff:
-            verdict.status, verdict.diff = "irreversible", diff.render("empty database", "after rolling everything back")
+            verdict.status, verdict.diff = "irreversible", diff.render("bottom of the walk", "after rolling everything back")
         try:
             walker.migrator.apply(walker.url, applied, lock=False, quiet=True)
         except MigrationError as exc:
-            verdict.status, verdict.error = "reapply_failed", str(exc)
+            # What the rollback left behind is the cause: keep "irreversible" when it said so, as _check does.
+            verdict.status = "reapply_failed" if verdict.ok else verdict.status
+            verdict.error = f"Re-applying after the rollback failed: {exc}"
         else:
             diff2 = schema.compare(top, walker.snapshot(), counts_only=True).without(a["object"] for a in accepted)
             if diff2 and verdict.ok:

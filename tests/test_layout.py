@@ -8,11 +8,11 @@ PACKAGE = Path(__file__).resolve().parent.parent / "pytest_overlord_db"
 
 # settings -> server -> migrator -> template -> runtime -> per-test connections -> pytest and the CLI.
 LAYERS = [
-    {"errors", "urls", "polling", "sqltext", "inifile", "config", "interrupts", "watch"},
+    {"errors", "urls", "polling", "sqltext", "inifile", "declarations", "config", "interrupts", "watch"},
     {"servers"},
     {"migrators"},
     {"seeds", "template", "schema"},
-    {"roundtrip", "runtime"},
+    {"roundtrip", "github", "runtime"},
     {"connections", "isolation"},
     {"plugin", "cli", "api"},
 ]

@@ -26,7 +26,6 @@ from .hooks import (
     pytest_configure,
     pytest_configure_node,
     pytest_report_header,
-    pytest_terminal_summary,
     pytest_unconfigure,
 )
 from .items import RoundtripItem
@@ -36,5 +35,5 @@ __all__ = [
     "overlord_db", "overlord_db_sync", "overlord_fresh_db", "overlord_server", "_overlord_db_function_loop",
     "_overlord_db_class_loop", "_overlord_db_module_loop", "_overlord_db_package_loop", "_overlord_db_session_loop",
     "pytest_addoption", "pytest_collection_modifyitems", "pytest_configure", "pytest_configure_node",
-    "pytest_report_header", "pytest_terminal_summary", "pytest_unconfigure",
+    "pytest_report_header", "pytest_unconfigure",
 ]

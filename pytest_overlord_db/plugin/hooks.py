@@ -1,4 +1,4 @@
-"""pytest hooks: options, configuration, header, xdist hand-over, round-trip collection and summary.
+"""pytest hooks: options, configuration, header, xdist hand-over, round-trip collection and summary (GitHub too).
 
 No I/O beyond reading the project's own files happens in ``pytest_configure``:
 the backend (which may ping Docker) is chosen on first need, once, in the
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from .. import config as config_mod
-from .. import interrupts
+from .. import github, interrupts
 from ..errors import ConfigError, OverlordError
 from . import items as roundtrip_items
 from . import options, state
@@ -43,7 +43,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[state.STATE] = plugin
     interrupts.install()  # Ctrl-C and SIGTERM cancel a statement the server is running
     if config.getoption("overlord_roundtrip"):
-        config.pluginmanager.register(AcceptedSummary(plugin), "overlord-db-accepted")
+        config.pluginmanager.register(RoundtripSummary(plugin), "overlord-db-roundtrip-summary")
 
 
 def _to_terminal(config: pytest.Config, line: str) -> None:
@@ -103,24 +103,37 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         roundtrip_items.add_items(session, config, items)
 
 
-class AcceptedSummary:
-    """Collects the accepted round-trip exceptions from every report, worker ones included (a plugin object
-    registered per run: ``pytest_runtest_logreport`` gets no config to find the stash by)."""
+class RoundtripSummary:
+    """Collects the round-trip verdicts and accepted exceptions from every report, worker ones included (a
+    plugin object registered per run: ``pytest_runtest_logreport`` gets no config to find the stash by)."""
 
     def __init__(self, plugin: state.PluginState) -> None:
         self.plugin = plugin
+        self.rows: list[github.Row] = []
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.when == "call":
-            for key, value in report.user_properties:
-                if key == "accepted":
-                    self.plugin.accepted_seen.append((report.nodeid, str(value)))
+        if report.when != "call":
+            return
+        found = dict(report.user_properties)
+        for key, value in report.user_properties:
+            if key == "accepted":
+                self.plugin.accepted_seen.append((report.nodeid, str(value)))
+        if "overlord_roundtrip_status" in found:
+            self.rows.append(github.Row(
+                report.nodeid.split("[", 1)[-1].rstrip("]"), str(found["overlord_roundtrip_status"]),
+                str(found["overlord_roundtrip_file"]), float(str(found.get("overlord_roundtrip_seconds", 0))),
+                _without_worker_line(report.longreprtext) if report.failed else ""))
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        """Accepted round-trip exceptions are shown, never silently hidden; on GitHub, annotations and summary."""
+        if self.plugin.accepted_seen:
+            terminalreporter.section("overlord-db round trip: accepted exceptions")
+            for nodeid, text in self.plugin.accepted_seen:
+                terminalreporter.write_line(f"{nodeid.split('[', 1)[-1].rstrip(']')}: {text}")
+        github.publish(self.rows, all(row.ok for row in self.rows), terminalreporter.write_line)
 
 
-def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    """Accepted round-trip exceptions are shown, never silently hidden."""
-    plugin = config.stash.get(state.STATE, None)
-    if plugin is not None and plugin.accepted_seen:
-        terminalreporter.section("overlord-db round trip: accepted exceptions")
-        for nodeid, text in plugin.accepted_seen:
-            terminalreporter.write_line(f"{nodeid.split('[', 1)[-1].rstrip(']')}: {text}")
+def _without_worker_line(text: str) -> str:
+    # xdist heads a worker's failure with "[gw0] linux -- Python 3.x ..."; an annotation has no use for it.
+    lines = text.splitlines()
+    return "\n".join(lines[1:] if lines and lines[0].startswith("[gw") else lines)

@@ -5,6 +5,7 @@ from typing import Any
 
 import pytest
 
+from .. import github
 from ..errors import OverlordError
 from . import state
 
@@ -24,7 +25,10 @@ class RoundtripItem(pytest.Item):
 
     def runtest(self) -> None:
         report = state.get(self.config).stack().roundtrip_report()
+        # In JUnit XML (as <property> elements) and, through the reports, in the controller's GitHub output.
+        self.user_properties.append(("overlord_roundtrip_file", self.path_hint))
         if self.verdict_id == "stale":
+            self.user_properties.append(("overlord_roundtrip_status", "stale" if report.stale_exceptions else "ok"))
             if report.stale_exceptions:
                 raise RoundtripFailure("\n".join(
                     f"{s['migration']} / {s['object']}: {s['why']}; remove it from [tool.overlord_db] or fix it"
@@ -32,6 +36,8 @@ class RoundtripItem(pytest.Item):
             return
         verdicts = report.migrations + ([report.full_cycle] if report.full_cycle else [])
         verdict = next(v for v in verdicts if v.id == self.verdict_id)
+        self.user_properties += [("overlord_roundtrip_status", verdict.status),
+                                 ("overlord_roundtrip_seconds", f"{verdict.seconds:.3f}")]
         for item in verdict.accepted:
             self.user_properties.append(("accepted", f"{item['object']} — {item['reason']}"))
         if not verdict.ok:
@@ -67,6 +73,6 @@ def add_items(session: pytest.Session, config: pytest.Config, items: list[pytest
     if chain:
         items.append(RoundtripItem.from_parent(session, name="roundtrip[all-down-and-up]", verdict_id=FULL_CYCLE,
                                                path_hint=str(plugin.settings.migrations_dir)))
-    if plugin.settings.accepted:
+    if plugin.settings.accepted or plugin.settings.irreversible:
         items.append(RoundtripItem.from_parent(session, name="roundtrip[accepted-exceptions]", verdict_id="stale",
-                                               path_hint=str(plugin.settings.root / "pyproject.toml")))
+                                               path_hint=str(github.declarations_file(plugin.settings))))
