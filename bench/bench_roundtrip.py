@@ -15,6 +15,7 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import psycopg2
@@ -38,8 +39,10 @@ def main() -> None:
     settings = resolve(REPO)
     migrator = for_folder(settings.migrations_dir)
     base = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
-    scratch = Path(tempfile.mkdtemp(prefix="ovl-bench-rt-", dir=base))
-    server = EmbeddedServer(scratch / "data")
+    # The server's own folder, made by the plugin: under root the server runs as its own user, which
+    # could not pass through a 0700 folder of ours (mkdtemp's) to reach it.
+    scratch = base / f"ovl-bench-rt-{uuid.uuid4().hex[:8]}"
+    server = EmbeddedServer(scratch)
     admin = server.start()
     try:
         templates = Templates(admin, settings, inspect_server(admin, set()), migrator)

@@ -9,6 +9,7 @@ migration took, which yoyo does not. With ``yoyo_files`` (reading) and
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import os
@@ -21,9 +22,11 @@ from typing import Any, Iterable, Iterator, Sequence
 import psutil
 import psycopg2
 from yoyo import exceptions as yoyo_exceptions
-from yoyo import get_backend, read_migrations
+from yoyo import read_migrations
+from yoyo.backends.base import get_backend_class
+from yoyo.connections import BadConnectionURI, parse_uri
 from yoyo.migrations import Migration as YoyoMigration
-from yoyo.migrations import MigrationList
+from yoyo.migrations import MigrationList, default_migration_table
 
 from .. import interrupts, sqltext, urls
 from ..errors import ConfigError, MigrationError, ServerError
@@ -155,6 +158,7 @@ class YoyoMigrator(Migrator):
         done: list[Applied] = []
         try:
             with (_yoyo_lock(be, url) if lock else contextlib.nullcontext()), _rows_output(quiet):
+                _schema_checked(be)
                 todo = be.to_apply(chosen) if direction == "apply" else be.to_rollback(chosen)
                 conn = be.connection
                 interrupts.register(conn)
@@ -206,15 +210,38 @@ def _describe(migration: YoyoMigration, exc: psycopg2.Error, direction: str, url
                                     statement, rolled_back=bool(migration.use_transactions))
 
 
+@functools.lru_cache(maxsize=None)
+def _backend_class(scheme: str) -> Any:
+    # yoyo looks its backend class up among all installed entry points on every get_backend: ~12 ms each,
+    # three times per migration in a round trip. The answer does not change within a process.
+    return get_backend_class(scheme)
+
+
 def _backend(url: str) -> Any:
-    """A yoyo backend for ``url`` (the scheme normalised: yoyo rejects +psycopg2)."""
+    """A yoyo backend for ``url`` (the scheme normalised: yoyo rejects +psycopg2), as yoyo's get_backend
+    makes it, with the class looked up once."""
     try:
-        return get_backend(urls.normalize(url))
-    except ValueError as exc:
+        parsed = parse_uri(urls.normalize(url))
+        scheme = parsed.scheme.lower()
+        try:
+            backend_class = _backend_class(scheme)
+        except KeyError:
+            raise ConfigError(f"Unrecognised database connection scheme {scheme!r} in {urls.mask(url)}.") from None
+        be = backend_class(parsed, default_migration_table)
+        be.init_database()
+    except (ValueError, BadConnectionURI) as exc:
         raise ConfigError(str(exc)) from None
     except psycopg2.Error as exc:
         message = urls.mask_text(str(exc).strip(), url)
         raise ServerError(f"Cannot connect to PostgreSQL at {urls.mask(url)}: {message}") from None
+    return be
+
+
+def _schema_checked(be: Any) -> None:
+    """Bring yoyo's own tables up to date once per backend. yoyo caches "done" only when it had to
+    upgrade, so otherwise it lists the database's tables again before every migration it marks."""
+    be.ensure_internal_schema_updated()
+    be._internal_schema_updated = True
 
 
 def _cancellable_copies(be: Any) -> list[Any]:
@@ -226,6 +253,7 @@ def _cancellable_copies(be: Any) -> list[Any]:
 
     def copy() -> Any:
         other = make_copy()
+        other._internal_schema_updated = True  # the original just checked the same database
         interrupts.register(other.connection)
         made.append(other.connection)
         return other
