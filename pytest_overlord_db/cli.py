@@ -15,6 +15,7 @@ import typer
 from . import config as config_mod
 from . import interrupts, urls
 from .config import Settings
+from .declarations import refuse_crossing
 from .errors import ConfigError, OverlordError
 from .migrators import Applied, Migration, Migrator, for_folder, position
 from .watch import watched
@@ -188,12 +189,7 @@ def rollback(
         if not todo:
             _echo("Nothing to roll back.")
             return 0
-        declared = {d["migration"]: d["reason"] for d in cfg.irreversible}
-        if (stop := next((m for m in todo if m.id in declared), None)) is not None:
-            raise ConfigError(
-                f"{stop.id} is declared irreversible ({declared[stop.id]}), so rolling back past it is refused: "
-                f"{len(todo)} migration(s) were asked for, and nothing was rolled back. Roll back to {stop.id} "
-                "or later, or remove the declaration if its rollback really works.")
+        refuse_crossing([m.id for m in todo], cfg.irreversible)
         if dry_run:
             return _dry_run("roll back", cfg, migrator, todo, "rollback")
         _confirm_production(cfg, yes, f"Rolling back {len(todo)} migration(s)")
@@ -261,6 +257,8 @@ def roundtrip(
         "Server to create throwaway databases on (needs CREATEDB; env OVERLORD_DB_URL). "
         "Default: our own embedded server."))] = None,
     format: FormatOpt = "text",
+    data_rows: Annotated[Optional[int], typer.Option("--data-rows", help="Rows made per table before each migration (default 3).")] = None,
+    data_seed: Annotated[Optional[int], typer.Option("--data-seed", help="Seed of the generated rows (default 0).")] = None,
 ) -> None:
     """Prove every rollback: apply -> rollback -> apply each migration, snapshots compared."""
 
@@ -270,7 +268,8 @@ def roundtrip(
         from .template import Templates
 
         url = database_url or os.environ.get("OVERLORD_DB_URL")
-        st = config_mod.resolve(migrations_dir=migrations, db_url=url, backend="url" if url else "embedded")
+        st = config_mod.resolve(migrations_dir=migrations, db_url=url, backend="url" if url else "embedded",
+                                data_rows=data_rows, data_seed=data_seed)
         migrator = for_folder(st.migrations_dir, st.migrator)
         server = make_server(st, st.backend)
         admin = server.start()
@@ -279,7 +278,8 @@ def roundtrip(
             templates = Templates(admin, st, facts, migrator)
             try:
                 templates.drop_stale()  # what a killed run (pytest's or ours) left
-                report = rt.run(templates, migrator, st.accepted, irreversible=st.irreversible)
+                report = rt.run(templates, migrator, st.accepted, irreversible=st.irreversible, rows=st.data_rows,
+                                data_seed=st.data_seed)
             finally:
                 templates.close()
         finally:

@@ -41,6 +41,8 @@ class Settings:
     database_url: str | None = None
     batch_mode: bool = False
     migration_timeout: float | None = None  # seconds one migration may run before it is cancelled
+    data_rows: int = 3  # rows the round trip generates in every table before each migration (0: none)
+    data_seed: int = 0  # the same seed draws the same rows
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def seed_files(self) -> list[Path]:
@@ -166,6 +168,15 @@ def resolve(
     except ValueError:
         raise ConfigError(f"The migration timeout must be a number of seconds, not {timeout!r} "
                           f"(from {r.sources['migration_timeout']}).") from None
+    numbers = {}
+    for name, env_var, default in (("data_rows", "OVERLORD_DATA_ROWS", 3), ("data_seed", "OVERLORD_DATA_SEED", 0)):
+        raw = r.pick(name, env_var, name, default=default)
+        try:
+            numbers[name] = int(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name.replace('_', '-')} must be a whole number, not {raw!r} (from {r.sources[name]}).") from None
+        if numbers[name] < 0:
+            raise ConfigError(f"{name.replace('_', '-')} must not be negative (from {r.sources[name]}).")
     settings = Settings(
         root=root,
         migrations_dir=migrations_dir.resolve(),
@@ -183,6 +194,8 @@ def resolve(
         database_url=database_url,
         batch_mode=str(batch).strip().lower() in {"on", "true", "yes", "1"},
         migration_timeout=migration_timeout,
+        data_rows=numbers["data_rows"],
+        data_seed=numbers["data_seed"],
         sources=dict(r.sources),
     )
     settings.seed_files()  # an unknown --seed fails here, before any server starts

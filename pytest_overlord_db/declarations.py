@@ -81,3 +81,14 @@ def _pyproject_entries(root: Path, table: str, keys: tuple[str, ...]) -> tuple[d
                 f"{keys[-1]}; {entry!r} lacks {', '.join(sorted(missing))}."
             )
     return tuple({k: str(entry[k]) for k in keys} for entry in entries)
+
+
+def refuse_crossing(rolled_back: list[str], irreversible: tuple[dict[str, str], ...]) -> None:
+    """A rollback of the migrations ``rolled_back`` (ids, newest first) must stop at one declared irreversible."""
+    declared = {d["migration"]: d["reason"] for d in irreversible}
+    stop = next((m for m in rolled_back if m in declared), None)
+    if stop is not None:
+        raise ConfigError(
+            f"{stop} is declared irreversible ({declared[stop]}), so rolling back past it is refused: "
+            f"{len(rolled_back)} migration(s) were asked for, and nothing was rolled back. Roll back to {stop} "
+            "or later, or remove the declaration if its rollback really works.")

@@ -15,9 +15,8 @@ from typing import Callable, Mapping, Sequence
 
 from .config import Settings
 from .migrators import Migration
-from .roundtrip import Report
+from .verdicts import PASSING, Report
 
-PASSING = ("ok", "declared_irreversible")
 _LINE = re.compile(r"\(line (\d+) of (/[^)]+)\)")  # sqltext's "Failing statement (line N of PATH)"
 
 

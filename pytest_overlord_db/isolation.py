@@ -157,7 +157,8 @@ class Isolation:
             runtime, _ = self.ensure_runtime()
             assert runtime.templates is not None
             self._roundtrip = roundtrip.run(runtime.templates, runtime.migrator, self.settings.accepted,
-                                            irreversible=self.settings.irreversible)
+                                            irreversible=self.settings.irreversible, rows=self.settings.data_rows,
+                                            data_seed=self.settings.data_seed)
         return self._roundtrip
 
     def drop_connections(self) -> None:

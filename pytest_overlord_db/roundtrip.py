@@ -22,82 +22,18 @@ creates and drops. Everything goes through the Migrator interface.
 """
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
 import psycopg2
 
-from . import schema
+from . import datagen, schema
 from .errors import MigrationError
 from .migrators import Migration, Migrator
 from .template import Templates
+from .verdicts import DECLARED, FULL_CYCLE, PASSING, STATUSES, Report, Verdict
 
-DECLARED = "declared_irreversible"
-STATUSES = ("ok", "irreversible", "rollback_failed", "reapply_failed", "apply_failed", "no_rollback", DECLARED)
-PASSING = ("ok", DECLARED)
-FULL_CYCLE = "(all migrations)"
-
-
-@dataclass
-class Verdict:
-    id: str
-    status: str = "ok"
-    diff: str = ""
-    error: str | None = None
-    accepted: list[dict[str, str]] = field(default_factory=list)
-    seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.status in PASSING
-
-
-@dataclass
-class Report:
-    migrations: list[Verdict]
-    full_cycle: Verdict | None
-    stale_exceptions: list[dict[str, str]]
-    seconds: float
-
-    @property
-    def ok(self) -> bool:
-        return all(v.ok for v in self.migrations) and (self.full_cycle is None or self.full_cycle.ok) and not self.stale_exceptions
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "migrations": [asdict(v) for v in self.migrations],
-                "full_cycle": asdict(self.full_cycle) if self.full_cycle else None,
-                "stale_exceptions": self.stale_exceptions,
-                "ok": self.ok,
-                "seconds": round(self.seconds, 3),
-            },
-            indent=2,
-        )
-
-    def render(self) -> str:
-        width = max([len(v.id) for v in self.migrations] + [len(FULL_CYCLE)])
-        lines = [f"Round trip of {len(self.migrations)} migration(s): apply -> rollback -> apply, schema and data compared"]
-        for verdict in self.migrations + ([self.full_cycle] if self.full_cycle else []):
-            lines.append(f"  {verdict.status:21} {verdict.id:{width}}  {verdict.seconds:6.2f}s")
-            for item in verdict.accepted:
-                lines.append(f"      accepted: {item['object']} ({item['reason']})")
-            if verdict.error:
-                lines.append("      " + verdict.error)
-            if verdict.diff:
-                lines.extend("      " + line for line in verdict.diff.splitlines())
-        for stale in self.stale_exceptions:
-            lines.append(f"  stale exception: {stale['migration']} / {stale['object']}: {stale['why']}; "
-                         "remove it from [tool.overlord_db] (or fix its name)")
-        counts: dict[str, int] = {}
-        for verdict in self.migrations:
-            counts[verdict.status] = counts.get(verdict.status, 0) + 1
-        summary = ", ".join(f"{n} {status}" for status, n in counts.items())
-        lines.append(f"Result: {'OK' if self.ok else 'FAILED'} ({summary}) in {self.seconds:.2f}s")
-        return "\n".join(lines)
-
+__all__ = ["DECLARED", "FULL_CYCLE", "PASSING", "STATUSES", "Report", "Verdict", "run"]
 
 class _Walker:
     """One throwaway database walked up the migration chain."""
@@ -120,10 +56,13 @@ class _Walker:
         if level:
             self.migrator.apply(self.url, level, lock=False, quiet=True)
 
-    def snapshot(self, data: bool = True) -> schema.Snapshot:
+    def connection(self) -> psycopg2.extensions.connection:
         if self.conn is None or self.conn.closed:
             self.conn = psycopg2.connect(self.url)
-        return schema.take(self.conn, data=data, bookkeeping=self.migrator.bookkeeping)
+        return self.conn
+
+    def snapshot(self, data: bool = True) -> schema.Snapshot:
+        return schema.take(self.connection(), data=data, bookkeeping=self.migrator.bookkeeping)
 
     def close(self) -> None:
         if self.conn is not None and not self.conn.closed:
@@ -150,6 +89,8 @@ def run(
     accepted: list[dict[str, str]] | tuple[dict[str, str], ...] = (),
     on_verdict: Callable[[Verdict], None] | None = None,
     irreversible: Sequence[dict[str, str]] = (),
+    rows: int = 3,
+    data_seed: int = 0,
 ) -> Report:
     """The verdict of every migration; ``accepted`` and ``irreversible`` are the project's declarations."""
     started = time.perf_counter()
@@ -157,25 +98,28 @@ def run(
     accepted = list(accepted)
     declared = {d["migration"]: d["reason"] for d in irreversible}
     exact: list[str] = []  # declared irreversible, yet their rollback restores everything
-    floor: tuple[int, schema.Snapshot, str] | None = None  # the full cycle stops above the last declared one
+    floor: tuple[int, str] | None = None  # the full cycle stops above the last declared one
     used: set[int] = set()
+    gaps: dict[str, dict[str, str]] = {}
     verdicts: list[Verdict] = []
     walker = _Walker(templates, migrator)
     applied: list[Migration] = []
     try:
         walker.fresh([])
-        empty = walker.snapshot()
-        before = empty
+        before = walker.snapshot()
         for migration in chain:
             t0 = time.perf_counter()
             verdict = Verdict(migration.id)
             entries = [a for a in accepted if a["migration"] == migration.id]
+            if rows:
+                before = _fill(walker, before, rows, data_seed, gaps, migration.id)
             if migration.id in declared:
                 clean, rolls_back = _check_declared(walker, migration, before, verdict, declared[migration.id])
+                level_snapshot = None
                 if rolls_back:
                     exact.append(migration.id)
             else:
-                clean = _check(walker, migration, before, verdict, entries, used)
+                clean, level_snapshot = _check(walker, migration, before, verdict, entries, used)
             if verdict.status != "apply_failed":
                 applied.append(migration)
             if not clean:
@@ -188,19 +132,24 @@ def run(
                     walker.fresh(applied)
                     verdict.error = (verdict.error or "") + (
                         f" It cannot be applied to a clean database any more ({exc}); later migrations are checked without it.")
-            before = walker.snapshot()
+            # A clean check ends with the snapshot of its re-apply: the database at the new level.
+            before = level_snapshot if clean and level_snapshot is not None else walker.snapshot()
             if verdict.status == DECLARED:
-                floor = (len(applied), before, migration.id)
+                floor = (len(applied), migration.id)
             verdict.seconds = time.perf_counter() - t0
             verdicts.append(verdict)
             if on_verdict:
                 on_verdict(verdict)
-        if floor is None:
-            full = _full_cycle(walker, applied, empty, before, accepted, used) if applied else None
-        else:
-            level, bottom, last = floor
-            full = _full_cycle(walker, applied[level:], bottom, before, accepted, used)
-            full.accepted.insert(0, {"object": f"rolled back only down to {last}", "reason": declared[last]})
+        full = None
+        if applied:
+            # On a database of its own, without generated rows: rolling everything back drops their tables,
+            # so they could never come back.
+            level = floor[0] if floor else 0
+            walker.fresh(applied[:level])
+            bottom = walker.snapshot()
+            full = _full_cycle(walker, applied[level:], bottom, accepted, used)
+            if floor:
+                full.accepted.insert(0, {"object": f"rolled back only down to {floor[1]}", "reason": declared[floor[1]]})
     finally:
         walker.close()
     known = {m.id for m in chain}
@@ -213,29 +162,41 @@ def run(
          "why": "no such migration" if m not in known else "its rollback restores everything exactly"}
         for m in declared if m not in known or m in exact
     ]
-    return Report(verdicts, full, stale, time.perf_counter() - started)
+    return Report(verdicts, full, stale, time.perf_counter() - started, list(gaps.values()))
+
+
+def _fill(walker: _Walker, before: schema.Snapshot, rows: int, data_seed: int, gaps: dict[str, dict[str, str]],
+          migration: str) -> schema.Snapshot:
+    """Rows in every table before ``migration``; the snapshot ``before`` with the data as it now is."""
+    conn = walker.connection()
+    def gap(table: str, why: str) -> None:
+        gaps.setdefault(table, {"table": table, "migration": migration, "why": why})
+    if datagen.fill(conn, datagen.read_tables(conn, walker.migrator.bookkeeping), rows, data_seed, gap):
+        return schema.with_data(conn, before)
+    return before
 
 
 def _check(walker: _Walker, migration: Migration, before: schema.Snapshot, verdict: Verdict,
-           entries: list[dict[str, str]], used: set[int]) -> bool:
-    """Fill ``verdict``; return whether the walker's database is cleanly at the new level."""
+           entries: list[dict[str, str]], used: set[int]) -> tuple[bool, schema.Snapshot | None]:
+    """Fill ``verdict``; return whether the walker's database is cleanly at the new level, and its snapshot
+    there when one was taken."""
     try:
         walker.migrator.apply(walker.url, [migration], lock=False, quiet=True)
     except MigrationError as exc:
         verdict.status, verdict.error = "apply_failed", str(exc)
-        return False
+        return False, None
     if not migration.reversible:
         verdict.status = "no_rollback"
         verdict.error = (f"A step of this migration has no rollback; {walker.migrator.name} would 'roll it back' as a "
                          "silent no-op. Give every step a rollback, or declare it irreversible on purpose "
                          "([[tool.overlord_db.irreversible]] in pyproject.toml: migration and reason).")
-        return True
+        return True, None
     after = walker.snapshot()
     try:
         walker.migrator.rollback(walker.url, [migration], lock=False, quiet=True)
     except MigrationError as exc:
         verdict.status, verdict.error = "rollback_failed", str(exc)
-        return False
+        return False, None
     rolled_back = walker.snapshot()
     diff = _accept(schema.compare(before, rolled_back), entries, used, verdict)
     if diff:
@@ -247,13 +208,13 @@ def _check(walker: _Walker, migration: Migration, before: schema.Snapshot, verdi
         if verdict.status == "ok":
             verdict.status = "reapply_failed"
         verdict.error = f"Re-applying after the rollback failed: {exc}"
-        return False
+        return False, None
     again = walker.snapshot()
     diff2 = _accept(schema.compare(after, again, counts_only=True), entries, used, verdict)
     if diff2 and verdict.status == "ok":
         verdict.status = "reapply_failed"
         verdict.diff = diff2.render("first apply", "re-apply")
-    return verdict.status == "ok"
+    return verdict.status == "ok", again
 
 
 def _check_declared(walker: _Walker, migration: Migration, before: schema.Snapshot, verdict: Verdict,
@@ -276,10 +237,17 @@ def _check_declared(walker: _Walker, migration: Migration, before: schema.Snapsh
     return False, not schema.compare(before, walker.snapshot())  # either way, rebuilt at the new level
 
 
-def _full_cycle(walker: _Walker, applied: list[Migration], bottom: schema.Snapshot, top: schema.Snapshot,
+def _full_cycle(walker: _Walker, applied: list[Migration], bottom: schema.Snapshot,
                 accepted: list[dict[str, str]], used: set[int]) -> Verdict:
     t0 = time.perf_counter()
     verdict = Verdict(FULL_CYCLE)
+    try:
+        walker.migrator.apply(walker.url, applied, lock=False, quiet=True)
+    except MigrationError as exc:
+        verdict.status, verdict.error = "apply_failed", f"Applying them all in one run failed: {exc}"
+        verdict.seconds = time.perf_counter() - t0
+        return verdict
+    top = walker.snapshot()
     try:
         walker.migrator.rollback(walker.url, applied, lock=False, quiet=True)
     except MigrationError as exc:

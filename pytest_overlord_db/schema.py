@@ -14,6 +14,8 @@ import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable
 
+from . import tabledata
+
 if TYPE_CHECKING:
     import psycopg2.extensions
 
@@ -24,6 +26,13 @@ _NOT_EXT = "NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = {cat}::regcl
 # Sorted privileges: aclitem[] order depends on grant history, not meaning; and a
 # NULL acl means the defaults, which is what a GRANT then REVOKE leaves spelled out.
 _ACL = "(SELECT string_agg(a::text, ' ' ORDER BY a::text) FROM unnest({col}) a)"
+def _comment(oid: str, catalog: str, subid: str = "0") -> str:
+    # What obj_description()/col_description() return, as a subquery: those are SQL functions the planner
+    # does not inline, and calling one per row was a third of a snapshot's time.
+    return (f"(SELECT ds.description FROM pg_description ds WHERE ds.objoid = {oid} "
+            f"AND ds.classoid = '{catalog}'::regclass AND ds.objsubid = {subid})")
+
+
 _REL_ACL = _ACL.format(col="""coalesce(c.relacl, acldefault(CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END::"char", c.relowner))""")
 
 
@@ -38,7 +47,7 @@ _QUERIES: dict[str, str] = {
     "schema": f"""
         SELECT 'schema ' || quote_ident(n.nspname),
                concat_ws(E'\\n', 'owner ' || pg_get_userbyid(n.nspowner), 'acl ' || {_ACL.format(col="coalesce(n.nspacl, acldefault('n', n.nspowner))")},
-                         'comment ' || obj_description(n.oid, 'pg_namespace'))
+                         'comment ' || {_comment('n.oid', 'pg_namespace')})
         FROM pg_namespace n WHERE {_USER_NS} AND {_NOT_EXT.format(cat="'pg_namespace'", oid='n.oid')}""",
     "relation": f"""
         SELECT CASE c.relkind WHEN 'r' THEN 'table ' WHEN 'p' THEN 'table ' WHEN 'v' THEN 'view ' WHEN 'm' THEN 'materialized view '
@@ -62,7 +71,7 @@ _QUERIES: dict[str, str] = {
                     FROM pg_depend dep JOIN pg_attribute a ON a.attrelid = dep.refobjid AND a.attnum = dep.refobjsubid
                     WHERE dep.classid = 'pg_class'::regclass AND dep.objid = c.oid AND dep.deptype IN ('a', 'i')
                       AND dep.refclassid = 'pg_class'::regclass LIMIT 1) END,
-                 'comment ' || obj_description(c.oid, 'pg_class'))
+                 'comment ' || {_comment('c.oid', 'pg_class')})
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE c.relkind IN ('r','p','v','m','S','f','c') AND {_USER_NS}
           AND c.relname NOT IN {{_BOOKKEEPING}}
@@ -77,9 +86,9 @@ _QUERIES: dict[str, str] = {
                  CASE WHEN a.attgenerated <> '' THEN 'generated always as ' || pg_get_expr(ad.adbin, ad.adrelid) END,
                  CASE a.attidentity WHEN 'a' THEN 'identity always' WHEN 'd' THEN 'identity by default' END,
                  CASE WHEN a.attcollation <> 0 AND a.attcollation <> t.typcollation THEN 'collate ' || co.collname END,
-                 'position ' || (SELECT count(*) FROM pg_attribute b WHERE b.attrelid = a.attrelid AND b.attnum > 0 AND NOT b.attisdropped AND b.attnum <= a.attnum),
+                 'position ' || row_number() OVER (PARTITION BY a.attrelid ORDER BY a.attnum),
                  'acl ' || {_ACL.format(col='a.attacl')},
-                 'comment ' || col_description(c.oid, a.attnum))
+                 'comment ' || {_comment('c.oid', 'pg_class', 'a.attnum')})
         FROM pg_attribute a
         JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
         JOIN pg_type t ON t.oid = a.atttypid
@@ -94,7 +103,7 @@ _QUERIES: dict[str, str] = {
                concat_ws(E'\\n', pg_get_constraintdef(con.oid, true),
                          CASE WHEN con.condeferrable THEN 'deferrable' END, CASE WHEN con.condeferred THEN 'initially deferred' END,
                          CASE WHEN NOT con.convalidated THEN 'not valid' END,
-                         'comment ' || obj_description(con.oid, 'pg_constraint'))
+                         'comment ' || {_comment('con.oid', 'pg_constraint')})
         FROM pg_constraint con JOIN pg_namespace n ON n.oid = con.connamespace
         LEFT JOIN pg_class c ON c.oid = con.conrelid
         WHERE {_USER_NS} AND (c.relname IS NULL OR (c.relname NOT IN {{_BOOKKEEPING}}))
@@ -103,7 +112,7 @@ _QUERIES: dict[str, str] = {
     "index": f"""
         SELECT 'index ' || quote_ident(n.nspname) || '.' || quote_ident(ic.relname),
                concat_ws(E'\\n', pg_get_indexdef(i.indexrelid), CASE WHEN i.indisclustered THEN 'clustered' END,
-                         CASE WHEN NOT i.indisvalid THEN 'invalid' END, 'comment ' || obj_description(ic.oid, 'pg_class'))
+                         CASE WHEN NOT i.indisvalid THEN 'invalid' END, 'comment ' || {_comment('ic.oid', 'pg_class')})
         FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_class c ON c.oid = i.indrelid
         JOIN pg_namespace n ON n.oid = ic.relnamespace
         WHERE {_USER_NS} AND c.relname NOT IN {{_BOOKKEEPING}}
@@ -114,13 +123,13 @@ _QUERIES: dict[str, str] = {
                concat_ws(E'\\n', CASE WHEN p.prokind IN ('f', 'p', 'w') THEN pg_get_functiondef(p.oid)
                                       ELSE 'returns ' || pg_get_function_result(p.oid) END,
                          'owner ' || pg_get_userbyid(p.proowner), 'acl ' || {_ACL.format(col="coalesce(p.proacl, acldefault('f', p.proowner))")},
-                         'comment ' || obj_description(p.oid, 'pg_proc'))
+                         'comment ' || {_comment('p.oid', 'pg_proc')})
         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
         WHERE {_USER_NS} AND {_NOT_EXT.format(cat="'pg_proc'", oid='p.oid')}""",
     "trigger": f"""
         SELECT 'trigger ' || quote_ident(n.nspname) || '.' || quote_ident(c.relname) || '.' || quote_ident(tg.tgname),
                concat_ws(E'\\n', pg_get_triggerdef(tg.oid, true), 'enabled ' || tg.tgenabled::text,
-                         'comment ' || obj_description(tg.oid, 'pg_trigger'))
+                         'comment ' || {_comment('tg.oid', 'pg_trigger')})
         FROM pg_trigger tg JOIN pg_class c ON c.oid = tg.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE NOT tg.tgisinternal AND {_USER_NS} AND {_NOT_EXT.format(cat="'pg_class'", oid='c.oid')}""",
     "type": f"""
@@ -133,14 +142,14 @@ _QUERIES: dict[str, str] = {
                  CASE WHEN t.typtype = 'd' THEN 'default ' || t.typdefault END,
                  CASE WHEN t.typtype = 'r' THEN 'subtype ' || (SELECT format_type(r.rngsubtype, NULL) FROM pg_range r WHERE r.rngtypid = t.oid) END,
                  'owner ' || pg_get_userbyid(t.typowner), 'acl ' || {_ACL.format(col="coalesce(t.typacl, acldefault('T', t.typowner))")},
-                 'comment ' || obj_description(t.oid, 'pg_type'))
+                 'comment ' || {_comment('t.oid', 'pg_type')})
         FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
         WHERE t.typtype IN ('e', 'd', 'r', 'b') AND t.typelem = 0 AND {_USER_NS}
           AND {_NOT_EXT.format(cat="'pg_type'", oid='t.oid')}
           AND NOT EXISTS (SELECT 1 FROM pg_type arr WHERE arr.typarray = t.oid)""",
-    "extension": """
+    "extension": f"""
         SELECT 'extension ' || e.extname,
-               concat_ws(E'\\n', 'version ' || e.extversion, 'schema ' || n.nspname, 'comment ' || obj_description(e.oid, 'pg_extension'))
+               concat_ws(E'\\n', 'version ' || e.extversion, 'schema ' || n.nspname, 'comment ' || {_comment('e.oid', 'pg_extension')})
         FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname <> 'plpgsql'""",
     "policy": f"""
         SELECT 'policy ' || quote_ident(p.schemaname) || '.' || quote_ident(p.tablename) || '.' || quote_ident(p.policyname),
@@ -154,12 +163,14 @@ _QUERIES: dict[str, str] = {
 class Snapshot:
     objects: dict[str, str]
     data: dict[str, tuple[int, str]] = field(default_factory=dict)
+    rows: dict[str, tabledata.Rows] = field(default_factory=dict)  # small tables' rows, by primary key
 
     def without(self, keys: Iterable[str]) -> "Snapshot":
         drop = set(keys)
         return Snapshot(
             {k: v for k, v in self.objects.items() if k not in drop},
             {k: v for k, v in self.data.items() if k not in drop},
+            {k: v for k, v in self.rows.items() if k not in drop},
         )
 
 
@@ -178,18 +189,31 @@ def take(conn: "psycopg2.extensions.connection", *, data: bool = True, bookkeepi
                     if key is not None:
                         objects[key] = definition or ""
             table_data: dict[str, tuple[int, str]] = {}
+            rows: dict[str, tabledata.Rows] = {}
             if data:
-                for key in sorted(k for k in objects if k.startswith("table ")):
-                    name = key[len("table "):]
-                    cur.execute(f"SELECT count(*), coalesce(md5(string_agg(t::text, E'\\n' ORDER BY t::text)), '') FROM {name} t")
-                    row = cur.fetchone()
-                    assert row is not None  # an aggregate always returns a row
-                    count, digest = row
-                    table_data["data " + name] = (count, digest)
+                table_data, rows = tabledata.read(cur, _tables(objects), _USER_NS)
     finally:
         conn.rollback()
         conn.autocommit = previous_autocommit
-    return Snapshot(objects, table_data)
+    return Snapshot(objects, table_data, rows)
+
+
+def _tables(objects: dict[str, str]) -> list[str]:
+    return sorted(k[len("table "):] for k in objects if k.startswith("table "))
+
+
+def with_data(conn: "psycopg2.extensions.connection", snapshot: Snapshot) -> Snapshot:
+    """``snapshot``'s schema with the data as it is now: for rows added since, without reading the catalog again."""
+    previous_autocommit = conn.autocommit
+    conn.autocommit = False
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            table_data, rows = tabledata.read(cur, _tables(snapshot.objects), _USER_NS)
+    finally:
+        conn.rollback()
+        conn.autocommit = previous_autocommit
+    return Snapshot(snapshot.objects, table_data, rows)
 
 
 @dataclass(frozen=True)
@@ -197,6 +221,7 @@ class Diff:
     left_behind: dict[str, str]  # in the after-snapshot only
     missing: dict[str, str]  # in the before-snapshot only
     changed: dict[str, tuple[str, str]]  # before, after
+    row_changes: dict[str, list[str]] = field(default_factory=dict)  # data key -> one line per row that differs
 
     def __bool__(self) -> bool:
         return bool(self.left_behind or self.missing or self.changed)
@@ -210,6 +235,7 @@ class Diff:
             {k: v for k, v in self.left_behind.items() if k not in drop},
             {k: v for k, v in self.missing.items() if k not in drop},
             {k: v for k, v in self.changed.items() if k not in drop},
+            {k: v for k, v in self.row_changes.items() if k not in drop},
         )
 
     def render(self, before: str = "before", after: str = "after") -> str:
@@ -222,6 +248,9 @@ class Diff:
         for key in sorted(self.changed):
             old, new = self.changed[key]
             lines.append(f"~ changed:     {key}")
+            if key in self.row_changes:
+                lines.extend("      " + line for line in self.row_changes[key])
+                continue
             body = difflib.unified_diff(old.splitlines(), new.splitlines(), before, after, lineterm="", n=1)
             lines.extend("      " + line for line in body)
         return "\n".join(lines)
@@ -241,8 +270,12 @@ def compare(before: Snapshot, after: Snapshot, *, counts_only: bool = False) -> 
     for key in before.objects.keys() & after.objects.keys():
         if before.objects[key] != after.objects[key]:
             changed[key] = (before.objects[key], after.objects[key])
+    row_changes = {}
     for key in before.data.keys() & after.data.keys():
         old, new = _data_text(before.data[key], counts_only), _data_text(after.data[key], counts_only)
         if old != new:
             changed[key] = (old, new)
-    return Diff(left, missing, changed)
+            # Row by row when both sides' rows are known (an empty table's are: none).
+            if not counts_only and all(key in snap.rows or snap.data[key][0] == 0 for snap in (before, after)):
+                row_changes[key] = tabledata.describe(key[len("data "):], before.rows.get(key, ()), after.rows.get(key, ()))
+    return Diff(left, missing, changed, row_changes)

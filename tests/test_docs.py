@@ -191,7 +191,8 @@ def shape(value):
 def test_the_json_examples_have_the_real_keys(monkeypatch, tmp_path):
     entry = {"object": "extension vector", "reason": "kept"}
     stale = {"migration": "0002.x", "object": "table public.t", "reason": "r", "why": "no such migration"}
-    report = Report([Verdict("0001.x", accepted=[entry])], Verdict(FULL_CYCLE, accepted=[entry]), [stale], 0.1)
+    gap = {"table": "public.t", "migration": "0001.x", "why": "column c is of type point"}
+    report = Report([Verdict("0001.x", accepted=[entry])], Verdict(FULL_CYCLE, accepted=[entry]), [stale], 0.1, [gap])
 
     stub = SimpleNamespace(  # a migrator needing no database: status only asks these two
         chain=lambda: [Migration("0001.x", tmp_path, True), Migration("0002.y", tmp_path, True)],

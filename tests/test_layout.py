@@ -11,8 +11,8 @@ LAYERS = [
     {"errors", "urls", "polling", "sqltext", "inifile", "declarations", "config", "interrupts", "watch"},
     {"servers"},
     {"migrators"},
-    {"seeds", "template", "schema"},
-    {"roundtrip", "github", "runtime"},
+    {"seeds", "template", "tabledata", "schema", "datagen"},
+    {"verdicts", "roundtrip", "github", "runtime"},
     {"connections", "isolation"},
     {"plugin", "cli", "api"},
 ]

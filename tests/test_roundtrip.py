@@ -47,7 +47,7 @@ BROKEN = {
     "left_constraint": (step("ALTER TABLE a ADD CONSTRAINT a_score_positive CHECK (score > 0)", "SELECT 1"), "irreversible", "constraint public.a.a_score_positive"),
     "unique_constraint": (step("ALTER TABLE a ADD CONSTRAINT a_name_key UNIQUE (name)", "ALTER TABLE a DROP CONSTRAINT a_name_key; CREATE INDEX a_name_key ON a(name)"), "irreversible", "index public.a_name_key"),
     "default_changed": (step("ALTER TABLE a ALTER COLUMN name SET DEFAULT 'y'", "ALTER TABLE a ALTER COLUMN name SET DEFAULT 'z'"), "irreversible", "-default 'x'::text"),
-    "not_null_dropped": (step("ALTER TABLE a ALTER COLUMN score SET NOT NULL", "SELECT 1"), "irreversible", "column public.a.score"),
+    "not_null_dropped": (step("ALTER TABLE a ALTER COLUMN name DROP NOT NULL", "SELECT 1"), "irreversible", "column public.a.name"),
     "type_changed": (step("ALTER TABLE a ALTER COLUMN score TYPE bigint", "ALTER TABLE a ALTER COLUMN score TYPE numeric"), "irreversible", "-type numeric(10,2)"),
     "sequence_changed": (step("ALTER SEQUENCE a_id_seq INCREMENT BY 5", "ALTER SEQUENCE a_id_seq INCREMENT BY 2"), "irreversible", "sequence public.a_id_seq"),
     "left_sequence": (step("CREATE SEQUENCE tickets START 100", "SELECT 1"), "irreversible", "left behind: sequence public.tickets"),

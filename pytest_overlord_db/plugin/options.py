@@ -11,7 +11,7 @@ from ..config import DEFAULT_IMAGE
 FIELDS = {
     "overlord_seed": "seed", "overlord_backend": "backend", "overlord_db_url": "db_url", "overlord_image": "image",
     "overlord_migrations": "migrations_dir", "overlord_migrator": "migrator", "overlord_datadir": "datadir",
-    "overlord_migration_timeout": "migration_timeout",
+    "overlord_migration_timeout": "migration_timeout", "overlord_data_rows": "data_rows", "overlord_data_seed": "data_seed",
 }
 OPTIONS = [
     # (flag, ini name, env var, help)
@@ -25,6 +25,9 @@ OPTIONS = [
      "auto|yoyo|sqlfolders|module:Class (auto: sqlfolders when the folder has versions/, else yoyo)"),
     ("--overlord-migration-timeout", "overlord_migration_timeout", "OVERLORD_MIGRATION_TIMEOUT",
      "seconds one migration may run while the template builds before it is cancelled (default: no limit)"),
+    ("--overlord-data-rows", "overlord_data_rows", "OVERLORD_DATA_ROWS",
+     "rows the round trip generates in every table before each migration (default 3; 0: none)"),
+    ("--overlord-data-seed", "overlord_data_seed", "OVERLORD_DATA_SEED", "seed of the round trip's generated rows (default 0)"),
     ("--overlord-datadir", "overlord_datadir", "OVERLORD_DATADIR", "embedded server data directory (default: per project on /dev/shm)"),
 ]
 

@@ -1,0 +1,129 @@
+"""Data-aware round trips: every table gets generated rows before each migration, and the rollback must give back
+exactly the rows that were there, named by table, row key and column when it does not."""
+from __future__ import annotations
+
+import re
+
+import psycopg2
+import pytest
+
+from pytest_overlord_db import datagen, roundtrip
+from pytest_overlord_db.migrators import for_folder
+
+BASE = '''from yoyo import step
+step("CREATE TABLE a (id serial PRIMARY KEY, name text NOT NULL DEFAULT 'x', score numeric(10,2) NOT NULL)",
+     "DROP TABLE a")
+'''
+
+
+def step(apply: str, rollback: str) -> str:
+    return f'from yoyo import step\nstep("""{apply}""", """{rollback}""")\n'
+
+
+# case -> (second migration, expected status, a regex the diff must match)
+BROKEN = {
+    "rounds": (step("ALTER TABLE a ALTER COLUMN score TYPE numeric(10,0)", "ALTER TABLE a ALTER COLUMN score TYPE numeric(10,2)"),
+               "irreversible", r"public\.a id=\d+: score -?\d+\.\d\d → -?\d+\.00"),
+    "truncates": (step("ALTER TABLE a ALTER COLUMN name TYPE varchar(1) USING left(name, 1)", "ALTER TABLE a ALTER COLUMN name TYPE text"),
+                  "irreversible", r"public\.a id=\d+: name '.*' → '.?'"),
+    "deletes": (step("DELETE FROM a WHERE id = (SELECT min(id) FROM a)", "SELECT 1"), "irreversible", r"public\.a id=\d+: gone \(was name "),
+    "re-splits": (step("ALTER TABLE a ADD COLUMN rest text; UPDATE a SET rest = substr(name, 2), name = left(name, 1)",
+                       "UPDATE a SET name = name || '-' || rest; ALTER TABLE a DROP COLUMN rest"),
+                  "irreversible", r"public\.a id=\d+: name '.*' → '.*-.*'"),
+    "drops_a_column": (step("ALTER TABLE a DROP COLUMN score", "ALTER TABLE a ADD COLUMN score numeric(10,2); UPDATE a SET score = 0; ALTER TABLE a ALTER COLUMN score SET NOT NULL"),
+                       "irreversible", r"public\.a id=\d+: score -?\d+\.\d\d → 0\.00"),
+    "fails_on_data": (step("ALTER TABLE a ADD COLUMN must text NOT NULL", "ALTER TABLE a DROP COLUMN must"),
+                      "apply_failed", r'column "must" of relation "a" contains null values'),
+}
+CORRECT = {
+    "widens": step("ALTER TABLE a ALTER COLUMN score TYPE numeric(12,2)", "ALTER TABLE a ALTER COLUMN score TYPE numeric(10,2)"),
+    "adds_a_derived_column": step("ALTER TABLE a ADD COLUMN initial text; UPDATE a SET initial = left(name, 1)",
+                                  "ALTER TABLE a DROP COLUMN initial"),
+    "moves_rows_and_back": step("CREATE TABLE archive AS SELECT * FROM a; DELETE FROM a",
+                                "INSERT INTO a SELECT * FROM archive; DROP TABLE archive"),
+}
+
+
+def write(folder, second):
+    folder.mkdir(parents=True)
+    (folder / "0001.base.py").write_text(BASE)
+    (folder / "0002.change.py").write_text(second)
+    return folder
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_a_rollback_that_changes_data_is_flagged_by_row(case, templates, tmp_path):
+    second, status, pattern = BROKEN[case]
+    report = roundtrip.run(templates, for_folder(write(tmp_path / "migrations", second)), rows=4)
+    base, change = report.migrations
+    assert base.status == "ok", report.render()
+    assert change.status == status, report.render()
+    assert re.search(pattern, change.diff + (change.error or "")), report.render()
+    assert not report.ok
+
+
+@pytest.mark.parametrize("case", sorted(CORRECT))
+def test_a_rollback_that_restores_data_passes(case, templates, tmp_path):
+    report = roundtrip.run(templates, for_folder(write(tmp_path / "migrations", CORRECT[case])), rows=4)
+    assert [v.status for v in report.migrations] == ["ok", "ok"], report.render()
+    assert report.ok, report.render()
+
+
+def test_without_generated_rows_the_data_defects_go_unseen(templates, tmp_path):
+    # The reason for generating rows: on empty tables these rollbacks look exact.
+    for case in ("rounds", "truncates", "drops_a_column"):
+        report = roundtrip.run(templates, for_folder(write(tmp_path / case, BROKEN[case][0])), rows=0)
+        assert report.ok, report.render()
+
+
+def test_a_lost_column_can_be_accepted_explicitly(templates, tmp_path):
+    folder = write(tmp_path / "migrations", BROKEN["drops_a_column"][0])
+    accepted = [{"migration": "0002.change", "object": "data public.a", "reason": "scores are recomputed nightly"}]
+    report = roundtrip.run(templates, for_folder(folder), accepted, rows=4)
+    assert report.ok, report.render()
+    assert report.migrations[1].accepted == [{"object": "data public.a", "reason": "scores are recomputed nightly"}]
+
+
+def test_a_table_without_generated_rows_is_named_with_the_reason(templates, tmp_path):
+    folder = write(tmp_path / "migrations", step(
+        "CREATE TABLE odd (id int PRIMARY KEY, spot point NOT NULL); "
+        "CREATE TABLE picky (id int PRIMARY KEY, n int NOT NULL, m int NOT NULL, CHECK (n * 7 = m + 1000003))",
+        "DROP TABLE odd; DROP TABLE picky"))
+    (folder / "0003.later.py").write_text(step("CREATE TABLE later (id int)", "DROP TABLE later"))
+    report = roundtrip.run(templates, for_folder(folder), rows=3)
+    gaps = {g["table"]: g for g in report.data_gaps}
+    assert set(gaps) == {"public.odd", "public.picky"}, report.render()
+    assert "column spot is of type point" in gaps["public.odd"]["why"] and gaps["public.odd"]["migration"] == "0003.later"
+    assert "violates check constraint" in gaps["public.picky"]["why"]
+    assert "no generated rows: public.odd (from 0003.later on)" in report.render()
+    assert report.ok  # a gap is said, not failed
+
+
+def test_the_rows_are_the_same_for_the_same_seed_and_honour_the_catalog(overlord_fresh_db):
+    conn = psycopg2.connect(overlord_fresh_db.url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("CREATE TYPE mood AS ENUM ('calm', 'busy'); CREATE DOMAIN short AS varchar(4) CHECK (VALUE <> '');"
+                        "CREATE TABLE p (id uuid PRIMARY KEY, m mood NOT NULL, tags text[], doc jsonb, v vector(3) NOT NULL,"
+                        " r int4range, s short, n numeric(5,2) NOT NULL CHECK (n >= 0), k int NOT NULL CHECK (k BETWEEN 1 AND 9),"
+                        " kind text NOT NULL CHECK (kind IN ('a', 'b')));"
+                        "CREATE TABLE c (id int GENERATED ALWAYS AS IDENTITY, p uuid NOT NULL REFERENCES p(id), twice int"
+                        " GENERATED ALWAYS AS (k2 * 2) STORED, k2 int)")
+        conn.commit()
+        drawn = []
+        for _ in range(2):
+            tables = datagen.read_tables(conn)
+            assert [t.name for t in tables if t.name in ("public.p", "public.c")] == ["public.p", "public.c"]  # parent first
+            gaps: list[tuple[str, str]] = []
+            assert datagen.fill(conn, tables, 5, data_seed=42, report=lambda t, w, found=gaps: found.append((t, w))) >= 10, gaps
+            with conn.cursor() as cur:
+                cur.execute("SELECT m, tags, doc, v::text, r, s, n, k, kind FROM p ORDER BY id")
+                drawn.append(cur.fetchall())
+                cur.execute("SELECT count(*), count(DISTINCT p) FILTER (WHERE p IS NOT NULL) FROM c")
+                assert cur.fetchone()[0] == 5
+                cur.execute("TRUNCATE c, p")
+            conn.commit()
+        assert drawn[0] == drawn[1] and len(drawn[0]) == 5
+        assert all(row[8] in ("a", "b") and 0 <= row[6] <= 999.99 and 1 <= row[7] <= 9 for row in drawn[0])
+    finally:
+        conn.close()
