@@ -56,7 +56,7 @@ _COLUMNS = """
     LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
     WHERE c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped AND NOT c.relispartition
       AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%%'
-      AND c.relname <> ALL(%s)
+      AND c.relname <> ALL(%s) AND (NOT %s OR pg_relation_size(c.oid) = 0)
       AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
     ORDER BY c.oid, a.attnum"""
 # A table's qualified name as the column query spells it (regclass::text leaves out schemas on the search path).
@@ -160,11 +160,12 @@ def _narrow(column: Column, check: str) -> None:
                 column.high = value - (op == "<")
 
 
-def read_tables(conn: Any, bookkeeping: Iterable[str] = ()) -> list[Table]:
-    """The user tables, parents before children (foreign keys), with what generating their rows needs."""
+def read_tables(conn: Any, bookkeeping: Iterable[str] = (), *, empty_only: bool = False) -> list[Table]:
+    """The user tables, parents before children (foreign keys), with what generating their rows needs.
+    ``empty_only``: only tables whose file has no page yet (the round trip fills each table once)."""
     tables: dict[str, Table] = {}
     with conn.cursor() as cur:
-        cur.execute(_COLUMNS, (list(bookkeeping),))
+        cur.execute(_COLUMNS, (list(bookkeeping), empty_only))
         for name, col, sql_type, not_null, by_server, base, typmod, element, element_kind, labels, kind in cur.fetchall():
             tables.setdefault(name, Table(name)).columns.append(
                 Column(col, sql_type, not_null, by_server, base, typmod, element, element_kind, labels, kind))
@@ -202,17 +203,18 @@ def _draw(strategy: st.SearchStrategy[Any], at: int) -> Any:
 
 
 def fill(conn: Any, tables: list[Table], rows: int, data_seed: int = 0,
-         report: Callable[[str, str], None] | None = None) -> int:
+         report: Callable[[str, str], None] | None = None) -> dict[str, int]:
     """Give each table at least ``rows`` rows (those it has count); ``report(table, why)`` for a table that
-    cannot get them. Commits. Returns the number of rows inserted."""
-    inserted = 0
+    cannot get them. Commits. Returns the rows inserted, by table."""
+    inserted: dict[str, int] = {}
     with conn.cursor() as cur:
         for table in tables:
             cur.execute(f"SELECT count(*) FROM ONLY {table.name}")
             need = rows - cur.fetchone()[0]
             if need > 0:
                 added, why = _fill_one(cur, table, need, data_seed)
-                inserted += added
+                if added:
+                    inserted[table.name] = added
                 if why and report is not None:
                     report(table.name, why)
     conn.commit()

@@ -171,9 +171,9 @@ def _fill(walker: _Walker, before: schema.Snapshot, rows: int, data_seed: int, g
     conn = walker.connection()
     def gap(table: str, why: str) -> None:
         gaps.setdefault(table, {"table": table, "migration": migration, "why": why})
-    if datagen.fill(conn, datagen.read_tables(conn, walker.migrator.bookkeeping), rows, data_seed, gap):
-        return schema.with_data(conn, before)
-    return before
+    filled = datagen.fill(conn, datagen.read_tables(conn, walker.migrator.bookkeeping, empty_only=True), rows,
+                          data_seed, gap)
+    return schema.with_data(conn, before, filled) if filled else before
 
 
 def _check(walker: _Walker, migration: Migration, before: schema.Snapshot, verdict: Verdict,

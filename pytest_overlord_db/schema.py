@@ -202,18 +202,19 @@ def _tables(objects: dict[str, str]) -> list[str]:
     return sorted(k[len("table "):] for k in objects if k.startswith("table "))
 
 
-def with_data(conn: "psycopg2.extensions.connection", snapshot: Snapshot) -> Snapshot:
-    """``snapshot``'s schema with the data as it is now: for rows added since, without reading the catalog again."""
+def with_data(conn: "psycopg2.extensions.connection", snapshot: Snapshot, tables: Iterable[str]) -> Snapshot:
+    """``snapshot`` with the data of ``tables`` as it is now: for rows added since, without reading the catalog
+    (or the other tables) again."""
     previous_autocommit = conn.autocommit
     conn.autocommit = False
     try:
         with conn.cursor() as cur:
             cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            table_data, rows = tabledata.read(cur, _tables(snapshot.objects), _USER_NS)
+            table_data, rows = tabledata.read(cur, sorted(set(tables) & set(_tables(snapshot.objects))), _USER_NS)
     finally:
         conn.rollback()
         conn.autocommit = previous_autocommit
-    return Snapshot(snapshot.objects, table_data, rows)
+    return Snapshot(snapshot.objects, {**snapshot.data, **table_data}, {**snapshot.rows, **rows})
 
 
 @dataclass(frozen=True)

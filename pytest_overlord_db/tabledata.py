@@ -7,6 +7,7 @@ with the schema. ``ONLY``: an inheritance child's rows are its own entry.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -32,30 +33,35 @@ def read(cur: Any, tables: list[str], user_ns: str) -> tuple[dict[str, tuple[int
     cur.execute(f"SELECT {name_sql} FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
                 f"WHERE c.relkind = 'r' AND {user_ns} AND pg_relation_size(c.oid) > 0")
     filled = sorted({row[0] for row in cur.fetchall()} & set(tables))
+    # One statement reads the first rows of many tables: a small table is then known whole (its digest taken
+    # here), and only the big ones are read again, by count and digest on the server.
+    found: dict[str, list[str]] = {name: [] for name in filled}
     for start in range(0, len(filled), _PER_STATEMENT):
         cur.execute(" UNION ALL ".join(
+            f"SELECT {number}, row_to_json(t)::text FROM (SELECT * FROM ONLY {name} LIMIT {ROW_LIMIT + 1}) t"
+            for number, name in enumerate(filled[start:start + _PER_STATEMENT], start)))
+        for number, text in cur.fetchall():
+            found[filled[number]].append(text)
+    big = [name for name in filled if len(found[name]) > ROW_LIMIT]
+    for start in range(0, len(big), _PER_STATEMENT):
+        cur.execute(" UNION ALL ".join(
             f"SELECT {number}, count(*), coalesce(md5(string_agg(t::text, E'\\n' ORDER BY t::text)), '') "
-            f"FROM ONLY {name} t" for number, name in enumerate(filled[start:start + _PER_STATEMENT], start)))
+            f"FROM ONLY {name} t" for number, name in enumerate(big[start:start + _PER_STATEMENT], start)))
         for number, count, digest in cur.fetchall():
-            data["data " + filled[number]] = (count, digest)
-    small = [name for name in filled if data["data " + name][0] <= ROW_LIMIT]
+            data["data " + big[number]] = (count, digest)
+    small = [name for name in filled if len(found[name]) <= ROW_LIMIT]
     if not small:
         return data, rows
     cur.execute(f"SELECT {name_sql}, array_agg(a.attname::text ORDER BY k.i) FROM pg_index i "
                 "JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
                 "CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY k(attnum, i) "
                 "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum "
-                f"WHERE i.indisprimary AND {user_ns} GROUP BY 1")
+                f"WHERE i.indisprimary AND {user_ns.replace('%', '%%')} AND {name_sql} = ANY(%s) GROUP BY 1", (small,))
     keys = {name: list(columns) for name, columns in cur.fetchall()}
-    found: dict[str, list[tuple[str, str]]] = {name: [] for name in small}
-    for start in range(0, len(small), _PER_STATEMENT):
-        cur.execute(" UNION ALL ".join(f"SELECT {number}, row_to_json(t)::text FROM ONLY {name} t"
-                                       for number, name in enumerate(small[start:start + _PER_STATEMENT], start)))
-        for number, text in cur.fetchall():
-            name = small[number]
-            found[name].append((_key(_parse(text), keys.get(name), text), text))
-    for name, listed in found.items():
-        rows["data " + name] = tuple(sorted(listed))
+    for name in small:
+        texts = sorted(found[name])
+        data["data " + name] = (len(texts), hashlib.md5("\n".join(texts).encode()).hexdigest() if texts else "")
+        rows["data " + name] = tuple(sorted((_key(_parse(text), keys.get(name), text), text) for text in texts))
     return data, rows
 
 
