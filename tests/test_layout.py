@@ -11,7 +11,7 @@ LAYERS = [
     {"errors", "urls", "polling", "sqltext", "inifile", "declarations", "config", "interrupts", "watch"},
     {"servers"},
     {"migrators"},
-    {"seeds", "template", "tabledata", "schema", "datagen"},
+    {"seeds", "template", "catalog", "tabledata", "schema", "datagen"},
     {"verdicts", "roundtrip", "github", "runtime"},
     {"connections", "isolation"},
     {"plugin", "cli", "api"},

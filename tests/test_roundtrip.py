@@ -35,7 +35,8 @@ def step(apply: str, rollback: str | None) -> str:
     return f'from yoyo import step\nstep("""{apply}""", """{rollback}""")\n'
 
 
-# case name -> (second migration, expected status of it, text the diff or error must contain)
+# case name -> (second migration, expected status of it, text the diff or error must contain[, (apply, rollback)
+# of a migration between the base and it])
 BROKEN = {
     "left_table": (step("CREATE TABLE b (id int); CREATE TABLE c (id int)", "DROP TABLE c"), "irreversible", "+ left behind: table public.b"),
     "left_column": (step("ALTER TABLE a ADD COLUMN extra int", "SELECT 1"), "irreversible", "left behind: column public.a.extra"),
@@ -98,6 +99,49 @@ BROKEN = {
     "left_domain": (step("CREATE DOMAIN positive AS int CHECK (VALUE > 0)", "SELECT 1"), "irreversible", "domain public.positive"),
     "left_schema": (step("CREATE SCHEMA reporting", "SELECT 1"), "irreversible", "left behind: schema reporting"),
     "identity_added": (step("ALTER TABLE a ADD COLUMN n int GENERATED ALWAYS AS IDENTITY", "ALTER TABLE a DROP COLUMN n; ALTER TABLE a ADD COLUMN n int"), "irreversible", "column public.a.n"),
+    # properties a schema dump shows beyond the objects themselves (tests/test_pgdump_oracle.py covers every kind)
+    "storage_parameter": (step("ALTER TABLE a SET (fillfactor = 70)", "SELECT 1"), "irreversible", "+options fillfactor=70"),
+    "replica_identity": (step("ALTER TABLE a REPLICA IDENTITY FULL", "SELECT 1"), "irreversible", "+replica identity f"),
+    "inheritance": (step("CREATE TABLE b (id int); CREATE TABLE c () INHERITS (b)", "ALTER TABLE c NO INHERIT b; DROP TABLE b"),
+                    "irreversible", "left behind: table public.c"),
+    "column_storage": (step("ALTER TABLE a ALTER COLUMN name SET STORAGE EXTERNAL", "SELECT 1"), "irreversible", "+storage e"),
+    "column_statistics": (step("ALTER TABLE a ALTER COLUMN name SET STATISTICS 500", "SELECT 1"), "irreversible", "+statistics 500"),
+    "column_compression": (step("ALTER TABLE a ALTER COLUMN name SET COMPRESSION pglz", "SELECT 1"), "irreversible", "+compression p"),
+    "left_rule": (step("CREATE RULE a_log AS ON INSERT TO a DO ALSO NOTIFY a", "SELECT 1"), "irreversible", "left behind: rule public.a.a_log"),
+    "left_event_trigger": (
+        step("CREATE FUNCTION on_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN END $$; "
+             "CREATE EVENT TRIGGER watch ON ddl_command_end EXECUTE FUNCTION on_ddl()", "ALTER EVENT TRIGGER watch DISABLE"),
+        "irreversible", "left behind: event trigger watch"),
+    "left_publication": (step("CREATE PUBLICATION feed FOR TABLE a", "SELECT 1"), "irreversible", "left behind: publication feed"),
+    "default_privileges": (step("ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO PUBLIC", "SELECT 1"), "irreversible", "default privileges of"),
+    "text_search_mapping": (
+        step("CREATE TEXT SEARCH CONFIGURATION words (COPY = simple); ALTER TEXT SEARCH CONFIGURATION words DROP MAPPING FOR email",
+             "DROP TEXT SEARCH CONFIGURATION words; CREATE TEXT SEARCH CONFIGURATION words (COPY = simple)"),
+        "irreversible", "left behind: text search configuration public.words"),
+    "extended_statistics": (step("CREATE STATISTICS a_stats (ndistinct) ON name, score FROM a", "SELECT 1"), "irreversible", "left behind: statistics public.a_stats"),
+    "database_setting": (
+        step("DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET work_mem = %L', current_database(), '8MB'); END $$", "SELECT 1"),
+        "irreversible", "+settings for everyone: work_mem=8MB"),
+    # these change an object an earlier migration made (the fourth item: that migration's apply and rollback)
+    "view_security_invoker": (
+        step("ALTER VIEW v SET (security_invoker = true)", "SELECT 1"),
+        "irreversible", "+options security_invoker=true", ("CREATE VIEW v AS SELECT id FROM a", "DROP VIEW v")),
+    "aggregate_initcond": (
+        step("CREATE OR REPLACE AGGREGATE total(int) (sfunc = int4pl, stype = int, initcond = '1')",
+             "CREATE OR REPLACE AGGREGATE total(int) (sfunc = int4pl, stype = int, initcond = '2')"),
+        "irreversible", "initcond '0'", ("CREATE AGGREGATE total(int) (sfunc = int4pl, stype = int, initcond = '0')", "DROP AGGREGATE total(int)")),
+    "text_search_dictionary": (
+        step("ALTER TEXT SEARCH DICTIONARY plain (ACCEPT = false)", "SELECT 1"), "irreversible", "text search dictionary public.plain",
+        ("CREATE TEXT SEARCH DICTIONARY plain (TEMPLATE = simple)", "DROP TEXT SEARCH DICTIONARY plain")),
+    "publication_tables": (
+        step("ALTER PUBLICATION feed ADD TABLE a", "SELECT 1"), "irreversible", "+tables a",
+        ("CREATE PUBLICATION feed", "DROP PUBLICATION feed")),
+    "policy_comment": (
+        step("COMMENT ON POLICY mine ON a IS 'own rows'", "SELECT 1"), "irreversible", "+comment own rows",
+        ("CREATE POLICY mine ON a USING (true)", "DROP POLICY mine ON a")),
+    "index_statistics": (
+        step("ALTER INDEX a_lower ALTER COLUMN 1 SET STATISTICS 300", "SELECT 1"), "irreversible", "+statistics 1 300",
+        ("CREATE INDEX a_lower ON a (lower(name))", "DROP INDEX a_lower")),
     "rollback_errors": (step("CREATE TABLE b (id int)", "DROP TABLE does_not_exist"), "rollback_failed", 'table "does_not_exist" does not exist'),
     "missing_rollback": (step("CREATE TABLE b (id int)", None), "no_rollback", "has no rollback"),
     "apply_fails": (step("CREATE TABLE b (id int REFERENCES nowhere(id))", "DROP TABLE b"), "apply_failed", 'relation "nowhere" does not exist'),
@@ -136,6 +180,38 @@ CORRECT = {
         DROP SCHEMA reporting CASCADE;
         """,
     ),
+    "properties_undone": step(
+        """
+        ALTER TABLE a SET (fillfactor = 70);
+        ALTER TABLE a REPLICA IDENTITY FULL;
+        ALTER TABLE a ALTER COLUMN name SET STORAGE EXTERNAL;
+        ALTER TABLE a ALTER COLUMN name SET STATISTICS 500;
+        ALTER TABLE a ALTER COLUMN name SET COMPRESSION pglz;
+        CREATE TABLE b (id int); CREATE TABLE c () INHERITS (b);
+        CREATE RULE a_log AS ON INSERT TO a DO ALSO NOTIFY a;
+        CREATE PUBLICATION feed FOR TABLE a;
+        ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO PUBLIC;
+        CREATE STATISTICS a_stats (ndistinct) ON name, score FROM a;
+        CREATE TEXT SEARCH CONFIGURATION words (COPY = simple);
+        DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET work_mem = %L', current_database(), '8MB'); END $$;
+        CREATE VIEW v WITH (security_invoker = true) AS SELECT id FROM a;
+        """,
+        """
+        DROP VIEW v;
+        DO $$ BEGIN EXECUTE format('ALTER DATABASE %I RESET work_mem', current_database()); END $$;
+        DROP TEXT SEARCH CONFIGURATION words;
+        DROP STATISTICS a_stats;
+        ALTER DEFAULT PRIVILEGES REVOKE SELECT ON TABLES FROM PUBLIC;
+        DROP PUBLICATION feed;
+        DROP RULE a_log ON a;
+        DROP TABLE c; DROP TABLE b;
+        ALTER TABLE a ALTER COLUMN name SET COMPRESSION DEFAULT;
+        ALTER TABLE a ALTER COLUMN name SET STATISTICS -1;
+        ALTER TABLE a ALTER COLUMN name SET STORAGE EXTENDED;
+        ALTER TABLE a REPLICA IDENTITY DEFAULT;
+        ALTER TABLE a RESET (fillfactor);
+        """,
+    ),
     "data_migration": step("INSERT INTO a (name) VALUES ('x'), ('y')", "DELETE FROM a WHERE name IN ('x', 'y')"),
     "python_step": (
         "from yoyo import step\n\n"
@@ -158,9 +234,10 @@ def write_case(folder: Path, second: str | None, extra: dict[str, str] | None = 
 
 @pytest.mark.parametrize("case", sorted(BROKEN))
 def test_broken_migration_is_flagged(case, templates, tmp_path, overlord_server):
-    second, status, needle = BROKEN[case]
+    second, status, needle, *setup = BROKEN[case]
     role = f"ovl_role_{uuid.uuid4().hex[:8]}"
-    folder = write_case(tmp_path / "migrations", second.replace("{role}", role))
+    extra = {"0001a.setup.py": step(*setup[0])} if setup else None
+    folder = write_case(tmp_path / "migrations", second.replace("{role}", role), extra)
     try:
         report = roundtrip.run(templates, for_folder(folder))
     finally:
@@ -168,8 +245,8 @@ def test_broken_migration_is_flagged(case, templates, tmp_path, overlord_server)
             conn = templates.conn
             with conn.cursor() as cur:
                 cur.execute(f"DROP ROLE IF EXISTS {role}")
-    base, change = report.migrations
-    assert base.status == "ok", base
+    *earlier, change = report.migrations
+    assert [m.status for m in earlier] == ["ok"] * (1 + len(setup)), earlier
     assert change.status == status, f"{case}: {change}"
     assert needle in (change.diff + (change.error or "")), f"{case}: {change.diff}\n{change.error}"
     assert not report.ok

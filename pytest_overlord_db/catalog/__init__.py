@@ -1,0 +1,27 @@
+"""The catalog queries of a snapshot, one per kind of object, for the server's version.
+
+Each query returns rows ``(key, definition)``: the key is ``"<kind> <qualified name>"``, the definition
+what PostgreSQL itself prints for the object (pg_get_*def where there is one) plus its properties, owner,
+privileges and comment, one per line. Which properties count is decided by pg_dump: whatever
+``pg_dump --schema-only --create`` prints differently must change a definition, and nothing else may
+(tests/test_pgdump_oracle.py holds the proof). Objects that belong to an extension are left out (the
+extension's entry stands for them); ``bookkeeping`` names the migration tool's tables, also left out.
+"""
+from __future__ import annotations
+
+import functools
+
+from . import database, relations, routines, types
+from .sql import USER_NS
+
+__all__ = ["USER_NS", "queries"]
+
+
+@functools.lru_cache(maxsize=16)
+def queries(bookkeeping: tuple[str, ...] = (), version: int = 180000) -> dict[str, str]:
+    """The catalog queries for a server of ``version`` (server_version_num), leaving out ``bookkeeping``."""
+    skip = "(" + ", ".join(["''"] + ["'" + t.replace("'", "''") + "'" for t in bookkeeping]) + ")"
+    found: dict[str, str] = {}
+    for module in (database, relations, types, routines):
+        found.update(module.queries(version))
+    return {kind: query.replace("{_BOOKKEEPING}", skip) for kind, query in found.items()}
