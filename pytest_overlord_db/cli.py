@@ -259,31 +259,18 @@ def roundtrip(
     format: FormatOpt = "text",
     data_rows: Annotated[Optional[int], typer.Option("--data-rows", help="Rows made per table before each migration (default 3).")] = None,
     data_seed: Annotated[Optional[int], typer.Option("--data-seed", help="Seed of the generated rows (default 0).")] = None,
+    seed: Annotated[Optional[str], typer.Option("--seed", help="Also walk down from the top with seeds/ENV loaded.")] = None,
 ) -> None:
     """Prove every rollback: apply -> rollback -> apply each migration, snapshots compared."""
 
     def body() -> int:
         from . import roundtrip as rt
-        from .servers import inspect_server, make_server
-        from .template import Templates
 
         url = database_url or os.environ.get("OVERLORD_DB_URL")
         st = config_mod.resolve(migrations_dir=migrations, db_url=url, backend="url" if url else "embedded",
-                                data_rows=data_rows, data_seed=data_seed)
+                                data_rows=data_rows, data_seed=data_seed, seed=seed)
         migrator = for_folder(st.migrations_dir, st.migrator)
-        server = make_server(st, st.backend)
-        admin = server.start()
-        try:
-            facts = inspect_server(admin, migrator.required_extensions())
-            templates = Templates(admin, st, facts, migrator)
-            try:
-                templates.drop_stale()  # what a killed run (pytest's or ours) left
-                report = rt.run(templates, migrator, st.accepted, irreversible=st.irreversible, rows=st.data_rows,
-                                data_seed=st.data_seed)
-            finally:
-                templates.close()
-        finally:
-            server.stop()
+        report = rt.run_for(st, migrator)
         _echo(report.to_json() if format == "json" else report.render())
         from . import github
 

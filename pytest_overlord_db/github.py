@@ -45,7 +45,7 @@ def from_report(report: Report, chain: Sequence[Migration], settings: Settings) 
     paths = {m.id: str(m.path) for m in chain}
     folder = str(settings.migrations_dir)
     rows = [Row(v.id, v.status, paths.get(v.id, folder), v.seconds, "\n".join(filter(None, [v.error, v.diff])))
-            for v in report.migrations + ([report.full_cycle] if report.full_cycle else [])]
+            for v in report.migrations + report.whole]
     if report.stale_exceptions:
         rows.append(Row("stale declarations", "stale", str(declarations_file(settings)), 0.0, "\n".join(
             f"{s['migration']} / {s['object']}: {s['why']}" for s in report.stale_exceptions)))

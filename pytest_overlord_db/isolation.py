@@ -158,7 +158,8 @@ class Isolation:
             assert runtime.templates is not None
             self._roundtrip = roundtrip.run(runtime.templates, runtime.migrator, self.settings.accepted,
                                             irreversible=self.settings.irreversible, rows=self.settings.data_rows,
-                                            data_seed=self.settings.data_seed)
+                                            data_seed=self.settings.data_seed, seed_files=self.settings.seed_files(),
+                                            seed_env=self.settings.seed or "")
         return self._roundtrip
 
     def drop_connections(self) -> None:

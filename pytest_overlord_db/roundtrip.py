@@ -6,7 +6,8 @@ snapshot A2. R must equal S (schema and data) and A2 must equal A (schema and
 row counts: re-applied rows may carry new uuids and timestamps). After a
 failure the walk carries on from a clean database brought to that level, so
 one bad migration never hides the verdicts of the others. Finally everything
-is rolled back to empty and applied again.
+is rolled back to empty and applied again, and, given seed files, the walk
+down from the top with the seed data loaded (``seedwalk``) is folded in.
 
 A migration the project declares irreversible on purpose is applied and never
 required to roll back: its verdict is ``declared_irreversible``, which passes.
@@ -23,65 +24,18 @@ creates and drops. Everything goes through the Migrator interface.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Callable, Sequence
 
-import psycopg2
-
-from . import datagen, schema
+from . import datagen, schema, seedwalk
+from .config import Settings
 from .errors import MigrationError
 from .migrators import Migration, Migrator
 from .template import Templates
-from .verdicts import DECLARED, FULL_CYCLE, PASSING, STATUSES, Report, Verdict
+from .verdicts import DECLARED, FULL_CYCLE, PASSING, SEEDED, STATUSES, Report, Verdict
+from .walker import Walker, accept
 
-__all__ = ["DECLARED", "FULL_CYCLE", "PASSING", "STATUSES", "Report", "Verdict", "run"]
-
-class _Walker:
-    """One throwaway database walked up the migration chain."""
-
-    def __init__(self, templates: Templates, migrator: Migrator) -> None:
-        self.templates = templates
-        self.migrator = migrator
-        self.name: str | None = None
-        self.conn: psycopg2.extensions.connection | None = None
-
-    @property
-    def url(self) -> str:
-        assert self.name
-        return self.templates.url(self.name)
-
-    def fresh(self, level: list[Migration]) -> None:
-        """A clean database with exactly ``level`` applied."""
-        self.close()
-        self.name = self.templates.create_empty("roundtrip")
-        if level:
-            self.migrator.apply(self.url, level, lock=False, quiet=True)
-
-    def connection(self) -> psycopg2.extensions.connection:
-        if self.conn is None or self.conn.closed:
-            self.conn = psycopg2.connect(self.url)
-        return self.conn
-
-    def snapshot(self, data: bool = True) -> schema.Snapshot:
-        return schema.take(self.connection(), data=data, bookkeeping=self.migrator.bookkeeping)
-
-    def close(self) -> None:
-        if self.conn is not None and not self.conn.closed:
-            self.conn.close()
-        self.conn = None
-        if self.name:
-            self.templates.drop(self.name)
-            self.name = None
-
-
-def _accept(diff: schema.Diff, entries: list[dict[str, str]], used: set[int], verdict: Verdict) -> schema.Diff:
-    keys = diff.keys()
-    for entry in entries:
-        if entry["object"] in keys:
-            used.add(id(entry))
-            if not any(a["object"] == entry["object"] for a in verdict.accepted):
-                verdict.accepted.append({"object": entry["object"], "reason": entry["reason"]})
-    return diff.without(e["object"] for e in entries)
-
+__all__ = ["DECLARED", "FULL_CYCLE", "PASSING", "SEEDED", "STATUSES", "Report", "Verdict", "run"]
 
 def run(
     templates: Templates,
@@ -91,8 +45,11 @@ def run(
     irreversible: Sequence[dict[str, str]] = (),
     rows: int = 3,
     data_seed: int = 0,
+    seed_files: Sequence[Path] = (),
+    seed_env: str = "",
 ) -> Report:
-    """The verdict of every migration; ``accepted`` and ``irreversible`` are the project's declarations."""
+    """The verdict of every migration; ``accepted`` and ``irreversible`` are the project's declarations;
+    ``seed_files`` (of the environment ``seed_env``) add the walk with seed data (``seedwalk``)."""
     started = time.perf_counter()
     chain = migrator.chain()
     accepted = list(accepted)
@@ -102,7 +59,7 @@ def run(
     used: set[int] = set()
     gaps: dict[str, dict[str, str]] = {}
     verdicts: list[Verdict] = []
-    walker = _Walker(templates, migrator)
+    walker = Walker(templates, migrator)
     applied: list[Migration] = []
     try:
         walker.fresh([])
@@ -140,7 +97,7 @@ def run(
             verdicts.append(verdict)
             if on_verdict:
                 on_verdict(verdict)
-        full = None
+        full = seeded = None
         if applied:
             # On a database of its own, without generated rows: rolling everything back drops their tables,
             # so they could never come back.
@@ -150,6 +107,8 @@ def run(
             full = _full_cycle(walker, applied[level:], bottom, accepted, used)
             if floor:
                 full.accepted.insert(0, {"object": f"rolled back only down to {floor[1]}", "reason": declared[floor[1]]})
+        if seed_files and applied:
+            seeded = _seeded(walker, applied, seed_files, seed_env, verdicts, accepted, used, floor[0] if floor else 0)
     finally:
         walker.close()
     known = {m.id for m in chain}
@@ -162,10 +121,52 @@ def run(
          "why": "no such migration" if m not in known else "its rollback restores everything exactly"}
         for m in declared if m not in known or m in exact
     ]
-    return Report(verdicts, full, stale, time.perf_counter() - started, list(gaps.values()))
+    return Report(verdicts, full, stale, time.perf_counter() - started, list(gaps.values()), seeded)
 
 
-def _fill(walker: _Walker, before: schema.Snapshot, rows: int, data_seed: int, gaps: dict[str, dict[str, str]],
+def run_for(settings: Settings, migrator: Migrator) -> Report:
+    """The round trip of ``settings``' project on a server of its own (embedded, or the URL given), with the
+    declarations and options ``settings`` hold: what ``overlord-db roundtrip`` runs."""
+    from .servers import inspect_server, make_server
+
+    server = make_server(settings, settings.backend)
+    admin = server.start()
+    try:
+        templates = Templates(admin, settings, inspect_server(admin, migrator.required_extensions()), migrator)
+        try:
+            templates.drop_stale()  # what a killed run (pytest's or ours) left
+            return run(templates, migrator, settings.accepted, irreversible=settings.irreversible, rows=settings.data_rows,
+                       data_seed=settings.data_seed, seed_files=settings.seed_files(), seed_env=settings.seed or "")
+        finally:
+            templates.close()
+    finally:
+        server.stop()
+
+
+def _seeded(walker: Walker, applied: list[Migration], seed_files: Sequence[Path], env: str, verdicts: list[Verdict],
+            accepted: list[dict[str, str]], used: set[int], floor: int) -> Verdict:
+    t0 = time.perf_counter()
+    verdict = Verdict(SEEDED)
+    # Nothing below a migration without a rollback can be reached by rolling back.
+    floor = max([floor] + [i + 1 for i, m in enumerate(applied) if not m.reversible])
+    by_id = {v.id: v for v in verdicts}
+    was_ok = {v.id for v in verdicts if v.ok}
+    stopped = seedwalk.walk(walker, applied, seed_files, by_id, accepted, used, floor, env)
+    failed = [m.id for m in applied[floor:] if m.id in was_ok and not by_id[m.id].ok]
+    if stopped and not failed:
+        verdict.status, verdict.error = "apply_failed", stopped
+    elif failed:
+        verdict.status = "irreversible"
+        verdict.error = f"With the seed data of {env}, these did not give the rows back: {', '.join(failed)}" + (
+            f"; {stopped}" if stopped else "")
+    else:
+        verdict.accepted.append({"object": f"checked down to {applied[floor].id}" if floor < len(applied) else "nothing to check",
+                                 "reason": f"{len(seed_files)} seed file(s) of {env}"})
+    verdict.seconds = time.perf_counter() - t0
+    return verdict
+
+
+def _fill(walker: Walker, before: schema.Snapshot, rows: int, data_seed: int, gaps: dict[str, dict[str, str]],
           migration: str) -> schema.Snapshot:
     """Rows in every table before ``migration``; the snapshot ``before`` with the data as it now is."""
     conn = walker.connection()
@@ -176,7 +177,7 @@ def _fill(walker: _Walker, before: schema.Snapshot, rows: int, data_seed: int, g
     return schema.with_data(conn, before, filled) if filled else before
 
 
-def _check(walker: _Walker, migration: Migration, before: schema.Snapshot, verdict: Verdict,
+def _check(walker: Walker, migration: Migration, before: schema.Snapshot, verdict: Verdict,
            entries: list[dict[str, str]], used: set[int]) -> tuple[bool, schema.Snapshot | None]:
     """Fill ``verdict``; return whether the walker's database is cleanly at the new level, and its snapshot
     there when one was taken."""
@@ -198,7 +199,7 @@ def _check(walker: _Walker, migration: Migration, before: schema.Snapshot, verdi
         verdict.status, verdict.error = "rollback_failed", str(exc)
         return False, None
     rolled_back = walker.snapshot()
-    diff = _accept(schema.compare(before, rolled_back), entries, used, verdict)
+    diff = accept(schema.compare(before, rolled_back), entries, used, verdict)
     if diff:
         verdict.status = "irreversible"
         verdict.diff = diff.render("before apply", "after rollback")
@@ -210,14 +211,14 @@ def _check(walker: _Walker, migration: Migration, before: schema.Snapshot, verdi
         verdict.error = f"Re-applying after the rollback failed: {exc}"
         return False, None
     again = walker.snapshot()
-    diff2 = _accept(schema.compare(after, again, counts_only=True), entries, used, verdict)
+    diff2 = accept(schema.compare(after, again, counts_only=True), entries, used, verdict)
     if diff2 and verdict.status == "ok":
         verdict.status = "reapply_failed"
         verdict.diff = diff2.render("first apply", "re-apply")
     return verdict.status == "ok", again
 
 
-def _check_declared(walker: _Walker, migration: Migration, before: schema.Snapshot, verdict: Verdict,
+def _check_declared(walker: Walker, migration: Migration, before: schema.Snapshot, verdict: Verdict,
                     reason: str) -> tuple[bool, bool]:
     """Apply a migration declared irreversible; try its rollback, if it has one, to see whether the declaration is
     stale. Returns (the walker's database is cleanly at the new level, the rollback restored everything)."""
@@ -237,7 +238,7 @@ def _check_declared(walker: _Walker, migration: Migration, before: schema.Snapsh
     return False, not schema.compare(before, walker.snapshot())  # either way, rebuilt at the new level
 
 
-def _full_cycle(walker: _Walker, applied: list[Migration], bottom: schema.Snapshot,
+def _full_cycle(walker: Walker, applied: list[Migration], bottom: schema.Snapshot,
                 accepted: list[dict[str, str]], used: set[int]) -> Verdict:
     t0 = time.perf_counter()
     verdict = Verdict(FULL_CYCLE)
@@ -253,7 +254,7 @@ def _full_cycle(walker: _Walker, applied: list[Migration], bottom: schema.Snapsh
     except MigrationError as exc:
         verdict.status, verdict.error = "rollback_failed", str(exc)
     else:
-        diff = _accept(schema.compare(bottom, walker.snapshot()), accepted, used, verdict)
+        diff = accept(schema.compare(bottom, walker.snapshot()), accepted, used, verdict)
         if diff:
             verdict.status, verdict.diff = "irreversible", diff.render("bottom of the walk", "after rolling everything back")
         try:

@@ -9,6 +9,7 @@ DECLARED = "declared_irreversible"
 STATUSES = ("ok", "irreversible", "rollback_failed", "reapply_failed", "apply_failed", "no_rollback", DECLARED)
 PASSING = ("ok", DECLARED)
 FULL_CYCLE = "(all migrations)"
+SEEDED = "(with seed data)"  # the walk down from the top with seeds/ENV loaded (seedwalk)
 
 
 @dataclass
@@ -32,16 +33,23 @@ class Report:
     stale_exceptions: list[dict[str, str]]
     seconds: float
     data_gaps: list[dict[str, str]] = field(default_factory=list)  # tables no rows could be generated for, and why
+    seeded: Verdict | None = None
+
+    @property
+    def whole(self) -> list[Verdict]:
+        """The verdicts on the chain as a whole: the full cycle, and the walk with seed data when there was one."""
+        return [v for v in (self.full_cycle, self.seeded) if v is not None]
 
     @property
     def ok(self) -> bool:
-        return all(v.ok for v in self.migrations) and (self.full_cycle is None or self.full_cycle.ok) and not self.stale_exceptions
+        return all(v.ok for v in self.migrations + self.whole) and not self.stale_exceptions
 
     def to_json(self) -> str:
         return json.dumps(
             {
                 "migrations": [asdict(v) for v in self.migrations],
                 "full_cycle": asdict(self.full_cycle) if self.full_cycle else None,
+                "seeded": asdict(self.seeded) if self.seeded else None,
                 "stale_exceptions": self.stale_exceptions,
                 "data_gaps": self.data_gaps,
                 "ok": self.ok,
@@ -51,9 +59,9 @@ class Report:
         )
 
     def render(self) -> str:
-        width = max([len(v.id) for v in self.migrations] + [len(FULL_CYCLE)])
+        width = max([len(v.id) for v in self.migrations + self.whole] + [len(FULL_CYCLE)])
         lines = [f"Round trip of {len(self.migrations)} migration(s): apply -> rollback -> apply, schema and data compared"]
-        for verdict in self.migrations + ([self.full_cycle] if self.full_cycle else []):
+        for verdict in self.migrations + self.whole:
             lines.append(f"  {verdict.status:21} {verdict.id:{width}}  {verdict.seconds:6.2f}s")
             for item in verdict.accepted:
                 lines.append(f"      accepted: {item['object']} ({item['reason']})")

@@ -76,3 +76,16 @@ def test_pytest_items_carry_the_verdict_in_junit_xml_and_annotate_under_xdist(pr
     assert errors and all(line.startswith("::error file=migrations/0006.oops.py,line=2,") for line in errors), text
     assert not any("[gw" in line for line in errors), text
     assert "| `0006.oops` | ❌ irreversible" in summary.read_text()
+
+
+def test_a_seeded_round_trip_is_an_item_of_its_own_and_names_the_lost_rows(project):
+    # Only the seed data has this topic, so only the walk with the seed data loaded can see the rollback lose it.
+    project.write("migrations/0006.retitle.py", 'from yoyo import step\nstep(\n    "UPDATE topics SET title = \'Renamed\' '
+                  "WHERE id = '00000000-0000-4000-9000-000000000001'\",\n    \"SELECT 1\",\n)\n")
+    project.write("pyproject.toml", (REPO / "pyproject.toml").read_text())  # the accepted extensions of 0001
+    result = project.result("--overlord-roundtrip", "--seed=development", "-k", "roundtrip", "-p", "no:cacheprovider")
+    text = "\n".join(result.outlines)
+    result.assert_outcomes(passed=7, failed=2)  # 0001-0005, the full cycle, the declarations; 0006 and the seeded walk fail
+    assert "FAILED ::roundtrip[0006.retitle] - 0006.retitle: irreversible" in text, text
+    assert "FAILED ::roundtrip[seed-data-development] - (with seed data): irreversible" in text, text
+    assert "title 'Is compliance a virtue?' → 'Renamed'" in text, text

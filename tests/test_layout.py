@@ -12,7 +12,7 @@ LAYERS = [
     {"servers"},
     {"migrators"},
     {"seeds", "template", "catalog", "tabledata", "schema", "datagen"},
-    {"verdicts", "roundtrip", "github", "runtime"},
+    {"verdicts", "walker", "seedwalk", "roundtrip", "github", "runtime"},
     {"connections", "isolation"},
     {"plugin", "cli", "api"},
 ]

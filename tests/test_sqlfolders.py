@@ -244,7 +244,7 @@ def test_fresh(overlord_fresh_db):
     conn.close()
 ''')
     result = project.result("-q", "--seed=development", "--overlord-roundtrip", "tests")
-    result.assert_outcomes(passed=7)  # 3 tests; round-trip items: 2 migrations, the full cycle, the accepted list
+    result.assert_outcomes(passed=8)  # 3 tests; round-trip items: 2 migrations, the full cycle, the seeded walk, the accepted list
     assert not project.server_processes()
 
 

@@ -34,7 +34,7 @@ class RoundtripItem(pytest.Item):
                     f"{s['migration']} / {s['object']}: {s['why']}; remove it from [tool.overlord_db] or fix it"
                     for s in report.stale_exceptions))
             return
-        verdicts = report.migrations + ([report.full_cycle] if report.full_cycle else [])
+        verdicts = report.migrations + report.whole
         verdict = next(v for v in verdicts if v.id == self.verdict_id)
         self.user_properties += [("overlord_roundtrip_status", verdict.status),
                                  ("overlord_roundtrip_seconds", f"{verdict.seconds:.3f}")]
@@ -61,7 +61,7 @@ class RoundtripItem(pytest.Item):
 
 def add_items(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     plugin = state.get(config)
-    from ..roundtrip import FULL_CYCLE
+    from ..roundtrip import FULL_CYCLE, SEEDED
 
     try:
         chain = plugin.migrator.chain()
@@ -73,6 +73,9 @@ def add_items(session: pytest.Session, config: pytest.Config, items: list[pytest
     if chain:
         items.append(RoundtripItem.from_parent(session, name="roundtrip[all-down-and-up]", verdict_id=FULL_CYCLE,
                                                path_hint=str(plugin.settings.migrations_dir)))
+    if chain and plugin.settings.seed:
+        items.append(RoundtripItem.from_parent(session, name=f"roundtrip[seed-data-{plugin.settings.seed}]", verdict_id=SEEDED,
+                                               path_hint=str(plugin.settings.seeds_dir / plugin.settings.seed)))
     if plugin.settings.accepted or plugin.settings.irreversible:
         items.append(RoundtripItem.from_parent(session, name="roundtrip[accepted-exceptions]", verdict_id="stale",
                                                path_hint=str(github.declarations_file(plugin.settings))))

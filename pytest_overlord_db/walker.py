@@ -1,0 +1,59 @@
+"""A throwaway database walked along the migration chain, and accepted exceptions taken off a diff: the
+pieces the round trip and its seeded walk share."""
+from __future__ import annotations
+
+import psycopg2
+
+from . import schema
+from .migrators import Migration, Migrator
+from .template import Templates
+from .verdicts import Verdict
+
+
+class Walker:
+    """One throwaway database walked up the migration chain."""
+
+    def __init__(self, templates: Templates, migrator: Migrator) -> None:
+        self.templates = templates
+        self.migrator = migrator
+        self.name: str | None = None
+        self.conn: psycopg2.extensions.connection | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.name
+        return self.templates.url(self.name)
+
+    def fresh(self, level: list[Migration]) -> None:
+        """A clean database with exactly ``level`` applied."""
+        self.close()
+        self.name = self.templates.create_empty("roundtrip")
+        if level:
+            self.migrator.apply(self.url, level, lock=False, quiet=True)
+
+    def connection(self) -> psycopg2.extensions.connection:
+        if self.conn is None or self.conn.closed:
+            self.conn = psycopg2.connect(self.url)
+        return self.conn
+
+    def snapshot(self, data: bool = True) -> schema.Snapshot:
+        return schema.take(self.connection(), data=data, bookkeeping=self.migrator.bookkeeping)
+
+    def close(self) -> None:
+        if self.conn is not None and not self.conn.closed:
+            self.conn.close()
+        self.conn = None
+        if self.name:
+            self.templates.drop(self.name)
+            self.name = None
+
+
+def accept(diff: schema.Diff, entries: list[dict[str, str]], used: set[int], verdict: Verdict) -> schema.Diff:
+    """``diff`` without what ``entries`` accept; those that matched are marked ``used`` and shown in ``verdict``."""
+    keys = diff.keys()
+    for entry in entries:
+        if entry["object"] in keys:
+            used.add(id(entry))
+            if not any(a["object"] == entry["object"] for a in verdict.accepted):
+                verdict.accepted.append({"object": entry["object"], "reason": entry["reason"]})
+    return diff.without(e["object"] for e in entries)
