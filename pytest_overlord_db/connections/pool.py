@@ -23,10 +23,9 @@ class PoolClosed(asyncpg.InterfaceError):  # type: ignore[misc]  # asyncpg has n
 
 @dataclass
 class _Hold:
-    """One acquire: its savepoint, and the task that holds the connection."""
+    """One acquire: its savepoint, and whether it took the lock."""
 
     savepoint: str
-    task: asyncio.Task[Any] | None
     outer: bool  # took the lock (a nested acquire of the same task did not)
 
 
@@ -82,7 +81,7 @@ class OverlordPool:
             if outer:
                 self._unlock()
             raise
-        self._holds.append(_Hold(savepoint, task, outer))
+        self._holds.append(_Hold(savepoint, outer))
         return self._conn
 
     async def release(self, connection: Any, *, timeout: float | None = None) -> None:
