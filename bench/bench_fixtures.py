@@ -43,6 +43,8 @@ BODIES = {
     "overlord_pool": ("@pytest.mark.asyncio\nasync def test_{i}(overlord_pool):\n    pass\n", []),
     "overlord_psycopg": ("def test_{i}(overlord_psycopg):\n    pass\n", []),
     "overlord_psycopg_async": ("@pytest.mark.asyncio\nasync def test_{i}(overlord_psycopg_async):\n    pass\n", []),
+    "overlord_sqla_session": ("def test_{i}(overlord_sqla_session):\n    pass\n", []),
+    "overlord_sqla_async_session": ("@pytest.mark.asyncio\nasync def test_{i}(overlord_sqla_async_session):\n    pass\n", []),
     # Tests with work of their own (10 ms): the next clone is made, the last dropped, meanwhile.
     "baseline (sync, 10 ms of work)": ("import time\ndef test_{i}():\n    time.sleep(0.01)\n", []),
     "overlord_fresh_db, 10 ms of work": ("import time\ndef test_{i}(overlord_fresh_db):\n    time.sleep(0.01)\n", []),
@@ -56,6 +58,8 @@ BASELINE_FOR = {
     "overlord_pool": "baseline (async, no db)",
     "overlord_psycopg": "baseline (sync, no db)",
     "overlord_psycopg_async": "baseline (async, no db)",
+    "overlord_sqla_session": "baseline (sync, no db)",
+    "overlord_sqla_async_session": "baseline (async, no db)",
     "overlord_fresh_db, 10 ms of work": "baseline (sync, 10 ms of work)",
 }
 
@@ -191,7 +195,8 @@ def main() -> None:
         print(f"{'fixture':34} {'per test':>10} {'x floor':>9}   target")
         targets = {"overlord_db": 1.0, "overlord_db, session loop": 1.0, "overlord_db_sync": 1.0, "overlord_fresh_db": 15.0,
                    "overlord_fresh_db, 10 ms of work": 15.0, "overlord_db, pgvector types off": 1.0, "overlord_pool": 1.0,
-                   "overlord_psycopg": 1.0, "overlord_psycopg_async": 1.0}
+                   "overlord_psycopg": 1.0, "overlord_psycopg_async": 1.0, "overlord_sqla_session": 5.0,
+                   "overlord_sqla_async_session": 5.0}
         for kind, base in BASELINE_FOR.items():
             overhead = slopes[kind] - slopes[base]
             floor = floor_async if BASELINE_FOR[kind].startswith("baseline (async") else floor_sync

@@ -130,3 +130,16 @@ def test_turned_off_by_the_flag_or_the_ini_setting(project):
     project.result("-q", "tests").assert_outcomes(passed=3)
     project.write("pytest.ini", "[pytest]\n")
     project.result("-q", "tests").assert_outcomes(failed=3)  # on by default: the values are Vectors
+
+
+def test_through_a_sqlalchemy_session(overlord_sqla_session):
+    from sqlalchemy import text
+
+    assert overlord_sqla_session.scalar(text("SELECT '[0.5,0.25,0]'::vector")).to_list() == VALUE
+
+
+@pytest.mark.asyncio
+async def test_through_a_sqlalchemy_async_session(overlord_sqla_async_session):
+    from sqlalchemy import text
+
+    assert (await overlord_sqla_async_session.scalar(text("SELECT '[0.5,0.25,0]'::vector"))).to_list() == VALUE

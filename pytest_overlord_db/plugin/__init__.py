@@ -11,7 +11,15 @@ from __future__ import annotations
 
 from ..connections.pool import OverlordPool
 from ..runtime import FreshDatabase, ServerInfo
-from .app_fixtures import overlord_pool, overlord_psycopg, overlord_psycopg_async
+from .app_fixtures import (
+    overlord_pool,
+    overlord_psycopg,
+    overlord_psycopg_async,
+    overlord_sqla_async_engine,
+    overlord_sqla_async_session,
+    overlord_sqla_engine,
+    overlord_sqla_session,
+)
 from .fixtures import (
     _overlord_db_class_loop,
     _overlord_db_function_loop,
@@ -35,7 +43,8 @@ from .items import RoundtripItem
 
 __all__ = [
     "FreshDatabase", "ServerInfo", "RoundtripItem", "OverlordPool", "overlord_pool", "overlord_psycopg",
-    "overlord_psycopg_async",
+    "overlord_psycopg_async", "overlord_sqla_engine", "overlord_sqla_session", "overlord_sqla_async_engine",
+    "overlord_sqla_async_session",
     "overlord_db", "overlord_db_sync", "overlord_fresh_db", "overlord_server", "_overlord_db_function_loop",
     "_overlord_db_class_loop", "_overlord_db_module_loop", "_overlord_db_package_loop", "_overlord_db_session_loop",
     "pytest_addoption", "pytest_collection_modifyitems", "pytest_configure", "pytest_configure_node",

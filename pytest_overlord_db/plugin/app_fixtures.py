@@ -49,3 +49,43 @@ def overlord_psycopg(overlord_server: ServerInfo, request: pytest.FixtureRequest
 def overlord_psycopg_async(overlord_server: ServerInfo, request: pytest.FixtureRequest) -> Iterator[Any]:
     """A ``psycopg.AsyncConnection``, the same way; usable from any event loop scope."""
     yield from _psycopg(request, "async", "overlord_psycopg_async")
+
+
+def _sqlalchemy(name: str) -> Any:
+    try:
+        import sqlalchemy  # noqa: F401
+    except ImportError:
+        errors.fail_test(f"{name} needs SQLAlchemy 2: pip install 'pytest-overlord-db[sqlalchemy]'.")
+    from ..connections import sqla
+
+    return sqla
+
+
+@pytest.fixture
+def overlord_sqla_engine(overlord_db_sync: Any) -> Any:
+    """A SQLAlchemy Engine over ``overlord_db_sync``'s connection: commits act on a savepoint."""
+    return _sqlalchemy("overlord_sqla_engine").sync_engine(overlord_db_sync)
+
+
+@pytest.fixture
+def overlord_sqla_session(overlord_sqla_engine: Any) -> Iterator[Any]:
+    """A Session joined to the test's transaction (``join_transaction_mode="create_savepoint"``)."""
+    session, connection = _sqlalchemy("overlord_sqla_session").sync_session(overlord_sqla_engine)
+    yield session
+    session.close()
+    connection.close()
+
+
+@pytest.fixture
+def overlord_sqla_async_engine(overlord_db: Any) -> Any:
+    """A SQLAlchemy AsyncEngine over ``overlord_db``'s connection: each transaction a savepoint."""
+    return _sqlalchemy("overlord_sqla_async_engine").async_engine(overlord_db)
+
+
+@pytest.fixture
+def overlord_sqla_async_session(overlord_sqla_async_engine: Any) -> Iterator[Any]:
+    """An AsyncSession on that engine, joined to the test's transaction; closed after the test."""
+    sqla = _sqlalchemy("overlord_sqla_async_session")
+    session = sqla.async_session(overlord_sqla_async_engine)
+    yield session
+    sqla.close_async_session(session, overlord_sqla_async_engine)
