@@ -20,6 +20,7 @@ from .inifile import YoyoIni, open_ini
 
 DEFAULT_IMAGE = "pgvector/pgvector:pg17"
 BACKENDS = ("auto", "embedded", "docker", "url")
+SWITCH = {"on": True, "true": True, "yes": True, "1": True, "off": False, "false": False, "no": False, "0": False}
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class Settings:
     migration_timeout: float | None = None  # seconds one migration may run before it is cancelled
     data_rows: int = 3  # rows the round trip generates in every table before each migration (0: none)
     data_seed: int = 0  # the same seed draws the same rows
+    pgvector_types: bool = True  # register pgvector's types on the fixtures' connections (when it is installed)
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def seed_files(self) -> list[Path]:
@@ -177,6 +179,9 @@ def resolve(
             raise ConfigError(f"{name.replace('_', '-')} must be a whole number, not {raw!r} (from {r.sources[name]}).") from None
         if numbers[name] < 0:
             raise ConfigError(f"{name.replace('_', '-')} must not be negative (from {r.sources[name]}).")
+    vector_types = str(r.pick("pgvector_types", "OVERLORD_PGVECTOR_TYPES", "pgvector_types", default="on")).strip().lower()
+    if vector_types not in SWITCH:
+        raise ConfigError(f"pgvector-types must be on or off, not {vector_types!r} (from {r.sources['pgvector_types']}).")
     settings = Settings(
         root=root,
         migrations_dir=migrations_dir.resolve(),
@@ -196,6 +201,7 @@ def resolve(
         migration_timeout=migration_timeout,
         data_rows=numbers["data_rows"],
         data_seed=numbers["data_seed"],
+        pgvector_types=SWITCH[vector_types],
         sources=dict(r.sources),
     )
     settings.seed_files()  # an unknown --seed fails here, before any server starts

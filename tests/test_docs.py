@@ -212,5 +212,7 @@ def test_quoted_messages_are_the_real_ones(monkeypatch):
     with pytest.raises(ServerError) as failure:
         docker.DockerServer("any-image").start()
     assert normalized(f"overlord-db: {failure.value}") in normalized(read("how-to/docker.md"))
-    for message in (plugin_errors.SYNC_COMMITTED, plugin_errors.ASYNC_COMMITTED):
+    from pytest_overlord_db.plugin.app_fixtures import committed
+
+    for message in (plugin_errors.SYNC_COMMITTED, plugin_errors.ASYNC_COMMITTED, committed("overlord_psycopg")):
         assert normalized(message) in normalized(read("reference/fixtures.md"))

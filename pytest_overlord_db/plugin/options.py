@@ -12,6 +12,7 @@ FIELDS = {
     "overlord_seed": "seed", "overlord_backend": "backend", "overlord_db_url": "db_url", "overlord_image": "image",
     "overlord_migrations": "migrations_dir", "overlord_migrator": "migrator", "overlord_datadir": "datadir",
     "overlord_migration_timeout": "migration_timeout", "overlord_data_rows": "data_rows", "overlord_data_seed": "data_seed",
+    "overlord_pgvector_types": "pgvector_types",
 }
 OPTIONS = [
     # (flag, ini name, env var, help)
@@ -29,7 +30,10 @@ OPTIONS = [
      "rows the round trip generates in every table before each migration (default 3; 0: none)"),
     ("--overlord-data-seed", "overlord_data_seed", "OVERLORD_DATA_SEED", "seed of the round trip's generated rows (default 0)"),
     ("--overlord-datadir", "overlord_datadir", "OVERLORD_DATADIR", "embedded server data directory (default: per project on /dev/shm)"),
+    ("--overlord-pgvector-types", "overlord_pgvector_types", "OVERLORD_PGVECTOR_TYPES",
+     "on|off: register pgvector's types on the fixtures' connections when pgvector is installed (default on)"),
 ]
+NO_VECTOR_TYPES = "--overlord-no-pgvector-types"  # short for --overlord-pgvector-types=off
 
 
 def add(parser: pytest.Parser) -> None:
@@ -37,6 +41,8 @@ def add(parser: pytest.Parser) -> None:
     for flag, ini, env, help_text in OPTIONS:
         group.addoption(flag, dest=ini, default=None, metavar="VALUE", help=f"{help_text} [env {env}, ini {ini}]")
         parser.addini(ini, help=help_text, default=None)
+    group.addoption(NO_VECTOR_TYPES, dest="overlord_no_pgvector_types", action="store_true", default=False,
+                    help="a vector column reads back as text: no pgvector types on the fixtures' connections")
     group.addoption(
         "--overlord-roundtrip",
         action="store_true",
@@ -47,6 +53,8 @@ def add(parser: pytest.Parser) -> None:
 
 def value(config: pytest.Config, ini: str, env: str) -> tuple[str | None, str]:
     """The value of one option and where it came from."""
+    if ini == "overlord_pgvector_types" and config.getoption("overlord_no_pgvector_types"):
+        return "off", f"command line {NO_VECTOR_TYPES}"
     if config.getoption(ini):
         return config.getoption(ini), "command line"
     if os.environ.get(env):
