@@ -12,6 +12,9 @@ FIELDS = {
     "overlord_seed": "seed", "overlord_backend": "backend", "overlord_db_url": "db_url", "overlord_image": "image",
     "overlord_migrations": "migrations_dir", "overlord_migrator": "migrator", "overlord_datadir": "datadir",
     "overlord_migration_timeout": "migration_timeout", "overlord_data_rows": "data_rows", "overlord_data_seed": "data_seed",
+    "overlord_admin_db": "admin_db", "overlord_host_id": "host_id", "overlord_project": "project",
+    "overlord_keep_templates": "keep_templates", "overlord_template_max_age": "template_max_age",
+    "overlord_lease_timeout": "lease_timeout",
 }
 OPTIONS = [
     # (flag, ini name, env var, help)
@@ -29,6 +32,18 @@ OPTIONS = [
      "rows the round trip generates in every table before each migration (default 3; 0: none)"),
     ("--overlord-data-seed", "overlord_data_seed", "OVERLORD_DATA_SEED", "seed of the round trip's generated rows (default 0)"),
     ("--overlord-datadir", "overlord_datadir", "OVERLORD_DATADIR", "embedded server data directory (default: per project on /dev/shm)"),
+    ("--overlord-admin-db", "overlord_admin_db", "OVERLORD_ADMIN_DB",
+     "the database of the --overlord-db-url server to connect to first (default: the URL's)"),
+    ("--overlord-host-id", "overlord_host_id", "OVERLORD_HOST_ID",
+     "names this machine or container in database names and marks (default: the host name)"),
+    ("--overlord-project", "overlord_project", "OVERLORD_PROJECT",
+     "groups this project's templates on a shared server (default: from folder names, not their paths)"),
+    ("--overlord-keep-templates", "overlord_keep_templates", "OVERLORD_KEEP_TEMPLATES",
+     "unused templates of the project kept, newest first, besides those live runs use (default 3)"),
+    ("--overlord-template-max-age", "overlord_template_max_age", "OVERLORD_TEMPLATE_MAX_AGE",
+     "an unused template not used for this long is dropped: 90s, 15m, 12h, 7d (default 7d)"),
+    ("--overlord-lease-timeout", "overlord_lease_timeout", "OVERLORD_LEASE_TIMEOUT",
+     "seconds a vanished runner's connection keeps its databases alive over TCP (default 60)"),
 ]
 
 
