@@ -24,12 +24,35 @@ import secrets
 import socket
 from typing import Any, Iterable
 
+from .config import Settings
+
 MARK = "pytest-overlord-db"
 APP_PREFIX = "ovl-run:"
 CLONE_KINDS = ("build", "work", "fresh", "roundtrip")
 # ovl_<project>_<kind letter>_<host tag>_<run token>_<counter>
 NAME = re.compile(r"ovl_[0-9a-f]{8}_[bwfr]_(?P<host>[0-9a-f]{6})_(?P<run>[0-9a-f]{8})_\d+")
 _tokens: dict[int, str] = {}
+
+
+def project_id(settings: Settings) -> str:
+    """Groups one project's (and seed choice's) templates for collection on a shared server.
+
+    Never the checkout's path, which differs on every runner: ``--overlord-project``, else the project
+    folder's name and the migrations folder's place in it.
+    """
+    if settings.project:
+        ident = settings.project
+    else:
+        try:
+            where = settings.migrations_dir.relative_to(settings.root).as_posix()
+        except ValueError:
+            where = settings.migrations_dir.name
+        ident = f"{settings.root.name}/{where}"
+    return hashlib.sha256(f"{ident}\0{settings.seed or ''}".encode()).hexdigest()[:8]
+
+
+def lock_id(purpose: str, key: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"{MARK}:{purpose}:{key}".encode()).digest()[:8], "big", signed=True)
 
 
 def host_identity(configured: str | None) -> str:

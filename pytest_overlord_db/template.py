@@ -35,7 +35,7 @@ from psycopg2 import sql
 from . import __version__, interrupts, leases, seeds, urls
 from .config import Settings
 from .errors import OverlordError
-from .leases import MARK
+from .leases import MARK, lock_id, project_id
 from .migrators import Migrator, for_folder
 from .polling import poll
 from .servers.base import ServerFacts, connect
@@ -43,27 +43,6 @@ from .watch import watched
 
 __all__ = ["MARK", "Template", "Templates", "cache_key", "project_id"]
 _counter = itertools.count(1)
-
-
-def project_id(settings: Settings) -> str:
-    """Groups one project's (and seed choice's) templates for collection on a shared server.
-
-    Never the checkout's path, which differs on every runner: ``--overlord-project``, else the project
-    folder's name and the migrations folder's place in it.
-    """
-    if settings.project:
-        ident = settings.project
-    else:
-        try:
-            where = settings.migrations_dir.relative_to(settings.root).as_posix()
-        except ValueError:
-            where = settings.migrations_dir.name
-        ident = f"{settings.root.name}/{where}"
-    return hashlib.sha256(f"{ident}\0{settings.seed or ''}".encode()).hexdigest()[:8]
-
-
-def lock_id(purpose: str, key: str) -> int:
-    return int.from_bytes(hashlib.sha256(f"{MARK}:{purpose}:{key}".encode()).digest()[:8], "big", signed=True)
 
 
 def cache_key(migrator: Migrator, seed_files: list[Path], server_major: int) -> str:

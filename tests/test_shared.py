@@ -188,3 +188,27 @@ def test_durations(tmp_path):
     assert resolve(root, environ={"OVERLORD_TEMPLATE_MAX_AGE": "12h"}).template_max_age == 12 * 3600
     assert resolve(root, environ={}, template_max_age="90").template_max_age == 90
     assert resolve(root, environ={}).template_max_age == 7 * 86400
+
+
+@pytest.mark.slow
+def test_a_server_without_a_postgres_database_is_used_through_the_admin_db(project):
+    from pytest_overlord_db.servers.embedded import EmbeddedServer
+
+    server = EmbeddedServer(project.datadir.with_name(project.datadir.name + "-managed"))
+    url = server.start()
+    try:
+        conn = psycopg2.connect(url.replace("/postgres?", "/template1?", 1))
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("CREATE DATABASE maintenance")
+            cur.execute("DROP DATABASE postgres")  # as on many managed servers
+        conn.close()
+        project.write("test_it.py", "def test_it(overlord_db_sync):\n    overlord_db_sync.cursor().execute('SELECT * FROM users')\n")
+        refused = project.run("-q", f"--overlord-db-url={url}", "test_it.py")
+        out = refused.stdout + refused.stderr
+        assert refused.returncode != 0 and "has no database postgres" in out and "--overlord-admin-db=NAME" in out, out
+        assert "Traceback" not in out
+        project.env["OVERLORD_ADMIN_DB"] = "maintenance"
+        project.result("-q", f"--overlord-db-url={url}", "test_it.py").assert_outcomes(passed=1)
+    finally:
+        server.stop()
