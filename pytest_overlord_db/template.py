@@ -97,6 +97,7 @@ class Templates:
         return self._conn
 
     def close(self) -> None:
+        self._held = []  # the run is done with its template: a later connection takes no lock again
         if self._conn is not None:
             interrupts.close(self._conn)
 

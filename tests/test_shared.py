@@ -6,6 +6,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import psycopg2
 import pytest
@@ -210,5 +211,45 @@ def test_a_server_without_a_postgres_database_is_used_through_the_admin_db(proje
         assert "Traceback" not in out
         project.env["OVERLORD_ADMIN_DB"] = "maintenance"
         project.result("-q", f"--overlord-db-url={url}", "test_it.py").assert_outcomes(passed=1)
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_over_tcp_the_lease_session_gives_up_on_a_vanished_runner_within_the_lease_timeout(project, tmp_path):
+    """On loopback, the admin session's keepalives and user timeout follow --overlord-lease-timeout."""
+    import socket
+
+    from pytest_overlord_db.servers import postmaster
+    from pytest_overlord_db.servers.embedded import EmbeddedServer
+
+    server = EmbeddedServer(project.datadir.with_name(project.datadir.name + "-tcp"))
+    conn = psycopg2.connect(server.start())
+    conn.autocommit = True
+    with socket.socket() as probe:  # a free loopback port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with conn.cursor() as cur:
+        cur.execute("ALTER SYSTEM SET listen_addresses = '127.0.0.1'")
+        cur.execute(f"ALTER SYSTEM SET port = {port}")
+    conn.close()
+    postmaster.stop(server.pgdata)
+    postmaster.start(server.pgdata, server.log_file, server.run_as)  # now on 127.0.0.1 only (and its socket)
+    try:
+        url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        info = psycopg2.connect(url)
+        version = info.server_version
+        info.close()
+        reached = SimpleNamespace(admin_url=url, version_num=version, version=str(version))
+        templates = manager(reached, migrations(tmp_path / "app", "t"), lease_timeout=12.0)
+        try:
+            settings = dict(templates._execute(
+                "SELECT name, setting FROM pg_settings WHERE name LIKE 'tcp\\_%%' ORDER BY name"))
+            name = templates._execute("SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()")
+        finally:
+            templates.close()
+        assert settings == {"tcp_keepalives_count": "3", "tcp_keepalives_idle": "6", "tcp_keepalives_interval": "2",
+                            "tcp_user_timeout": "12000"}
+        assert name == [(leases.application_name(),)]
     finally:
         server.stop()
