@@ -45,6 +45,13 @@ class Settings:
     data_rows: int = 3  # rows the round trip generates in every table before each migration (0: none)
     data_seed: int = 0  # the same seed draws the same rows
     pgvector_types: bool = True  # register pgvector's types on the fixtures' connections (when it is installed)
+    # Sharing one server between runs, branches and CI runners (docs/how-to/shared-server.md).
+    host_id: str | None = None  # names this machine in database names and marks (default: the host name)
+    project: str | None = None  # groups templates for collection (default: folder names, not their path)
+    admin_db: str | None = None  # the database of the --overlord-db-url server to connect to first
+    keep_templates: int = 3  # unused templates of the project kept besides the ones live runs use
+    template_max_age: float = 7 * 86400.0  # seconds an unused template is kept
+    lease_timeout: float = 60.0  # seconds a vanished runner's session (its lease) may outlive it over TCP
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def seed_files(self) -> list[Path]:
@@ -182,6 +189,7 @@ def resolve(
     vector_types = str(r.pick("pgvector_types", "OVERLORD_PGVECTOR_TYPES", "pgvector_types", default="on")).strip().lower()
     if vector_types not in SWITCH:
         raise ConfigError(f"pgvector-types must be on or off, not {vector_types!r} (from {r.sources['pgvector_types']}).")
+    shared = _shared_server(r)
     settings = Settings(
         root=root,
         migrations_dir=migrations_dir.resolve(),
@@ -202,7 +210,48 @@ def resolve(
         data_rows=numbers["data_rows"],
         data_seed=numbers["data_seed"],
         pgvector_types=SWITCH[vector_types],
+        **shared,
         sources=dict(r.sources),
     )
     settings.seed_files()  # an unknown --seed fails here, before any server starts
     return settings
+
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def duration(raw: object, what: str, source: str) -> float:
+    """Seconds from ``90``, ``90s``, ``15m``, ``12h`` or ``7d``."""
+    text = str(raw).strip().lower()
+    unit = _UNITS.get(text[-1:], None) if text else None
+    try:
+        seconds = float(text[:-1] if unit else text) * (unit or 1.0)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:
+        raise ConfigError(f"{what} must be a duration such as 90, 90s, 15m, 12h or 7d, not {raw!r} (from {source}).")
+    return seconds
+
+
+def _shared_server(r: _Resolver) -> dict[str, Any]:
+    """The settings for many runs on one server: host identity, project, admin database, template collection."""
+    keep = r.pick("keep_templates", "OVERLORD_KEEP_TEMPLATES", None, default=3)
+    try:
+        keep_templates = int(keep)
+    except (TypeError, ValueError):
+        keep_templates = -1
+    if keep_templates < 0:
+        raise ConfigError(f"keep-templates must be a whole number, 0 or more, not {keep!r} (from {r.sources['keep_templates']}).")
+    age = r.pick("template_max_age", "OVERLORD_TEMPLATE_MAX_AGE", None, default="7d")
+    lease = r.pick("lease_timeout", "OVERLORD_LEASE_TIMEOUT", None, default="60")
+    lease_timeout = duration(lease, "lease-timeout", r.sources["lease_timeout"])
+    if lease_timeout < 1:
+        raise ConfigError(f"lease-timeout must be at least 1 second, not {lease!r} (from {r.sources['lease_timeout']}).")
+    return {
+        "host_id": r.pick("host_id", "OVERLORD_HOST_ID") or None,
+        "project": r.pick("project", "OVERLORD_PROJECT") or None,
+        "admin_db": r.pick("admin_db", "OVERLORD_ADMIN_DB") or None,
+        "keep_templates": keep_templates,
+        "template_max_age": duration(age, "template-max-age", r.sources["template_max_age"]),
+        "lease_timeout": lease_timeout,
+    }

@@ -13,6 +13,9 @@ FIELDS = {
     "overlord_migrations": "migrations_dir", "overlord_migrator": "migrator", "overlord_datadir": "datadir",
     "overlord_migration_timeout": "migration_timeout", "overlord_data_rows": "data_rows", "overlord_data_seed": "data_seed",
     "overlord_pgvector_types": "pgvector_types",
+    "overlord_admin_db": "admin_db", "overlord_host_id": "host_id", "overlord_project": "project",
+    "overlord_keep_templates": "keep_templates", "overlord_template_max_age": "template_max_age",
+    "overlord_lease_timeout": "lease_timeout",
 }
 OPTIONS = [
     # (flag, ini name, env var, help)
@@ -32,6 +35,18 @@ OPTIONS = [
     ("--overlord-datadir", "overlord_datadir", "OVERLORD_DATADIR", "embedded server data directory (default: per project on /dev/shm)"),
     ("--overlord-pgvector-types", "overlord_pgvector_types", "OVERLORD_PGVECTOR_TYPES",
      "on|off: register pgvector's types on the fixtures' connections when pgvector is installed (default on)"),
+    ("--overlord-admin-db", "overlord_admin_db", "OVERLORD_ADMIN_DB",
+     "the database of the --overlord-db-url server to connect to first (default: the URL's)"),
+    ("--overlord-host-id", "overlord_host_id", "OVERLORD_HOST_ID",
+     "names this machine or container in database names and marks (default: the host name)"),
+    ("--overlord-project", "overlord_project", "OVERLORD_PROJECT",
+     "groups this project's templates on a shared server (default: from folder names, not their paths)"),
+    ("--overlord-keep-templates", "overlord_keep_templates", "OVERLORD_KEEP_TEMPLATES",
+     "unused templates of the project kept, newest first, besides those live runs use (default 3)"),
+    ("--overlord-template-max-age", "overlord_template_max_age", "OVERLORD_TEMPLATE_MAX_AGE",
+     "an unused template not used for this long is dropped: 90s, 15m, 12h, 7d (default 7d)"),
+    ("--overlord-lease-timeout", "overlord_lease_timeout", "OVERLORD_LEASE_TIMEOUT",
+     "seconds a vanished runner's connection keeps its databases alive over TCP (default 60)"),
 ]
 NO_VECTOR_TYPES = "--overlord-no-pgvector-types"  # short for --overlord-pgvector-types=off
 

@@ -23,7 +23,7 @@ def choose_backend(settings: Settings) -> tuple[str, str]:
 def make_server(settings: Settings, backend: str) -> Server:
     if backend == "url":
         assert settings.db_url
-        return ExternalServer(settings.db_url)
+        return ExternalServer(settings.db_url, settings.admin_db)
     if backend == "docker":
         return DockerServer(settings.image)
     return EmbeddedServer(settings.datadir or default_datadir(settings.root))
