@@ -43,6 +43,8 @@ class Settings:
     migration_timeout: float | None = None  # seconds one migration may run before it is cancelled
     data_rows: int = 3  # rows the round trip generates in every table before each migration (0: none)
     data_seed: int = 0  # the same seed draws the same rows
+    keep_failed: bool = False  # keep the fresh databases of failed tests (the next run drops them)
+    cache_max_age: float = 7.0  # days an embedded data directory may stay unused before it is removed (0: never)
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def seed_files(self) -> list[Path]:
@@ -112,6 +114,19 @@ class _Resolver:
         return default
 
 
+def _flag(r: _Resolver, name: str, raw: Any) -> bool:
+    """An on/off setting: a flag (True), or on/off words from the environment or an ini file."""
+    if isinstance(raw, bool):
+        return raw
+    word = str(raw).strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{name.replace('_', '-')} must be on or off (true/false, yes/no, 1/0), not {raw!r} "
+                      f"(from {r.sources[name]}).")
+
+
 def resolve(
     root: Path | str | os.PathLike[str] | None = None,
     *,
@@ -177,6 +192,15 @@ def resolve(
             raise ConfigError(f"{name.replace('_', '-')} must be a whole number, not {raw!r} (from {r.sources[name]}).") from None
         if numbers[name] < 0:
             raise ConfigError(f"{name.replace('_', '-')} must not be negative (from {r.sources[name]}).")
+    keep_failed = _flag(r, "keep_failed", r.pick("keep_failed", "OVERLORD_KEEP_FAILED", default=False))
+    raw_age = r.pick("cache_max_age", "OVERLORD_CACHE_MAX_AGE", default=7.0)
+    try:
+        cache_max_age = float(raw_age)
+    except (TypeError, ValueError):
+        cache_max_age = -1.0
+    if not cache_max_age >= 0:  # also NaN
+        raise ConfigError(f"The cache's max age must be a number of days (0: never remove), not {raw_age!r} "
+                          f"(from {r.sources['cache_max_age']}).")
     settings = Settings(
         root=root,
         migrations_dir=migrations_dir.resolve(),
@@ -196,6 +220,8 @@ def resolve(
         migration_timeout=migration_timeout,
         data_rows=numbers["data_rows"],
         data_seed=numbers["data_seed"],
+        keep_failed=keep_failed,
+        cache_max_age=cache_max_age,
         sources=dict(r.sources),
     )
     settings.seed_files()  # an unknown --seed fails here, before any server starts

@@ -196,6 +196,18 @@ class Runtime:
         assert self._fresh is not None
         self._fresh.give_back(db.name)
 
+    def drop_db(self, name: str) -> None:
+        """Drop a database of this run made outside the fresh pool (a migration test's, say)."""
+        assert self.templates is not None
+        self.templates.drop(name)
+
+    def keep_db(self, name: str) -> None:
+        """Leave one of this run's databases for debugging (the next run drops it); an embedded server
+        stays running after the run, so it can be reached."""
+        assert self.templates is not None
+        self.templates.keep(name)
+        self.server.keep_after_run()
+
     def stop(self) -> None:
         if self.gone is not None:
             self._abandon()

@@ -198,15 +198,19 @@ class Templates:
         return [(name, int(m.group(1))) for name, comment in rows if comment is None and (m := pattern.fullmatch(name))]
 
     def drop_stale(self) -> None:
-        """Drop clones and builds left by dead processes of this host (a SIGKILLed run, say)."""
+        """Drop clones and builds left by dead processes of this host (a SIGKILLed run, say), and the
+        databases an earlier run kept for debugging (``--overlord-keep-failed``)."""
         host = socket.gethostname()
         rows = self._named_ours()  # one query for the marked and the unmarked
         stale = [(name, int(mark.get("pid", 0))) for name, mark in self.ours(rows)
-                 if mark.get("kind") in ("build", "work", "fresh", "roundtrip") and mark.get("host") == host]
+                 if mark.get("kind") in ("build", "work", "fresh", "roundtrip", "kept") and mark.get("host") == host]
+        kept = {name for name, mark in self.ours(rows) if mark.get("kind") == "kept"}
         for name, pid in stale + self._unmarked_of_this_host(rows):
             if pid != os.getpid() and not psutil.pid_exists(pid):
                 try:
                     self.drop(name)
+                    if name in kept and self.report is not None:
+                        self.report(f"overlord-db: dropped {name}, kept by an earlier run for debugging a failed test")
                 except psycopg2.errors.InsufficientPrivilege as exc:
                     # Made by another role (which must drop it): never let it break every run.
                     self._warn(f"overlord-db: left the stale database {name} alone: this role may not drop it "
@@ -252,6 +256,15 @@ class Templates:
         # naps 100 ms; polling pg_stat_activity for ~1 ms is cheaper.
         poll(lambda: not self._execute("SELECT 1 FROM pg_stat_activity WHERE datname = %s LIMIT 1", (name,)),
              timeout=timeout, interval=0.001)
+
+    def open_transactions(self, name: str) -> list[int]:
+        """Backends in ``name`` holding a transaction open while idle: a migration would wait for their locks."""
+        return [int(pid) for (pid,) in self._execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND state LIKE 'idle in transaction%%' ORDER BY pid", (name,))]
+
+    def keep(self, name: str) -> None:
+        """Mark one of our databases as kept for debugging: this run leaves it, the next run drops it."""
+        self._mark(name, "kept")
 
     def drop(self, name: str) -> None:
         """Drop one of our databases, disconnecting whoever is still in it."""

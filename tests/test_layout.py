@@ -12,7 +12,7 @@ LAYERS = [
     {"servers"},
     {"migrators"},
     {"seeds", "template", "tabledata", "schema", "datagen"},
-    {"verdicts", "roundtrip", "github", "runtime"},
+    {"verdicts", "roundtrip", "github", "runtime", "stepper"},
     {"connections", "isolation"},
     {"plugin", "cli", "api"},
 ]

@@ -1,7 +1,8 @@
 """The pytest plugin (registered through the ``pytest11`` entry point).
 
 hooks (options, configuration, header, xdist, round-trip collection),
-fixtures (what tests use), items (round-trip checks), loops (the test's event
+fixtures (what tests use), migration_fixtures (data-migration tests and
+databases wider than a test), keep (--overlord-keep-failed), items (round-trip checks), loops (the test's event
 loop), errors (one paragraph per failure), state (what lives in
 ``config.stash``). The work itself is in ``isolation`` and ``runtime``,
 which do not need pytest.
@@ -29,6 +30,8 @@ from .hooks import (
     pytest_unconfigure,
 )
 from .items import RoundtripItem
+from .keep import pytest_runtest_makereport, pytest_terminal_summary
+from .migration_fixtures import FreshDatabases, overlord_fresh_db_factory, overlord_migrator, overlord_module_db
 
 __all__ = [
     "FreshDatabase", "ServerInfo", "RoundtripItem",
@@ -36,4 +39,6 @@ __all__ = [
     "_overlord_db_class_loop", "_overlord_db_module_loop", "_overlord_db_package_loop", "_overlord_db_session_loop",
     "pytest_addoption", "pytest_collection_modifyitems", "pytest_configure", "pytest_configure_node",
     "pytest_report_header", "pytest_unconfigure",
+    "FreshDatabases", "overlord_migrator", "overlord_fresh_db_factory", "overlord_module_db",
+    "pytest_runtest_makereport", "pytest_terminal_summary",
 ]

