@@ -126,6 +126,10 @@ class Runtime:
         started = time.perf_counter()
         try:
             admin_url = self.server.start()
+            swept = self.server.swept if isinstance(self.server, EmbeddedServer) else []
+            if swept and self.report is not None:
+                self.report(f"overlord-db: removed {len(swept)} data folder(s) unused for over "
+                            f"{self.settings.cache_max_age:g} day(s): {', '.join(map(str, swept))}")
             facts = inspect_server(admin_url, self.migrator.required_extensions())
             self.templates = Templates(admin_url, self.settings, facts, self.migrator)
             self.templates.report = self.report

@@ -14,7 +14,7 @@ LAYERS = [
     {"seeds", "template", "tabledata", "schema", "datagen"},
     {"verdicts", "roundtrip", "github", "runtime", "stepper"},
     {"connections", "isolation"},
-    {"plugin", "cli", "api"},
+    {"plugin", "cli", "cli_cache", "api"},
 ]
 
 

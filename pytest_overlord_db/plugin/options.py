@@ -12,7 +12,7 @@ FIELDS = {
     "overlord_seed": "seed", "overlord_backend": "backend", "overlord_db_url": "db_url", "overlord_image": "image",
     "overlord_migrations": "migrations_dir", "overlord_migrator": "migrator", "overlord_datadir": "datadir",
     "overlord_migration_timeout": "migration_timeout", "overlord_data_rows": "data_rows", "overlord_data_seed": "data_seed",
-    "overlord_keep_failed": "keep_failed",
+    "overlord_keep_failed": "keep_failed", "overlord_cache_max_age": "cache_max_age",
 }
 FLAGS = {"overlord_keep_failed"}  # on/off: a bare flag on the command line, a word in env and ini
 OPTIONS = [
@@ -33,6 +33,8 @@ OPTIONS = [
     ("--overlord-datadir", "overlord_datadir", "OVERLORD_DATADIR", "embedded server data directory (default: per project on /dev/shm)"),
     ("--overlord-keep-failed", "overlord_keep_failed", "OVERLORD_KEEP_FAILED",
      "keep the fresh databases of failed tests and print their URLs; the next run drops them"),
+    ("--overlord-cache-max-age", "overlord_cache_max_age", "OVERLORD_CACHE_MAX_AGE",
+     "days an embedded server's data folder may stay unused before it is removed (default 7; 0: never)"),
 ]
 
 

@@ -27,7 +27,7 @@ import psutil
 from filelock import FileLock
 
 from ..errors import ServerError
-from . import postmaster
+from . import datadirs, postmaster
 from .base import Server
 from .private import make_private
 
@@ -83,8 +83,11 @@ def _server_user() -> tuple[str, tuple[int, int]] | None:
 class EmbeddedServer(Server):
     kind = "embedded"
 
-    def __init__(self, datadir: Path) -> None:
+    def __init__(self, datadir: Path, project: Path | None = None, max_age_days: float = 0.0) -> None:
         self.datadir = Path(datadir).resolve()  # the private folder; the cluster is pgdata/ inside
+        self.project = project
+        self.max_age_days = max_age_days  # other data directories of ours idle this long are removed at start
+        self.swept: list[Path] = []
         self.pgdata = self.datadir / "pgdata"
         self.lock = FileLock(str(self.datadir / "lock"), timeout=120, mode=0o600)
         self.clients_file = self.datadir / "clients.json"
@@ -111,7 +114,11 @@ class EmbeddedServer(Server):
 
     def _start(self) -> str:
         self._user = _server_user()
+        existed = os.path.lexists(self.datadir)
         make_private(self.datadir, self._user[1] if self._user else None)
+        # Before markers, only the plugin made folders by these names with a cluster inside.
+        legacy = datadirs.default_named(self.datadir) and (self.pgdata / "PG_VERSION").is_file()
+        datadirs.write_marker(self.datadir, self.project, created=not existed or legacy)
         socket_dir = self.socket_dir()
         if socket_dir != self.datadir:
             make_private(socket_dir, self._user[1] if self._user else None)
@@ -132,6 +139,7 @@ class EmbeddedServer(Server):
                 clients.append(me)
             self._write_clients(clients)
             self._registered = True
+        self.swept = datadirs.sweep(self.max_age_days, keep=self.datadir)
         return self.url()
 
     def stop(self) -> None:
