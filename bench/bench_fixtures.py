@@ -7,7 +7,7 @@ using no database. Every figure is printed
 with its ratio to the raw floor measured in the same run: one bare
 BEGIN/ROLLBACK round trip on the same server.
 
-    python bench/bench_fixtures.py [--sizes 50 200 400] [--repeat 3]
+    python bench/bench_fixtures.py [--sizes 50 200 400] [--repeat 3] [--only overlord_migrator ...]
 """
 from __future__ import annotations
 
@@ -42,6 +42,12 @@ BODIES = {
     # Tests with work of their own (10 ms): the next clone is made, the last dropped, meanwhile.
     "baseline (sync, 10 ms of work)": ("import time\ndef test_{i}():\n    time.sleep(0.01)\n", []),
     "overlord_fresh_db, 10 ms of work": ("import time\ndef test_{i}(overlord_fresh_db):\n    time.sleep(0.01)\n", []),
+    # An empty database of its own per test (made and dropped in the foreground), and then with the whole
+    # chain applied by the migrator, which is what a data-migration test pays at most.
+    "overlord_migrator": ("def test_{i}(overlord_migrator):\n    pass\n", []),
+    "overlord_migrator, to the last": ("def test_{i}(overlord_migrator):\n    overlord_migrator.migrate_to(5)\n", []),
+    # One clone for the whole module: per test, nearly nothing.
+    "overlord_module_db": ("def test_{i}(overlord_module_db):\n    pass\n", []),
 }
 BASELINE_FOR = {
     "overlord_db": "baseline (async, no db)",
@@ -49,6 +55,9 @@ BASELINE_FOR = {
     "overlord_db_sync": "baseline (sync, no db)",
     "overlord_fresh_db": "baseline (sync, no db)",
     "overlord_fresh_db, 10 ms of work": "baseline (sync, 10 ms of work)",
+    "overlord_migrator": "baseline (sync, no db)",
+    "overlord_migrator, to the last": "baseline (sync, no db)",
+    "overlord_module_db": "baseline (sync, no db)",
 }
 
 
@@ -128,7 +137,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[50, 200, 400])
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--only", nargs="+", metavar="FIXTURE", help="measure these fixtures (and their baselines) only")
     args = parser.parse_args()
+    chosen = [k for k in BASELINE_FOR if not args.only or k in args.only]
 
     work = Path(tempfile.mkdtemp(prefix="ovl-bench-"))
     shm = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else work
@@ -163,7 +174,7 @@ def main() -> None:
 
         # The fastest of the repeats at each size: on a shared machine noise only ever adds time.
         slopes = {}
-        for kind in BODIES:
+        for kind in dict.fromkeys(k for c in chosen for k in (BASELINE_FOR[c], c)):
             xs, ys = [], []
             for n in args.sizes:
                 path = write_tests(work, kind, n)
@@ -178,8 +189,10 @@ def main() -> None:
         print()
         print(f"{'fixture':34} {'per test':>10} {'x floor':>9}   target")
         targets = {"overlord_db": 1.0, "overlord_db, session loop": 1.0, "overlord_db_sync": 1.0, "overlord_fresh_db": 15.0,
-                   "overlord_fresh_db, 10 ms of work": 15.0}
-        for kind, base in BASELINE_FOR.items():
+                   "overlord_fresh_db, 10 ms of work": 15.0, "overlord_migrator": 15.0,
+                   "overlord_migrator, to the last": 200.0, "overlord_module_db": 0.5}
+        for kind in chosen:
+            base = BASELINE_FOR[kind]
             overhead = slopes[kind] - slopes[base]
             floor = floor_async if kind.startswith("overlord_db,") or kind == "overlord_db" else floor_sync
             verdict = "ok" if overhead * ms < targets[kind] else "MISSED"

@@ -30,11 +30,12 @@ class MigrationStepper:
     """An empty database of its own, moved through the chain by ``migrate_to``, ``migrate_up``,
     ``migrate_down`` and ``rollback_to``; ``conn`` (autocommit psycopg2) or ``url`` for the test's rows."""
 
-    def __init__(self, templates: Templates, migrator: Migrator, irreversible: tuple[dict[str, str], ...] = ()) -> None:
+    def __init__(self, templates: Templates, migrator: Migrator, irreversible: tuple[dict[str, str], ...] = (),
+                 chain: list[Migration] | None = None) -> None:
         self.templates = templates
         self.migrator = migrator
         self.irreversible = irreversible
-        self.chain: list[Migration] = migrator.chain()
+        self.chain: list[Migration] = migrator.chain() if chain is None else chain  # read once per run by the plugin
         self.name = templates.create_empty("fresh")
         self.url = templates.url(self.name)
         self._conns: list[psycopg2.extensions.connection] = []

@@ -12,9 +12,12 @@ from typing import Iterator
 
 import pytest
 
+from ..migrators import Migration
 from ..runtime import FreshDatabase, Runtime, ServerInfo
 from ..stepper import MigrationStepper
 from . import errors, keep, state
+
+CHAIN = pytest.StashKey[list[Migration]]()
 
 
 def _runtime(request: pytest.FixtureRequest) -> Runtime:
@@ -30,7 +33,10 @@ def overlord_migrator(overlord_server: ServerInfo, request: pytest.FixtureReques
     settings = state.get(request.config).settings
     assert runtime.templates is not None
     templates = runtime.templates
-    stepper = errors.guarded(lambda: MigrationStepper(templates, runtime.migrator, settings.irreversible))
+    if CHAIN not in request.config.stash:  # reading the files costs milliseconds; they do not change mid-run
+        request.config.stash[CHAIN] = errors.guarded(runtime.migrator.chain)
+    chain = request.config.stash[CHAIN]
+    stepper = errors.guarded(lambda: MigrationStepper(templates, runtime.migrator, settings.irreversible, chain))
     try:
         yield stepper
     finally:
