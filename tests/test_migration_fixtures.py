@@ -229,9 +229,12 @@ def kept_names(output: str) -> list[str]:
     return re.findall(r": (ovl_\w+) at postgresql://", section)
 
 
-def test_keep_failed_keeps_failed_tests_databases_until_the_next_run(project):
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one process", "xdist"])
+def test_keep_failed_keeps_failed_tests_databases_until_the_next_run(project, workers):
+    # Under xdist the workers' databases reach the controller's summary, and the server stays up
+    # whichever worker is the last one out.
     project.write("tests/test_kept.py", KEPT_TESTS)
-    first = project.result("-q", "--overlord-keep-failed", "tests")
+    first = project.result("-q", "--overlord-keep-failed", *workers, "tests")
     first.assert_outcomes(passed=1, failed=3)
     out = "\n".join(first.outlines)
     names = kept_names(out)
