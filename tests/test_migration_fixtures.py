@@ -117,6 +117,34 @@ def test_overlord_migrator_moves_data_both_ways_and_names_a_bad_target(people):
     assert not people.server_processes()
 
 
+SQL_FOLDER_TEST = '''
+def test_split_with_sql_files(overlord_migrator):
+    assert overlord_migrator.ids == ["001_people", "002_split_name"]
+    overlord_migrator.migrate_to(1)
+    overlord_migrator.execute("INSERT INTO people (name) VALUES ('Grace Hopper')")
+    overlord_migrator.migrate_up()
+    assert overlord_migrator.fetch("SELECT first_name, last_name FROM people") == [("Grace", "Hopper")]
+    overlord_migrator.migrate_down()
+    assert overlord_migrator.fetch("SELECT name FROM people") == [("Grace Hopper",)]
+    assert overlord_migrator.applied() == ["001_people"]
+'''
+
+
+def test_overlord_migrator_works_through_any_migrator(project):
+    # The seed's SQL-folder layout: the fixture talks to the Migrator interface, not to yoyo.
+    shutil.rmtree(project.root / "migrations")
+    shutil.rmtree(project.root / "seeds")
+    split = SPLIT.split('"""')
+    project.write("migrations/versions/001_people.sql", "CREATE TABLE people (id serial PRIMARY KEY, name text NOT NULL);")
+    project.write("migrations/rollbacks/001_people_rollback.sql", "DROP TABLE people;")
+    project.write("migrations/versions/002_split_name.sql", split[1])
+    project.write("migrations/rollbacks/002_split_name_rollback.sql", split[3])
+    project.write("tests/test_sql.py", SQL_FOLDER_TEST)
+    result = project.result("-q", "tests")
+    assert result.ret == 0, "\n".join(result.outlines)
+    result.assert_outcomes(passed=1)
+
+
 ORDERED = '''
 import psycopg2
 from conftest import MODULE_DATABASES

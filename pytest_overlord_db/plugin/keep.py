@@ -83,8 +83,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     for line in kept:
         terminalreporter.write_line(line)
     plugin = terminalreporter.config.stash.get(state.STATE, None)
-    if plugin is not None and plugin.backend == "embedded":
-        terminalreporter.write_line("The embedded server keeps running so they can be reached; the next run stops it "
-                                    "when it ends, and drops them.")
-    else:
-        terminalreporter.write_line("The next run drops them.")
+    backend = plugin.backend if plugin is not None else None
+    terminalreporter.write_line({
+        "embedded": "The embedded server keeps running so they can be reached; the next run stops it when it ends, "
+                    "and drops them.",
+        "docker": "The Docker container is removed at the end of the run, and they with it.",
+    }.get(backend or "", "The next run drops them."))
