@@ -84,6 +84,14 @@ def test_a_folder_we_did_not_create_is_never_removed(places):
     server.stop()
     assert not datadirs.is_ours(server.datadir)
     assert datadirs.remove(server.datadir) == "not made by pytest-overlord-db" and server.datadir.exists()
+    # A link named like ours, to a folder that is ours: never followed.
+    ours = places / "ovl-0-target-1234abcd"
+    ours.mkdir()
+    datadirs.write_marker(ours, None, created=True)
+    link = places / "ovl-0-link-1234abcd"
+    link.symlink_to(ours)
+    assert [d.path for d in datadirs.find()] == [ours]
+    assert datadirs.remove(link) == "not made by pytest-overlord-db" and (ours / datadirs.MARKER).exists()
 
 
 USES_A_SERVER = "def test_it(overlord_server):\n    pass\n"
