@@ -249,6 +249,30 @@ def test_fresh_passes(overlord_fresh_db):
 
 def test_module_db_fails(overlord_module_db):
     assert False
+
+
+def test_shared_fails(shared):
+    assert False
+
+
+def test_other_passes(other):
+    pass
+'''
+KEPT_FIXTURES = '''
+import pytest
+
+
+@pytest.fixture(scope="session")
+def shared(overlord_fresh_db_factory):
+    with overlord_fresh_db_factory(used_by="shared") as db:
+        yield db
+
+
+@pytest.fixture(scope="session")
+def other(overlord_fresh_db_factory):  # alive while tests fail, but none of them used it: not kept
+    with overlord_fresh_db_factory(used_by="other") as db:
+        print("OTHER", db.name)
+        yield db
 '''
 
 
@@ -262,11 +286,14 @@ def test_keep_failed_keeps_failed_tests_databases_until_the_next_run(project, wo
     # Under xdist the workers' databases reach the controller's summary, and the server stays up
     # whichever worker is the last one out.
     project.write("tests/test_kept.py", KEPT_TESTS)
-    first = project.result("-q", "--overlord-keep-failed", *workers, "tests")
-    first.assert_outcomes(passed=1, failed=3)
+    project.write("tests/conftest.py", KEPT_FIXTURES)
+    first = project.result("-q", "-s", "-p", "no:randomly", "--overlord-keep-failed", *workers, "tests")
+    first.assert_outcomes(passed=2, failed=4)
     out = "\n".join(first.outlines)
     names = kept_names(out)
-    assert len(names) == 3 and "test_fresh_passes" not in out.split("kept for debugging", 1)[1], out
+    kept_for = out.split("kept for debugging", 1)[1]
+    assert len(names) == 4 and "test_fresh_passes" not in kept_for and "test_shared_fails" in kept_for, out
+    assert not set(re.findall(r"OTHER (ovl_\w+)", out)) & set(names)
     assert "keeps running" in out and project.server_processes()  # reachable after the run
     admin = f"postgresql://postgres@/postgres?host={project.datadir}"
     conn = psycopg2.connect(admin)
@@ -285,6 +312,7 @@ def test_keep_failed_keeps_failed_tests_databases_until_the_next_run(project, wo
         conn.close()
 
     project.write("tests/test_kept.py", "def test_ok(overlord_fresh_db):\n    pass\n")
+    project.write("tests/conftest.py", "")
     second = project.result("-q", "tests")
     second.assert_outcomes(passed=1)
     dropped = [line for line in second.outlines if "kept by an earlier run" in line]
@@ -294,7 +322,8 @@ def test_keep_failed_keeps_failed_tests_databases_until_the_next_run(project, wo
 
 def test_without_keep_failed_nothing_is_kept(project):
     project.write("tests/test_kept.py", KEPT_TESTS)
+    project.write("tests/conftest.py", KEPT_FIXTURES)
     result = project.result("-q", "tests")
-    result.assert_outcomes(passed=1, failed=3)
+    result.assert_outcomes(passed=2, failed=4)
     assert "kept for debugging" not in "\n".join(result.outlines)
     assert not project.server_processes()
