@@ -93,6 +93,16 @@ def test_an_open_transaction_is_named_not_waited_for(overlord_migrator):
 
 def test_bad_target(overlord_migrator):
     overlord_migrator.migrate_to("0009")
+
+
+@pytest.mark.overlord_migrator(start="0002.split-name")
+def test_starts_at_the_marked_migration(overlord_migrator):
+    assert overlord_migrator.applied() == ["0001.people", "0002.split-name"]
+
+
+@pytest.mark.overlord_migrator(start=7)
+def test_bad_start(overlord_migrator):
+    pass
 '''
 
 
@@ -108,12 +118,15 @@ def people(project):
 
 def test_overlord_migrator_moves_data_both_ways_and_names_a_bad_target(people):
     people.write("tests/test_split.py", MIGRATOR_TESTS)
-    result = people.result("-q", "tests")
-    result.assert_outcomes(passed=4, failed=1)
+    result = people.result("-q", "--strict-markers", "tests")
+    result.assert_outcomes(passed=5, failed=1, errors=1)
     out = "\n".join(result.outlines)
-    failure = out.split("test_bad_target", 1)[1]
+    failure = out.split("_ test_bad_target _", 1)[1].split("\n___", 1)[0]
     assert "Unknown migration '0009': give an id or its number. Migrations: 0001.people, 0002.split-name, 0003.tags." in failure
     assert "stepper.py" not in failure and "migrators/base.py" not in failure  # the test's line, not our frames
+    setup = out.split("at setup of test_bad_start", 1)[1].split("\n___", 1)[0].split("\n==", 1)[0]
+    assert "overlord-db: Unknown migration '7': give an id or its number." in setup
+    assert "Traceback" not in setup and len(setup.strip().splitlines()) < 4, setup  # one paragraph
     assert not people.server_processes()
 
 

@@ -28,7 +28,8 @@ def _runtime(request: pytest.FixtureRequest) -> Runtime:
 @pytest.fixture
 def overlord_migrator(overlord_server: ServerInfo, request: pytest.FixtureRequest) -> Iterator[MigrationStepper]:
     """An empty database of the test's own, moved along the migration chain by the test
-    (``migrate_to``, ``migrate_up``, ``migrate_down``, ``rollback_to``); dropped afterwards."""
+    (``migrate_to``, ``migrate_up``, ``migrate_down``, ``rollback_to``); dropped afterwards.
+    ``@pytest.mark.overlord_migrator(start=TARGET)`` has it migrated to TARGET before the test begins."""
     runtime = _runtime(request)
     settings = state.get(request.config).settings
     assert runtime.templates is not None
@@ -37,7 +38,11 @@ def overlord_migrator(overlord_server: ServerInfo, request: pytest.FixtureReques
         request.config.stash[CHAIN] = errors.guarded(runtime.migrator.chain)
     chain = request.config.stash[CHAIN]
     stepper = errors.guarded(lambda: MigrationStepper(templates, runtime.migrator, settings.irreversible, chain))
+    marker = request.node.get_closest_marker("overlord_migrator")
     try:
+        start = marker.kwargs.get("start") if marker else None
+        if start is not None:
+            errors.guarded(lambda: stepper.migrate_to(start))
         yield stepper
     finally:
         stepper.close()
