@@ -52,6 +52,8 @@ class Settings:
     keep_templates: int = 3  # unused templates of the project kept besides the ones live runs use
     template_max_age: float = 7 * 86400.0  # seconds an unused template is kept
     lease_timeout: float = 60.0  # seconds a vanished runner's session (its lease) may outlive it over TCP
+    keep_failed: bool = False  # keep the fresh databases of failed tests (the next run drops them)
+    cache_max_age: float = 7.0  # days an embedded data directory may stay unused before it is removed (0: never)
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def seed_files(self) -> list[Path]:
@@ -119,6 +121,19 @@ class _Resolver:
                 return value
         self.sources[name] = "default"
         return default
+
+
+def _flag(r: _Resolver, name: str, raw: Any) -> bool:
+    """An on/off setting: a flag (True), or on/off words from the environment or an ini file."""
+    if isinstance(raw, bool):
+        return raw
+    word = str(raw).strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{name.replace('_', '-')} must be on or off (true/false, yes/no, 1/0), not {raw!r} "
+                      f"(from {r.sources[name]}).")
 
 
 def resolve(
@@ -190,6 +205,15 @@ def resolve(
     if vector_types not in SWITCH:
         raise ConfigError(f"pgvector-types must be on or off, not {vector_types!r} (from {r.sources['pgvector_types']}).")
     shared = _shared_server(r)
+    keep_failed = _flag(r, "keep_failed", r.pick("keep_failed", "OVERLORD_KEEP_FAILED", default=False))
+    raw_age = r.pick("cache_max_age", "OVERLORD_CACHE_MAX_AGE", default=7.0)
+    try:
+        cache_max_age = float(raw_age)
+    except (TypeError, ValueError):
+        cache_max_age = -1.0
+    if not cache_max_age >= 0:  # also NaN
+        raise ConfigError(f"The cache's max age must be a number of days (0: never remove), not {raw_age!r} "
+                          f"(from {r.sources['cache_max_age']}).")
     settings = Settings(
         root=root,
         migrations_dir=migrations_dir.resolve(),
@@ -211,6 +235,8 @@ def resolve(
         data_seed=numbers["data_seed"],
         pgvector_types=SWITCH[vector_types],
         **shared,
+        keep_failed=keep_failed,
+        cache_max_age=cache_max_age,
         sources=dict(r.sources),
     )
     settings.seed_files()  # an unknown --seed fails here, before any server starts

@@ -28,7 +28,7 @@ from .config import Settings
 
 MARK = "pytest-overlord-db"
 APP_PREFIX = "ovl-run:"
-CLONE_KINDS = ("build", "work", "fresh", "roundtrip")
+CLONE_KINDS = ("build", "work", "fresh", "roundtrip", "kept")  # "kept": by --overlord-keep-failed, until its run ends
 # ovl_<project>_<kind letter>_<host tag>_<run token>_<counter>
 NAME = re.compile(r"ovl_[0-9a-f]{8}_[bwfr]_(?P<host>[0-9a-f]{6})_(?P<run>[0-9a-f]{8})_\d+")
 _tokens: dict[int, str] = {}

@@ -31,7 +31,7 @@ FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```[ \t]*$", re.M | re.S)
 MARKER = re.compile(r"\A(?:#|--) file: (\S+)\n")
 TEST_DEF = re.compile(r"^\s*(?:async\s+)?def test_", re.M)
 NOT_RUN = {"console", "bash", "toml", "yaml", "ini", "text"}
-COMMANDS = ("status", "migrate", "rollback", "seed", "new", "roundtrip")
+COMMANDS = ("status", "migrate", "rollback", "seed", "new", "roundtrip", "cache list", "cache clear")
 CUSTOM = "numbered_sql:NumberedSqlMigrator"
 # page -> (its migrations folder in the project, its migrator, extra pytest flags)
 PROJECTS = {
@@ -125,6 +125,8 @@ def problems_in(segment: str, pytest_flags: set[str]) -> list[str]:
         if token in ("overlord-db", "pytest"):
             rest = tokens[i + 1:]
             named = rest[:1] if rest and rest[0][0].isalpha() and not rest[0].isupper() else []  # COMMAND: a placeholder
+            if named and len(rest) > 1 and rest[1][:1].isalpha() and help_flags(*named, rest[1]) is not None:
+                named = rest[:2]  # a group's command: `overlord-db cache clear`
             known = pytest_flags if token == "pytest" else help_flags(*named)
             if known is None:
                 return [f"no such command: `{segment.strip()}`"]
@@ -139,7 +141,7 @@ def test_every_command_and_flag_the_docs_mention_exists(pytestconfig):
     assert {flag for flag, *_ in OPTIONS} | {"--overlord-roundtrip", "--help"} <= pytest_flags
     wrong = [f"{page}: {problem}" for page in PAGES for line in command_lines(page)
              for segment in re.split(r"&&|\|\||[|;]", line) for problem in problems_in(segment, pytest_flags)]
-    all_flags = pytest_flags.union(*(help_flags(c) or set() for c in COMMANDS))
+    all_flags = pytest_flags.union(*(help_flags(*c.split()) or set() for c in COMMANDS))
     envs = {env for _, _, env, _ in OPTIONS} | {"OVERLORD_ENV"}
     for page in PAGES:
         wrong += [f"{page}: unknown flag {f}" for f in re.findall(r"`\s*(--[a-z][\w-]*)", prose(page)) if f not in all_flags]
@@ -178,7 +180,7 @@ def test_the_references_are_complete():
     missing = [name for option in OPTIONS for name in option[:3] if f"`{name}" not in options]
     for command in COMMANDS:
         section = cli_page.split(f"## `overlord-db {command}", 1)[-1].split("\n## ", 1)[0]
-        missing += [f"{command} {flag}" for flag in sorted((help_flags(command) or {"?"}) - {"--help"}) if f"`{flag}" not in section]
+        missing += [f"{command} {flag}" for flag in sorted((help_flags(*command.split()) or {"?"}) - {"--help"}) if f"`{flag}" not in section]
     assert not missing, missing
 
 

@@ -12,9 +12,9 @@ LAYERS = [
     {"servers"},
     {"migrators"},
     {"seeds", "leases", "template", "catalog", "tabledata", "schema", "datagen"},
-    {"verdicts", "walker", "seedwalk", "roundtrip", "github", "runtime"},
+    {"verdicts", "walker", "seedwalk", "roundtrip", "github", "runtime", "stepper"},
     {"connections", "isolation"},
-    {"plugin", "cli", "api"},
+    {"plugin", "cli", "cli_cache", "api"},
 ]
 
 

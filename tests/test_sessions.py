@@ -303,7 +303,7 @@ def test_readme_fixture_examples_run(project):
     section = readme.split("## Fixtures", 1)[1]
     example = section.split("```python", 1)[1].split("```", 1)[0]
     project.write("tests/test_readme.py", example)
-    project.result("-q", "tests/test_readme.py").assert_outcomes(passed=4)
+    project.result("-q", "tests/test_readme.py").assert_outcomes(passed=5)
 
 
 def test_readme_quick_start_runs(project):

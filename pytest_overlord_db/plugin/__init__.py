@@ -2,7 +2,9 @@
 
 hooks (options, configuration, header, xdist, round-trip collection),
 fixtures (what tests use), app_fixtures (the shapes application code
-expects: a pool, psycopg 3), items (round-trip checks), loops (the test's event
+expects: a pool, psycopg 3, SQLAlchemy), migration_fixtures (data-migration
+tests and databases wider than a test), keep (--overlord-keep-failed), items
+(round-trip checks), loops (the test's event
 loop), errors (one paragraph per failure), state (what lives in
 ``config.stash``). The work itself is in ``isolation`` and ``runtime``,
 which do not need pytest.
@@ -40,6 +42,8 @@ from .hooks import (
     pytest_unconfigure,
 )
 from .items import RoundtripItem
+from .keep import pytest_runtest_makereport, pytest_terminal_summary
+from .migration_fixtures import FreshDatabases, overlord_fresh_db_factory, overlord_migrator, overlord_module_db
 
 __all__ = [
     "FreshDatabase", "ServerInfo", "RoundtripItem", "OverlordPool", "overlord_pool", "overlord_psycopg",
@@ -49,4 +53,6 @@ __all__ = [
     "_overlord_db_class_loop", "_overlord_db_module_loop", "_overlord_db_package_loop", "_overlord_db_session_loop",
     "pytest_addoption", "pytest_collection_modifyitems", "pytest_configure", "pytest_configure_node",
     "pytest_report_header", "pytest_unconfigure",
+    "FreshDatabases", "overlord_migrator", "overlord_fresh_db_factory", "overlord_module_db",
+    "pytest_runtest_makereport", "pytest_terminal_summary",
 ]

@@ -16,7 +16,9 @@ FIELDS = {
     "overlord_admin_db": "admin_db", "overlord_host_id": "host_id", "overlord_project": "project",
     "overlord_keep_templates": "keep_templates", "overlord_template_max_age": "template_max_age",
     "overlord_lease_timeout": "lease_timeout",
+    "overlord_keep_failed": "keep_failed", "overlord_cache_max_age": "cache_max_age",
 }
+FLAGS = {"overlord_keep_failed"}  # on/off: a bare flag on the command line, a word in env and ini
 OPTIONS = [
     # (flag, ini name, env var, help)
     ("--seed", "overlord_seed", "OVERLORD_SEED", "load seeds/ENV/*.sql into the template after migrating"),
@@ -47,6 +49,10 @@ OPTIONS = [
      "an unused template not used for this long is dropped: 90s, 15m, 12h, 7d (default 7d)"),
     ("--overlord-lease-timeout", "overlord_lease_timeout", "OVERLORD_LEASE_TIMEOUT",
      "seconds a vanished runner's connection keeps its databases alive over TCP (default 60)"),
+    ("--overlord-keep-failed", "overlord_keep_failed", "OVERLORD_KEEP_FAILED",
+     "keep the fresh databases of failed tests and print their URLs; the next run drops them"),
+    ("--overlord-cache-max-age", "overlord_cache_max_age", "OVERLORD_CACHE_MAX_AGE",
+     "days an embedded server's data folder may stay unused before it is removed (default 7; 0: never)"),
 ]
 NO_VECTOR_TYPES = "--overlord-no-pgvector-types"  # short for --overlord-pgvector-types=off
 
@@ -54,7 +60,8 @@ NO_VECTOR_TYPES = "--overlord-no-pgvector-types"  # short for --overlord-pgvecto
 def add(parser: pytest.Parser) -> None:
     group = parser.getgroup("overlord-db", "migration-verified PostgreSQL test databases")
     for flag, ini, env, help_text in OPTIONS:
-        group.addoption(flag, dest=ini, default=None, metavar="VALUE", help=f"{help_text} [env {env}, ini {ini}]")
+        shape = {"action": "store_true"} if ini in FLAGS else {"metavar": "VALUE"}
+        group.addoption(flag, dest=ini, default=None, help=f"{help_text} [env {env}, ini {ini}]", **shape)
         parser.addini(ini, help=help_text, default=None)
     group.addoption(NO_VECTOR_TYPES, dest="overlord_no_pgvector_types", action="store_true", default=False,
                     help="a vector column reads back as text: no pgvector types on the fixtures' connections")

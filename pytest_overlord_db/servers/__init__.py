@@ -26,7 +26,7 @@ def make_server(settings: Settings, backend: str) -> Server:
         return ExternalServer(settings.db_url, settings.admin_db)
     if backend == "docker":
         return DockerServer(settings.image)
-    return EmbeddedServer(settings.datadir or default_datadir(settings.root))
+    return EmbeddedServer(settings.datadir or default_datadir(settings.root), settings.root, settings.cache_max_age)
 
 
 __all__ = [
