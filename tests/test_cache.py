@@ -98,8 +98,11 @@ USES_A_SERVER = "def test_it(overlord_server):\n    pass\n"
 
 
 def test_idle_folders_are_removed_when_a_server_starts(project):
-    stale = project.datadir.with_name(project.datadir.name + "-stale")  # in /dev/shm, where the plugin looks
-    stale.mkdir(mode=0o700)
+    # In a cache folder only these runs look in: every other run on the machine (this suite's other workers
+    # included) sweeps /dev/shm too, and would remove a folder idle this long before the first run here.
+    project.env["XDG_CACHE_HOME"] = str(project.root / "cache")
+    stale = project.root / "cache" / "pytest-overlord-db" / "old-project-1234abcd"
+    stale.mkdir(mode=0o700, parents=True)
     datadirs.write_marker(stale, Path("/old/project"), created=True)
     (stale / "clients.json").write_text("[]")
     long_ago = time.time() - 400 * 86400
