@@ -4,7 +4,6 @@ Exit codes: 0 success, 1 a migration, seed or check failed, 2 usage or connectio
 """
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sys
@@ -16,17 +15,18 @@ import typer
 from . import config as config_mod
 from . import interrupts, urls
 from .cli_cache import cache_app
+from .cli_output import echo, err, list_done, run_watched, show_dry_run
 from .config import Settings
 from .declarations import refuse_crossing
 from .errors import ConfigError, OverlordError
-from .migrators import Applied, Migration, Migrator, for_folder, position
-from .watch import watched
+from .migrators import Migrator, for_folder, position
 
 app = typer.Typer(
     help="Migrations, seeds and rollback verification for PostgreSQL projects using yoyo (The Robot Overlord).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: a flag reads `--dry-run`, not `--dry-run <bool>`
 )
 app.add_typer(cache_app, name="cache")  # its commands live in cli_cache: this module stays small
 
@@ -34,11 +34,6 @@ EnvOpt = Annotated[Optional[str], typer.Option("--env", help="yoyo.ini section t
 UrlOpt = Annotated[Optional[str], typer.Option("--database-url", help="Database URL; overrides DATABASE_URL and yoyo.ini.")]
 MigOpt = Annotated[Optional[Path], typer.Option("--migrations", help="Migrations folder (default: yoyo.ini, else ./migrations).")]
 FormatOpt = Annotated[str, typer.Option("--format", help="text or json.")]
-PROGRESS_AFTER = 3  # more migrations than this get a progress display
-
-
-_echo = typer.echo
-_err = functools.partial(typer.echo, err=True)
 
 
 def _run(action: Callable[[], int]) -> None:
@@ -46,14 +41,15 @@ def _run(action: Callable[[], int]) -> None:
     try:
         code = action()
     except OverlordError as exc:
-        _err(f"Error: {exc}")
+        err(f"Error: {exc}")
         raise typer.Exit(exc.exit_code) from None
     raise typer.Exit(code)
 
 
 def _config(env: str | None, database_url: str | None, migrations: Path | None) -> Settings:
     # The folder is checked by the migrator when it reads it, so `new` can create it.
-    return config_mod.resolve(env=env, database_url=database_url, migrations_dir=migrations, check_migrations=False)
+    return config_mod.resolve(config_mod.find_root(), env=env, database_url=database_url, migrations_dir=migrations,
+                              check_migrations=False)
 
 
 def _confirm_production(cfg: Settings, yes: bool, what: str, production: bool = False) -> None:
@@ -72,34 +68,6 @@ def _migrator(cfg: Settings) -> Migrator:
     return for_folder(cfg.migrations_dir, cfg.migrator)
 
 
-def _list_done(verb: str, results: list[Applied]) -> None:
-    width = max(len(a.id) for a in results)
-    _echo(f"{verb} {len(results)} migration(s):")
-    for a in results:
-        _echo(f"  {a.id:{width}}  {a.seconds * 1000:8.1f} ms")
-
-
-def _dry_run(verb: str, cfg: Settings, migrator: Migrator, todo: list[Migration], direction: str) -> int:
-    _echo(f"Would {verb} {len(todo)} migration(s) {'to' if direction == 'apply' else 'from'} "
-          f"{urls.mask(cfg.require_database_url())} (dry run, nothing changed):")
-    for m in todo:
-        _echo(f"  {m.id}")
-        for line in migrator.show(m, direction):
-            _echo("    " + line)
-    return 0
-
-
-def _progress(total: int) -> Callable[[Migration, str], None]:
-    count = {"n": 0}
-
-    def report(migration: Migration, action: str) -> None:
-        count["n"] += 1
-        if total > PROGRESS_AFTER:
-            _err(f"[{count['n']}/{total}] {action} {migration.id}")
-
-    return report
-
-
 @app.command()
 def status(env: EnvOpt = None, database_url: UrlOpt = None, migrations: MigOpt = None, format: FormatOpt = "text") -> None:
     """List applied migrations (when, and how long each took) and pending ones."""
@@ -111,7 +79,7 @@ def status(env: EnvOpt = None, database_url: UrlOpt = None, migrations: MigOpt =
         applied = {a.id: a for a in migrator.applied(cfg.require_database_url())}
         pending = [m.id for m in chain if m.id not in applied]
         if format == "json":
-            _echo(json.dumps({
+            echo(json.dumps({
                 "database": urls.mask(cfg.require_database_url()),
                 "applied": [{"id": a.id, "applied_at": a.applied_at.isoformat() + "Z" if a.applied_at else None,
                              "duration_ms": round(a.duration_ms, 1) if a.duration_ms is not None else None}
@@ -120,15 +88,15 @@ def status(env: EnvOpt = None, database_url: UrlOpt = None, migrations: MigOpt =
             }, indent=2))
             return 0
         width = max([len(m.id) for m in chain] + [10])
-        _echo(f"Database:   {urls.mask(cfg.require_database_url())} ({cfg.sources['database_url']})")
-        _echo(f"Migrations: {cfg.migrations_dir}")
-        _echo(f"Applied ({len(applied)}):")
+        echo(f"Database:   {urls.mask(cfg.require_database_url())} ({cfg.sources['database_url']})")
+        echo(f"Migrations: {cfg.migrations_dir}")
+        echo(f"Applied ({len(applied)}):")
         for a in applied.values():
             took = f"{a.duration_ms:8.1f} ms" if a.duration_ms is not None else "        ? ms"
-            _echo(f"  {a.id:{width}}  {a.applied_at:%Y-%m-%d %H:%M:%S} UTC  {took}")
-        _echo(f"Pending ({len(pending)}):")
+            echo(f"  {a.id:{width}}  {a.applied_at:%Y-%m-%d %H:%M:%S} UTC  {took}")
+        echo(f"Pending ({len(pending)}):")
         for mid in pending:
-            _echo(f"  {mid}")
+            echo(f"  {mid}")
         return 0
 
     _run(body)
@@ -151,12 +119,12 @@ def migrate(
         done = {a.id for a in migrator.applied(cfg.require_database_url())}
         todo = [m for m in chain[: upto + 1] if m.id not in done]
         if not todo:
-            _echo("Nothing to apply: the database is up to date" + (f" with {chain[upto].id}." if target else "."))
+            echo("Nothing to apply: the database is up to date" + (f" with {chain[upto].id}." if target else "."))
             return 0
         if dry_run:
-            return _dry_run("apply", cfg, migrator, todo, "apply")
+            return show_dry_run("apply", cfg, migrator, todo, "apply")
         _confirm_production(cfg, yes, f"Applying {len(todo)} migration(s)")
-        _list_done("Applied", _watched(cfg, "migrating", lambda progress: migrator.apply(
+        list_done("Applied", run_watched(cfg, "migrating", lambda progress: migrator.apply(
             cfg.require_database_url(), todo, on_progress=progress), len(todo)))
         return 0
 
@@ -167,11 +135,12 @@ def migrate(
 def rollback(
     target: Annotated[Optional[str], typer.Argument(
         help="Keep this migration applied and roll back everything after it; default: the last one.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Roll back every applied migration.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be rolled back, with its SQL; change nothing.")] = False,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation (production).")] = False,
     env: EnvOpt = None, database_url: UrlOpt = None, migrations: MigOpt = None,
 ) -> None:
-    """Roll back to TARGET (kept applied), or the last applied migration."""
+    """Roll back to TARGET (kept applied), every migration (--all), or the last applied one."""
 
     def body() -> int:
         cfg = _config(env, database_url, migrations)
@@ -179,20 +148,24 @@ def rollback(
         chain = migrator.chain()
         done = {a.id for a in migrator.applied(cfg.require_database_url())}
         applied_chain = [m for m in chain if m.id in done]
+        if target and all_:
+            raise ConfigError(f"Give a target ({target}) or --all, not both.")
         if target:
             keep = position(chain, target)
             todo = [m for m in chain[keep + 1:] if m.id in done]
+        elif all_:
+            todo = applied_chain
         else:
             todo = applied_chain[-1:]
         todo.reverse()
         if not todo:
-            _echo("Nothing to roll back.")
+            echo("Nothing to roll back.")
             return 0
         refuse_crossing([m.id for m in todo], cfg.irreversible)
         if dry_run:
-            return _dry_run("roll back", cfg, migrator, todo, "rollback")
+            return show_dry_run("roll back", cfg, migrator, todo, "rollback")
         _confirm_production(cfg, yes, f"Rolling back {len(todo)} migration(s)")
-        _list_done("Rolled back", _watched(cfg, "rolling back", lambda progress: migrator.rollback(
+        list_done("Rolled back", run_watched(cfg, "rolling back", lambda progress: migrator.rollback(
             cfg.require_database_url(), todo, on_progress=progress), len(todo)))
         return 0
 
@@ -216,17 +189,25 @@ def seed(
         cfg = _config(env, database_url, None)
         files = seed_files(cfg.seeds_dir, environment)
         _confirm_production(cfg, yes, f"Seeding {len(files)} file(s)", production=environment.lower() == "production")
+        try:
+            done = {a.id for a in _migrator(cfg).applied(cfg.require_database_url())}
+            pending = [m.id for m in _migrator(cfg).chain() if m.id not in done]
+        except OverlordError:
+            pending = []  # no migrations folder here: nothing to compare with
+        if pending:
+            err(f"Warning: {len(pending)} migration(s) are not applied ({', '.join(pending[:3])}{', ...' if len(pending) > 3 else ''}); "
+                 "the seed files are written for the newest schema. Run `overlord-db migrate` first.")
         conn = connect(cfg.require_database_url())
         try:
             results = seeds.load(conn, files, stop_on_error=False)
         finally:
             conn.close()
         failed = [r for r in results if not r.ok]
-        _echo(f"Seeded {environment} into {urls.mask(cfg.require_database_url())}:")
+        echo(f"Seeded {environment} into {urls.mask(cfg.require_database_url())}:")
         for r in results:
-            _echo(f"  {'ok    ' if r.ok else 'FAILED'}  {r.file.name}")
+            echo(f"  {'ok    ' if r.ok else 'FAILED'}  {r.file.name}")
         for r in failed:
-            _err(f"Error: {r.error}")
+            err(f"Error: {r.error}")
         return 1 if failed else 0
 
     _run(body)
@@ -243,7 +224,7 @@ def new(
     def body() -> int:
         cfg = _config(env, None, migrations)
         for path in _migrator(cfg).new(message):
-            _echo(f"Created {path}")
+            echo(f"Created {path}")
         return 0
 
     _run(body)
@@ -266,18 +247,18 @@ def roundtrip(
         from . import roundtrip as rt
 
         url = database_url or os.environ.get("OVERLORD_DB_URL")
-        st = config_mod.resolve(migrations_dir=migrations, db_url=url, backend="url" if url else "embedded",
+        st = config_mod.resolve(config_mod.find_root(), migrations_dir=migrations, db_url=url, backend="url" if url else "embedded",
                                 data_rows=data_rows, data_seed=data_seed, seed=seed)
         migrator = for_folder(st.migrations_dir, st.migrator)
         report = rt.run_for(st, migrator)
-        _echo(report.to_json() if format == "json" else report.render())
+        echo(report.to_json() if format == "json" else report.render())
         from . import github
 
-        github.publish(github.from_report(report, migrator.chain(), st), report.ok, _echo)
+        github.publish(github.from_report(report, migrator.chain(), st), report.ok, echo)
         return 0 if report.ok else 1
 
     if format not in ("text", "json"):
-        _err("Error: --format must be text or json.")
+        err("Error: --format must be text or json.")
         raise typer.Exit(2)
     _run(body)
 
@@ -288,23 +269,10 @@ def break_lock(env: EnvOpt = None, database_url: UrlOpt = None, migrations: MigO
 
     def body() -> int:
         cfg = _config(env, database_url, migrations)
-        _echo(_migrator(cfg).break_lock(cfg.require_database_url()))
+        echo(_migrator(cfg).break_lock(cfg.require_database_url()))
         return 0
 
     _run(body)
-
-
-def _watched(cfg: Settings, label: str, run: Callable[[Callable[[Migration, str], None]], list[Applied]],
-             total: int) -> list[Applied]:
-    """Run migrations with the [n/total] lines, a note for one that runs long, and the timeout."""
-    shown = _progress(total)
-    with watched(_err, cfg.migration_timeout, label) as watch:
-
-        def progress(migration: Migration, direction: str) -> None:
-            shown(migration, direction)
-            watch.step(migration, direction)
-
-        return run(progress)
 
 
 def main() -> None:

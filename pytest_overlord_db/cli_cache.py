@@ -16,7 +16,7 @@ from .errors import ConfigError
 from .servers import datadirs, default_datadir
 
 cache_app = typer.Typer(help="The embedded server's data folders (40-70 MB each): list them, clear them.",
-                        no_args_is_help=True)
+                        no_args_is_help=True, rich_markup_mode=None)
 
 
 def _this_project() -> Path | None:

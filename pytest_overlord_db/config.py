@@ -136,6 +136,16 @@ def _flag(r: _Resolver, name: str, raw: Any) -> bool:
                       f"(from {r.sources[name]}).")
 
 
+def find_root(start: Path | None = None) -> Path:
+    """The project folder a command run in ``start`` (default: here) means, as pytest finds its rootdir: the
+    nearest folder upwards holding yoyo.ini, pyproject.toml or a migrations folder; ``start`` when none does."""
+    here = Path(start or os.getcwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "yoyo.ini").is_file() or (folder / "pyproject.toml").is_file() or (folder / "migrations").is_dir():
+            return folder
+    return here
+
+
 def resolve(
     root: Path | str | os.PathLike[str] | None = None,
     *,

@@ -329,3 +329,29 @@ def test_a_lock_left_by_a_killed_run_on_a_private_server_is_removed(app_project,
     assert "removed yoyo's lock" in again.stderr and f"left by process {dead_pid}" in again.stderr
     again = cli("migrate", "--database-url", empty_db_url)
     assert again.exit_code == 0, again.output
+
+
+def test_rollback_all_from_a_subfolder_and_seed_warns_of_pending_migrations(app_project, empty_db_url, monkeypatch):
+    # Seeding a database that is not migrated: the files are written for the newest schema.
+    seeded = cli("seed", "--environment", "development", "--database-url", empty_db_url)
+    assert "Warning: 5 migration(s) are not applied (0001.initial-schema, 0002.add-queue-tables, " in seeded.stderr, seeded.output
+    assert "Run `overlord-db migrate` first." in seeded.stderr
+    assert cli("migrate", "--database-url", empty_db_url).exit_code == 0
+    assert "Warning" not in cli("seed", "--environment", "development", "--database-url", empty_db_url).stderr
+    # From a folder inside the project, as pytest finds its rootdir: the project's yoyo.ini and migrations.
+    inner = app_project / "app" / "repositories"
+    inner.mkdir(parents=True)
+    monkeypatch.chdir(inner)
+    both = cli("rollback", "0002", "--all", "--database-url", empty_db_url)
+    assert both.exit_code == 2 and "Give a target (0002) or --all, not both." in both.stderr
+    result = cli("rollback", "--all", "--database-url", empty_db_url)
+    assert result.exit_code == 0, result.output
+    assert "Rolled back 5 migration(s)" in result.stdout and "0001.initial-schema" in result.stdout
+    assert tables(empty_db_url) <= {"_yoyo_migration", "_yoyo_log", "_yoyo_version", "yoyo_lock", "_overlord_migration_timing"}
+    assert "Nothing to roll back." in cli("rollback", "--all", "--database-url", empty_db_url).stdout
+
+
+def test_help_shows_flags_as_flags():
+    text = cli("rollback", "--help").stdout
+    assert "--all " in text and "--dry-run " in text
+    assert "<bool>" not in text and "<bool>" not in cli("cache", "clear", "--help").stdout

@@ -14,7 +14,7 @@ LAYERS = [
     {"seeds", "leases", "template", "catalog", "tabledata", "schema", "datagen"},
     {"verdicts", "walker", "seedwalk", "roundtrip", "github", "runtime", "stepper"},
     {"connections", "isolation"},
-    {"plugin", "cli", "cli_cache", "api"},
+    {"plugin", "cli", "cli_cache", "cli_output", "api"},
 ]
 
 

@@ -147,7 +147,12 @@ class YoyoMigrator(Migrator):
 
     def rollback(self, url: str, migrations: Sequence[Migration], *, lock: bool = True,
                  on_progress: Progress | None = None, quiet: bool = False) -> list[Applied]:
-        return self._run(url, migrations, "rollback", lock=lock, on_progress=on_progress, quiet=quiet)
+        # yoyo rolls back in the reverse of the order it is given: give it apply order, whatever the caller's.
+        if not self._loaded or any(m.id not in self._loaded for m in migrations):
+            self._read()
+        position = {mid: i for i, mid in enumerate(self._loaded)}  # the chain's order, read once
+        in_order = sorted(migrations, key=lambda m: position[m.id])
+        return self._run(url, in_order, "rollback", lock=lock, on_progress=on_progress, quiet=quiet)
 
     def _run(self, url: str, migrations: Sequence[Migration], direction: str, *, lock: bool,
              on_progress: Progress | None, quiet: bool) -> list[Applied]:
