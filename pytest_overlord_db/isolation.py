@@ -36,6 +36,7 @@ class Isolation:
                  report: Callable[[str], None] | None = None, migrator: Migrator | None = None) -> None:
         self.settings = settings
         self.report = report
+        self.detail: Callable[[str], None] | None = None  # what only a verbose run shows
         self.migrator = migrator
         self.backend, self.reason = backend, reason
         self.runtime: Runtime | None = None
@@ -47,6 +48,7 @@ class Isolation:
     def ensure_runtime(self) -> tuple[Runtime, ServerInfo]:
         if self.runtime is None:
             runtime = Runtime(self.settings, self.backend, self.reason, self.report, self.migrator)
+            runtime.detail = self.detail
             runtime.start()  # stops what it started if it fails
             self.runtime = runtime
         if self.runtime.gone is not None:

@@ -111,6 +111,7 @@ class Runtime:
                  report: Callable[[str], None] | None = None, migrator: Migrator | None = None) -> None:
         self.settings = settings
         self.report = report
+        self.detail: Callable[[str], None] | None = None  # what only a verbose run shows
         if backend is None:
             backend, reason = choose_backend(settings)
         self.backend, self.reason = backend, reason
@@ -132,7 +133,7 @@ class Runtime:
                             f"{self.settings.cache_max_age:g} day(s): {', '.join(map(str, swept))}")
             facts = inspect_server(admin_url, self.migrator.required_extensions())
             self.templates = Templates(admin_url, self.settings, facts, self.migrator)
-            self.templates.report = self.report
+            self.templates.report, self.templates.detail = self.report, self.detail
             self.templates.drop_stale()
             template = self.templates.ensure()
         except BaseException:
@@ -152,6 +153,8 @@ class Runtime:
             start_seconds=time.perf_counter() - started,
             datadir=self.server.datadir if isinstance(self.server, EmbeddedServer) else None,
         )
+        if self.report is not None:  # the header is printed before any server starts: this is its last line
+            self.report(f"overlord-db: {self.info}")
         return self.info
 
     # -- liveness ---------------------------------------------------------------------

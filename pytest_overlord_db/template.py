@@ -71,6 +71,7 @@ class Templates:
         self.facts = facts
         self.migrator = migrator or for_folder(settings.migrations_dir, settings.migrator)
         self.report: Callable[[str], None] | None = None  # where "still migrating..." lines go
+        self.detail: Callable[[str], None] | None = None  # what only a verbose run shows (each migration of a build)
         self.project = project_id(settings)
         self.prefix = f"ovl_{self.project}_"
         # In every name this process makes, with its run token: a database a killed run left unmarked
@@ -182,7 +183,12 @@ class Templates:
         self._mark(building, "build")
         try:
             with watched(self.report, self.settings.migration_timeout, "building the template") as watch:
-                self.migrator.apply(self.url(building), self.migrator.chain(), lock=False, on_progress=watch.step)
+                def step(migration: Any, direction: str) -> None:
+                    if self.detail is not None:
+                        self.detail(f"overlord-db: building the template: {direction} {migration.id}")
+                    watch.step(migration, direction)
+
+                self.migrator.apply(self.url(building), self.migrator.chain(), lock=False, on_progress=step)
             files = self.settings.seed_files()
             if files:
                 conn = connect(self.url(building))

@@ -355,3 +355,12 @@ def test_help_shows_flags_as_flags():
     text = cli("rollback", "--help").stdout
     assert "--all " in text and "--dry-run " in text
     assert "<bool>" not in text and "<bool>" not in cli("cache", "clear", "--help").stdout
+
+
+def test_rows_a_migration_selects_are_not_printed(app_project, empty_db_url):
+    (app_project / "migrations" / "0006.check.py").write_text(
+        'from yoyo import step\nstep("SELECT \'canary-row-4711\' AS looked_at", "SELECT \'canary-row-4712\'")\n')
+    for args in (("migrate",), ("rollback",)):
+        result = cli(*args, "--database-url", empty_db_url)
+        assert result.exit_code == 0, result.output
+        assert "canary-row" not in result.stdout + result.stderr, result.output

@@ -71,13 +71,19 @@ def test_second_run_reuses_template_and_changed_migration_builds_a_new_one(proje
     [(name1, reused1)] = templates_in(first.stdout)
     [(name2, reused2)] = templates_in(second.stdout)
     assert (reused1, reused2) == ("False", "True") and name1 == name2
+    # Once the server is up, a line says which template and whether it was built (and in how long) or reused.
+    assert re.search(rf"overlord-db: embedded PostgreSQL 18\.\d+, template {name1} \(built in \d+\.\d\ds\)", first.stdout), first.stdout
+    assert f"template {name2} (reused)" in second.stdout, second.stdout
+    assert "building the template:" not in first.stdout  # the migrations are listed with -v only
 
     migration = project.root / "migrations" / "0005.add-rbac-system.py"
     migration.write_text(migration.read_text().replace("description TEXT,\n", "description TEXT NOT NULL,\n", 1))
     # Unused templates are kept (3 by default) for other branches; keeping none, the old one goes.
-    third = project.run("-s", "-q", "--overlord-keep-templates=0", "test_report.py")
+    third = project.run("-s", "-v", "--overlord-keep-templates=0", "test_report.py")
     [(name3, reused3)] = templates_in(third.stdout)
     assert reused3 == "False" and name3 != name1
+    applied = re.findall(r"overlord-db: building the template: apply (\S+)", third.stdout)
+    assert applied == [p.stem for p in sorted((project.root / "migrations").glob("0*.py"))], third.stdout
     assert not project.server_processes()
     # The old template of this project was dropped; the new one is there.
     from pytest_overlord_db.servers.embedded import EmbeddedServer

@@ -300,6 +300,6 @@ def _yoyo_lock(be: Any, url: str) -> Iterator[None]:
 
 
 def _rows_output(quiet: bool) -> contextlib.AbstractContextManager[object]:
-    # yoyo prints the rows of any SELECT a step runs to stdout; keep stdout for
-    # our own output (JSON, reports): rows go to stderr, or nowhere when quiet.
-    return contextlib.redirect_stdout(io.StringIO() if quiet else sys.stderr)
+    # yoyo prints the rows of any SELECT a step runs (a migration's sanity check, say) to stdout: noise on
+    # a terminal, and it would corrupt our own output (JSON, reports). They go nowhere.
+    return contextlib.redirect_stdout(io.StringIO())

@@ -38,6 +38,8 @@ def pytest_configure(config: pytest.Config) -> None:
             return  # a project that only has the plugin installed must not break
         raise pytest.UsageError(str(exc)) from None
     plugin = state.PluginState(settings, report=lambda line: _to_terminal(config, line))
+    if config.option.verbose > 0:  # -v: the migrations as a template build applies them
+        plugin.detail = plugin.report
     workerinput = getattr(config, "workerinput", None)
     if workerinput and workerinput.get(BACKEND_INPUT):
         plugin.backend, plugin.reason = workerinput[BACKEND_INPUT]

@@ -19,6 +19,7 @@ class PluginState:
     isolation: Isolation | None = None
     accepted_seen: list[tuple[str, str]] = field(default_factory=list)
     report: Callable[[str], None] | None = None  # a line to the terminal, even while output is captured
+    detail: Callable[[str], None] | None = None  # the same, for what only -v shows
     _migrator: Migrator | None = None
 
     @property
@@ -39,6 +40,7 @@ class PluginState:
         if self.isolation is None:
             backend, reason = self.choose_backend()
             self.isolation = Isolation(self.settings, backend, reason, self.report, self.migrator)
+            self.isolation.detail = self.detail
         return self.isolation
 
     def shutdown(self) -> None:
