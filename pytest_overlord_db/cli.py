@@ -64,7 +64,9 @@ def _confirm_production(cfg: Settings, yes: bool, what: str, production: bool = 
     raise ConfigError(f"{what} on production needs confirmation: run it on a terminal, or pass --yes.")
 
 
-def _migrator(cfg: Settings) -> Migrator:
+def _migrator(cfg: Settings, must_exist: bool = True) -> Migrator:
+    if must_exist and not cfg.migrations_dir.is_dir():  # `new` creates it
+        raise ConfigError(f"Migrations folder {cfg.migrations_dir} does not exist (taken from {cfg.sources['migrations_dir']}).")
     return for_folder(cfg.migrations_dir, cfg.migrator)
 
 
@@ -223,7 +225,7 @@ def new(
 
     def body() -> int:
         cfg = _config(env, None, migrations)
-        for path in _migrator(cfg).new(message):
+        for path in _migrator(cfg, must_exist=False).new(message):
             echo(f"Created {path}")
         return 0
 

@@ -48,6 +48,9 @@ def _files(path: Path, depth: int = 0) -> list[Path]:
     return named("%inherit") + [path] + named("%include")
 
 
+_SPACE = "\x00"  # stands for a space inside %(here)s until a value is read
+
+
 class YoyoIni:
     """The project's yoyo.ini, with what it inherits and includes."""
 
@@ -56,7 +59,9 @@ class YoyoIni:
         self.environ = os.environ if environ is None else environ
         self.parser = configparser.ConfigParser(interpolation=None)
         for source in _files(path):
-            text = source.read_text(encoding="utf-8").replace("%(here)s", str(source.parent))
+            # %(here)s is the file's folder, which may hold spaces: kept as one token (see _SPACE) until a
+            # value is read, so that a space-separated list (yoyo's `sources`) splits where the user wrote spaces.
+            text = source.read_text(encoding="utf-8").replace("%(here)s", str(source.parent).replace(" ", _SPACE))
             try:
                 self.parser.read_string(text, source=str(source))
             except configparser.Error as exc:
@@ -73,10 +78,18 @@ class YoyoIni:
                 f"{self.path}: there is no [{section}] section for environment {section!r}; "
                 f"sections there: {known}."
             )
-        raw = self.parser.get(section, key, fallback=None)
-        if raw is None:
+        raw = self._raw(key, section)
+        return None if raw is None else self._expand(raw, key, section).replace(_SPACE, " ")
+
+    def get_words(self, key: str, env: str | None = None) -> list[str] | None:
+        """A value as the list of its space-separated words (a folder named by %(here)s stays one word)."""
+        if self.get(key, env) is None:  # the section's errors, said once
             return None
-        return self._expand(raw, key, section)
+        section = env or "DEFAULT"
+        return [word.replace(_SPACE, " ") for word in self._expand(self._raw(key, section) or "", key, section).split()]
+
+    def _raw(self, key: str, section: str) -> str | None:
+        return self.parser.get(section, key, fallback=None)
 
     def _expand(self, raw: str, key: str, section: str) -> str:
         def repl(match: re.Match[str]) -> str:
@@ -93,12 +106,12 @@ class YoyoIni:
     def migrations_dir(self, env: str | None = None) -> tuple[Path, str] | None:
         """The migrations folder and the key it was read from (``migrations``, else yoyo's ``sources``)."""
         for key in ("migrations", "sources"):
-            value = self.get(key, env)
-            if value and value.strip():
+            value, words = self.get(key, env), self.get_words(key, env)
+            if value and words:
                 # yoyo separates several sources by spaces; a path with spaces in it is one
-                # folder when that folder exists.
+                # folder when that folder exists (or when %(here)s brought the spaces).
                 whole = Path(value.strip())
-                path = whole if (whole if whole.is_absolute() else self.path.parent / whole).is_dir() else Path(value.split()[0])
+                path = whole if (whole if whole.is_absolute() else self.path.parent / whole).is_dir() else Path(words[0])
                 return (path if path.is_absolute() else self.path.parent / path), key
         return None
 

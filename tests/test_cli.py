@@ -5,6 +5,7 @@ import json
 import os
 import pty
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -364,3 +365,16 @@ def test_rows_a_migration_selects_are_not_printed(app_project, empty_db_url):
         result = cli(*args, "--database-url", empty_db_url)
         assert result.exit_code == 0, result.output
         assert "canary-row" not in result.stdout + result.stderr, result.output
+
+
+def test_a_here_path_with_a_space_is_one_folder_and_a_missing_one_names_its_key(tmp_path, monkeypatch, empty_db_url):
+    root = tmp_path / "my project"
+    shutil.copytree(REPO / "migrations", root / "db migrations", ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "yoyo.ini").write_text(f"[DEFAULT]\nsources = %(here)s/db migrations\ndatabase = {empty_db_url}\n")
+    monkeypatch.chdir(root)
+    result = cli("status")
+    assert result.exit_code == 0 and f"Migrations: {root / 'db migrations'}" in result.stdout, result.output
+    (root / "yoyo.ini").write_text(f"[DEFAULT]\nsources = %(here)s/elsewhere other\ndatabase = {empty_db_url}\n")
+    result = cli("status")
+    assert result.exit_code == 2, result.output
+    assert f"Migrations folder {root / 'elsewhere'} does not exist (taken from {root / 'yoyo.ini'} [DEFAULT] sources)" in result.stderr
