@@ -132,7 +132,7 @@ def run_for(settings: Settings, migrator: Migrator) -> Report:
     server = make_server(settings, settings.backend)
     admin = server.start()
     try:
-        templates = Templates(admin, settings, inspect_server(admin, migrator.required_extensions()), migrator)
+        templates = Templates(admin, settings, inspect_server(admin, migrator.required_extensions(), settings.backend), migrator)
         try:
             templates.drop_stale()  # what a killed run (pytest's or ours) left
             return run(templates, migrator, settings.accepted, irreversible=settings.irreversible, rows=settings.data_rows,

@@ -131,7 +131,7 @@ class Runtime:
             if swept and self.report is not None:
                 self.report(f"overlord-db: removed {len(swept)} data folder(s) unused for over "
                             f"{self.settings.cache_max_age:g} day(s): {', '.join(map(str, swept))}")
-            facts = inspect_server(admin_url, self.migrator.required_extensions())
+            facts = inspect_server(admin_url, self.migrator.required_extensions(), self.backend)
             self.templates = Templates(admin_url, self.settings, facts, self.migrator)
             self.templates.report, self.templates.detail = self.report, self.detail
             self.templates.drop_stale()

