@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psycopg2
 
-from . import schema
+from . import incremental, schema
 from .migrators import Migration, Migrator
 from .template import Templates
 from .verdicts import Verdict
@@ -18,6 +18,7 @@ class Walker:
         self.migrator = migrator
         self.name: str | None = None
         self.conn: psycopg2.extensions.connection | None = None
+        self.last: schema.Snapshot | None = None  # the database's latest snapshot: the next re-reads only what changed
 
     @property
     def url(self) -> str:
@@ -37,12 +38,14 @@ class Walker:
         return self.conn
 
     def snapshot(self, data: bool = True) -> schema.Snapshot:
-        return schema.take(self.connection(), data=data, bookkeeping=self.migrator.bookkeeping)
+        self.last = incremental.take(self.connection(), self.last, data=data, bookkeeping=self.migrator.bookkeeping)
+        return self.last
 
     def close(self) -> None:
         if self.conn is not None and not self.conn.closed:
             self.conn.close()
         self.conn = None
+        self.last = None
         if self.name:
             self.templates.drop(self.name)
             self.name = None
