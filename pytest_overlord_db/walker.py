@@ -2,6 +2,8 @@
 pieces the round trip and its seeded walk share."""
 from __future__ import annotations
 
+import contextlib
+
 import psycopg2
 
 from . import incremental, schema
@@ -19,6 +21,7 @@ class Walker:
         self.name: str | None = None
         self.conn: psycopg2.extensions.connection | None = None
         self.last: schema.Snapshot | None = None  # the database's latest snapshot: the next re-reads only what changed
+        self.session = contextlib.ExitStack()  # the migrator's connections to the database, kept for the walk
 
     @property
     def url(self) -> str:
@@ -29,6 +32,7 @@ class Walker:
         """A clean database with exactly ``level`` applied."""
         self.close()
         self.name = self.templates.create_empty("roundtrip")
+        self.session.enter_context(self.migrator.session(self.url))
         if level:
             self.migrator.apply(self.url, level, lock=False, quiet=True)
 
@@ -46,6 +50,7 @@ class Walker:
             self.conn.close()
         self.conn = None
         self.last = None
+        self.session.close()
         if self.name:
             self.templates.drop(self.name)
             self.name = None
