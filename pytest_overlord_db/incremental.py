@@ -34,7 +34,7 @@ def take(conn: "psycopg2.extensions.connection", before: schema.Snapshot | None,
                 schema.read_objects(cur, catalog.queries(skip, conn.server_version), objects, now)
             else:
                 _copy_unchanged(cur, before, before.marks, relations, objects, now)
-                schema.read_objects(cur, catalog.narrowed(skip, conn.server_version, relations), objects, now)
+                schema.read_objects(cur, catalog.narrowed(skip, conn.server_version), objects, now, relations)
             table_data: dict[str, tuple[int, str]] = {}
             rows: dict[str, tabledata.Rows] = {}
             if data:

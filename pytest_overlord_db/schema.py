@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from . import catalog, tabledata
 from .catalog import USER_NS as _USER_NS
+from .catalog import prepared
 from .catalog.changed import Marks, marks
 
 if TYPE_CHECKING:
@@ -56,11 +57,15 @@ def take(conn: "psycopg2.extensions.connection", *, data: bool = True, bookkeepi
     return Snapshot(objects, table_data, rows, found)
 
 
-def read_objects(cur: Any, queries: dict[str, str], objects: dict[str, str], found: Marks) -> None:
+def read_objects(cur: Any, queries: dict[str, str], objects: dict[str, str], found: Marks,
+                 relations: set[int] | None = None) -> None:
     """Run the catalog ``queries`` into ``objects``, noting in ``found`` which relation each object of a
-    relation kind belongs to."""
+    relation kind belongs to; given ``relations``, the queries are ``catalog.narrowed``'s, prepared."""
     for kind, query in queries.items():
-        cur.execute(query)
+        if relations is None:
+            cur.execute(query)
+        else:
+            prepared.execute(cur, query, [prepared.oids(relations)] if kind in catalog.RELATION_KINDS else [])
         own_catalog = catalog.RELATION_KINDS[kind][1] if kind in catalog.RELATION_KINDS else None
         selves = found.selves.setdefault(own_catalog, {}) if own_catalog else None
         for row in cur.fetchall():

@@ -12,7 +12,6 @@ the relation the object belongs to and the object's own oid, and can be narrowed
 from __future__ import annotations
 
 import functools
-from typing import Iterable
 
 from . import database, relations, routines, types
 from .sql import USER_NS
@@ -37,8 +36,9 @@ def queries(bookkeeping: tuple[str, ...] = (), version: int = 180000) -> dict[st
     return {kind: query.replace("{_ONLY}", "") for kind, query in _all(bookkeeping, version).items()}
 
 
-def narrowed(bookkeeping: tuple[str, ...], version: int, oids: Iterable[int]) -> dict[str, str]:
-    """The queries of ``RELATION_KINDS`` narrowed to the relations ``oids``, and the others whole."""
-    array = "'{" + ",".join(str(int(oid)) for oid in sorted(set(oids))) + "}'::oid[]"
-    return {kind: query.replace("{_ONLY}", relations.only(kind, array) if kind in RELATION_KINDS else "")
+@functools.lru_cache(maxsize=16)
+def narrowed(bookkeeping: tuple[str, ...] = (), version: int = 180000) -> dict[str, str]:
+    """The queries of ``RELATION_KINDS`` narrowed to the relations of the oid[] parameter $1, and the
+    others whole (without parameters)."""
+    return {kind: query.replace("{_ONLY}", relations.only(kind, "$1::oid[]") if kind in RELATION_KINDS else "")
             for kind, query in _all(bookkeeping, version).items()}

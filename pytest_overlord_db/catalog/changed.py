@@ -14,7 +14,9 @@ in the search path, which changes how names print) and objects leaving an extens
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
+
+from . import prepared
 
 # Catalogs whose rows are objects of their own (classid = the catalog, objid = the row's oid).
 _OBJECTS = ("pg_class", "pg_attrdef", "pg_constraint", "pg_trigger", "pg_rewrite", "pg_policy", "pg_statistic_ext",
@@ -59,27 +61,24 @@ _LISTS = {
 
 def marks(cur: Any) -> Marks:
     """The marks of the snapshot being taken in ``cur``'s transaction (relation owners are added by the caller)."""
-    cur.execute("SELECT (pg_snapshot_xmin(pg_current_snapshot())::text::numeric % 4294967296)::bigint, "
-                "current_schemas(false)::text[], (SELECT count(*) FROM pg_depend WHERE deptype = 'e')")
+    prepared.execute(cur, "SELECT (pg_snapshot_xmin(pg_current_snapshot())::text::numeric % 4294967296)::bigint, "
+                     "current_schemas(false)::text[], (SELECT count(*) FROM pg_depend WHERE deptype = 'e')")
     horizon, schemas, members = cur.fetchone()
     lists = {}
     for name, query in _LISTS.items():
-        cur.execute(query)
+        prepared.execute(cur, query)
         lists[name] = frozenset((int(a), int(b)) for a, b in cur.fetchall())
     return Marks(int(horizon), tuple(schemas), lists, int(members))
 
 
-def _array(oids: Iterable[int]) -> str:
-    return "'{" + ",".join(str(int(o)) for o in sorted(set(oids))) + "}'::oid[]"
-
-
 def gone(cur: Any, selves: dict[str, dict[int, int]]) -> set[tuple[str, int]]:
     """The (catalog, oid) of objects in ``selves`` that no longer exist."""
-    parts = [f"SELECT '{catalog}', o FROM unnest({_array(oids)}) o WHERE NOT EXISTS (SELECT 1 FROM {catalog} x WHERE x.oid = o)"
-             for catalog, oids in selves.items() if oids]
-    if not parts:
+    catalogs = sorted(selves)
+    if not catalogs:
         return set()
-    cur.execute(" UNION ALL ".join(parts))
+    prepared.execute(cur, " UNION ALL ".join(
+        f"SELECT '{catalog}', o FROM unnest(${number}::oid[]) o WHERE NOT EXISTS (SELECT 1 FROM {catalog} x WHERE x.oid = o)"
+        for number, catalog in enumerate(catalogs, 1)), [prepared.oids(selves[c]) for c in catalogs])
     return {(catalog, int(oid)) for catalog, oid in cur.fetchall()}
 
 
@@ -87,23 +86,25 @@ def dirty(cur: Any, before: Marks, now: Marks) -> set[int] | None:
     """The oids of the relations whose definitions can differ from ``before``'s; None when that cannot be told."""
     if now.schemas != before.schemas or len(now.schemas) > 1:
         return None
-    new = f"age(x.xmin) <= age('{before.horizon}'::xid)"
-    cur.execute(f"SELECT (SELECT count(*) FROM pg_depend x WHERE deptype = 'e' AND NOT {new}), "
-                + ", ".join(f"EXISTS (SELECT 1 FROM {catalog} x WHERE {new})" for catalog in _UNFOLLOWED))
+    new = "age(x.xmin) <= age($1::bigint::text::xid)"
+    horizon = str(before.horizon)
+    prepared.execute(cur, f"SELECT (SELECT count(*) FROM pg_depend x WHERE deptype = 'e' AND NOT {new}), "
+                     + ", ".join(f"EXISTS (SELECT 1 FROM {catalog} x WHERE {new})" for catalog in _UNFOLLOWED), [horizon])
     old_members, *unfollowed = cur.fetchone()
     if old_members < before.members or any(unfollowed):
         return None
     vanished = set().union(*(before.lists[name] - now.lists[name] for name in before.lists))
     fresh = [f"SELECT '{c}'::regclass::oid, x.oid FROM {c} x WHERE {new}" for c in _OBJECTS]
     fresh += [f"SELECT {classid}, x.{column} FROM {c} x WHERE {new}" for c, classid, column in _PARTS]
-    if vanished:
-        fresh.append("SELECT * FROM (VALUES " + ", ".join(f"({int(a)}::oid, {int(b)}::oid)" for a, b in sorted(vanished)) + ") v")
+    fresh.append("SELECT * FROM unnest($2::oid[], $3::oid[])")
     belongs = [f"SELECT x.{owner} FROM dirty d JOIN {c} x ON d.classid = '{'pg_class' if c == 'pg_index' else c}'::regclass "
                f"AND x.{column} = d.objid" for c, column, owner in _BELONGS]
-    cur.execute(f"""
+    prepared.execute(cur, f"""
         WITH RECURSIVE fresh(classid, objid) AS ({' UNION '.join(fresh)}),
         dirty(classid, objid) AS (
             SELECT classid, objid FROM fresh
             UNION SELECT dep.classid, dep.objid FROM dirty d JOIN pg_depend dep ON dep.refclassid = d.classid AND dep.refobjid = d.objid)
-        SELECT objid FROM dirty WHERE classid = 'pg_class'::regclass UNION {' UNION '.join(belongs)}""")
+        SELECT objid FROM dirty WHERE classid = 'pg_class'::regclass UNION {' UNION '.join(belongs)}""",
+                     [horizon, "{" + ",".join(str(a) for a, _ in sorted(vanished)) + "}",
+                      "{" + ",".join(str(b) for _, b in sorted(vanished)) + "}"])
     return {int(oid) for (oid,) in cur.fetchall() if oid}
