@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterable
 
-from . import catalog, datasince, schema, tabledata
+from . import catalog, schema, tabledata
 from .catalog import USER_NS, changed
 
 if TYPE_CHECKING:
@@ -38,30 +38,11 @@ def take(conn: "psycopg2.extensions.connection", before: schema.Snapshot | None,
             table_data: dict[str, tuple[int, str]] = {}
             rows: dict[str, tabledata.Rows] = {}
             if data:
-                table_data, rows = _data(cur, before, relations, objects, now)
+                table_data, rows = tabledata.read(cur, schema.table_names(objects), USER_NS)
     finally:
         conn.rollback()
         conn.autocommit = previous_autocommit
     return schema.Snapshot(objects, table_data, rows, now)
-
-
-def _data(cur: object, before: schema.Snapshot, relations: set[int] | None, objects: dict[str, str],
-          now: changed.Marks) -> tuple[dict[str, tuple[int, str]], dict[str, tabledata.Rows]]:
-    """The tables' data: ``before``'s where no row was written since and the catalog did not change (which
-    can change how rows print), read for the others."""
-    names = schema.table_names(objects)
-    same: set[str] = set()
-    if relations is not None and before.marks is not None:
-        dirty = {key[len("table "):] for key, owner in now.owners.items() if key.startswith("table ") and owner in relations}
-        candidates = [name for name in names if "data " + name in before.data and name not in dirty]
-        same = datasince.unchanged(cur, candidates, before.data, before.marks.horizon)
-    table_data, rows = tabledata.read(cur, [name for name in names if name not in same], USER_NS)
-    for name in same:
-        key = "data " + name
-        table_data[key] = before.data[key]
-        if key in before.rows:
-            rows[key] = before.rows[key]
-    return table_data, rows
 
 
 def _copy_unchanged(cur: object, before: schema.Snapshot, marks: changed.Marks, relations: set[int],

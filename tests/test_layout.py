@@ -11,7 +11,7 @@ LAYERS = [
     {"errors", "urls", "polling", "sqltext", "inifile", "declarations", "config", "interrupts", "watch"},
     {"servers"},
     {"migrators"},
-    {"seeds", "template", "catalog", "tabledata", "schema", "datasince", "incremental", "datagen"},
+    {"seeds", "template", "catalog", "tabledata", "schema", "incremental", "datagen"},
     {"verdicts", "walker", "seedwalk", "roundtrip", "github", "runtime"},
     {"connections", "isolation"},
     {"plugin", "cli", "api"},
