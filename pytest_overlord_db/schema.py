@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from . import catalog, tabledata
 from .catalog import USER_NS as _USER_NS
+from .catalog import prepared
+from .catalog.changed import Marks, marks
 
 if TYPE_CHECKING:
     import psycopg2.extensions
@@ -22,6 +24,8 @@ class Snapshot:
     objects: dict[str, str]
     data: dict[str, tuple[int, str]] = field(default_factory=dict)
     rows: dict[str, tabledata.Rows] = field(default_factory=dict)  # small tables' rows, by primary key
+    # What the next snapshot of the same database needs to re-read only what changed (``incremental``).
+    marks: Marks | None = field(default=None, compare=False, repr=False)
 
     def without(self, keys: Iterable[str]) -> "Snapshot":
         drop = set(keys)
@@ -35,28 +39,47 @@ class Snapshot:
 def take(conn: "psycopg2.extensions.connection", *, data: bool = True, bookkeeping: Iterable[str] = ()) -> Snapshot:
     """Snapshot the database ``conn`` (psycopg2) is connected to, in one read-only transaction,
     leaving out the ``bookkeeping`` tables of the migration tool."""
-    objects: dict[str, str] = {}
     previous_autocommit = conn.autocommit
     conn.autocommit = False
     try:
         with conn.cursor() as cur:
             cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            for query in catalog.queries(tuple(sorted(bookkeeping)), conn.server_version).values():
-                cur.execute(query)
-                for key, definition in cur.fetchall():
-                    if key is not None:
-                        objects[key] = definition or ""
+            found = marks(cur)
+            objects: dict[str, str] = {}
+            read_objects(cur, catalog.queries(tuple(sorted(bookkeeping)), conn.server_version), objects, found)
             table_data: dict[str, tuple[int, str]] = {}
             rows: dict[str, tabledata.Rows] = {}
             if data:
-                table_data, rows = tabledata.read(cur, _tables(objects), _USER_NS)
+                table_data, rows = tabledata.read(cur, table_names(objects), _USER_NS)
     finally:
         conn.rollback()
         conn.autocommit = previous_autocommit
-    return Snapshot(objects, table_data, rows)
+    return Snapshot(objects, table_data, rows, found)
 
 
-def _tables(objects: dict[str, str]) -> list[str]:
+def read_objects(cur: Any, queries: dict[str, str], objects: dict[str, str], found: Marks,
+                 relations: set[int] | None = None) -> None:
+    """Run the catalog ``queries`` into ``objects``, noting in ``found`` which relation each object of a
+    relation kind belongs to; given ``relations``, the queries are ``catalog.narrowed``'s, prepared."""
+    for kind, query in queries.items():
+        if relations is None:
+            cur.execute(query)
+        else:
+            prepared.execute(cur, query, [prepared.oids(relations)] if kind in catalog.RELATION_KINDS else [])
+        own_catalog = catalog.RELATION_KINDS[kind][1] if kind in catalog.RELATION_KINDS else None
+        selves = found.selves.setdefault(own_catalog, {}) if own_catalog else None
+        for row in cur.fetchall():
+            key = row[0]
+            if key is None:
+                continue
+            objects[key] = row[1] or ""
+            if len(row) > 2:
+                found.owners[key] = int(row[2])
+                if selves is not None:
+                    selves[int(row[3])] = int(row[2])
+
+
+def table_names(objects: dict[str, str]) -> list[str]:
     return sorted(k[len("table "):] for k in objects if k.startswith("table "))
 
 
@@ -68,11 +91,11 @@ def with_data(conn: "psycopg2.extensions.connection", snapshot: Snapshot, tables
     try:
         with conn.cursor() as cur:
             cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            table_data, rows = tabledata.read(cur, sorted(set(tables) & set(_tables(snapshot.objects))), _USER_NS)
+            table_data, rows = tabledata.read(cur, sorted(set(tables) & set(table_names(snapshot.objects))), _USER_NS)
     finally:
         conn.rollback()
         conn.autocommit = previous_autocommit
-    return Snapshot(snapshot.objects, {**snapshot.data, **table_data}, {**snapshot.rows, **rows})
+    return Snapshot(snapshot.objects, {**snapshot.data, **table_data}, {**snapshot.rows, **rows}, snapshot.marks)
 
 
 @dataclass(frozen=True)

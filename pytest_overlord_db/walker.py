@@ -2,9 +2,11 @@
 pieces the round trip and its seeded walk share."""
 from __future__ import annotations
 
+import contextlib
+
 import psycopg2
 
-from . import schema
+from . import incremental, schema
 from .migrators import Migration, Migrator
 from .template import Templates
 from .verdicts import Verdict
@@ -18,6 +20,8 @@ class Walker:
         self.migrator = migrator
         self.name: str | None = None
         self.conn: psycopg2.extensions.connection | None = None
+        self.last: schema.Snapshot | None = None  # the database's latest snapshot: the next re-reads only what changed
+        self.session = contextlib.ExitStack()  # the migrator's connections to the database, kept for the walk
 
     @property
     def url(self) -> str:
@@ -28,6 +32,7 @@ class Walker:
         """A clean database with exactly ``level`` applied."""
         self.close()
         self.name = self.templates.create_empty("roundtrip")
+        self.session.enter_context(self.migrator.session(self.url))
         if level:
             self.migrator.apply(self.url, level, lock=False, quiet=True)
 
@@ -37,12 +42,15 @@ class Walker:
         return self.conn
 
     def snapshot(self, data: bool = True) -> schema.Snapshot:
-        return schema.take(self.connection(), data=data, bookkeeping=self.migrator.bookkeeping)
+        self.last = incremental.take(self.connection(), self.last, data=data, bookkeeping=self.migrator.bookkeeping)
+        return self.last
 
     def close(self) -> None:
         if self.conn is not None and not self.conn.closed:
             self.conn.close()
         self.conn = None
+        self.last = None
+        self.session.close()
         if self.name:
             self.templates.drop(self.name)
             self.name = None

@@ -6,6 +6,8 @@ privileges and comment, one per line. Which properties count is decided by pg_du
 ``pg_dump --schema-only --create`` prints differently must change a definition, and nothing else may
 (tests/test_pgdump_oracle.py holds the proof). Objects that belong to an extension are left out (the
 extension's entry stands for them); ``bookkeeping`` names the migration tool's tables, also left out.
+The queries of relations and what hangs on them (``RELATION_KINDS``) return two more columns, the oid of
+the relation the object belongs to and the object's own oid, and can be narrowed to some relations.
 """
 from __future__ import annotations
 
@@ -14,14 +16,29 @@ import functools
 from . import database, relations, routines, types
 from .sql import USER_NS
 
-__all__ = ["USER_NS", "queries"]
+__all__ = ["RELATION_KINDS", "USER_NS", "queries", "narrowed"]
+
+RELATION_KINDS = relations.SELF
 
 
 @functools.lru_cache(maxsize=16)
-def queries(bookkeeping: tuple[str, ...] = (), version: int = 180000) -> dict[str, str]:
-    """The catalog queries for a server of ``version`` (server_version_num), leaving out ``bookkeeping``."""
+def _all(bookkeeping: tuple[str, ...], version: int) -> dict[str, str]:
     skip = "(" + ", ".join(["''"] + ["'" + t.replace("'", "''") + "'" for t in bookkeeping]) + ")"
     found: dict[str, str] = {}
     for module in (database, relations, types, routines):
         found.update(module.queries(version))
     return {kind: query.replace("{_BOOKKEEPING}", skip) for kind, query in found.items()}
+
+
+@functools.lru_cache(maxsize=16)
+def queries(bookkeeping: tuple[str, ...] = (), version: int = 180000) -> dict[str, str]:
+    """The catalog queries for a server of ``version`` (server_version_num), leaving out ``bookkeeping``."""
+    return {kind: query.replace("{_ONLY}", "") for kind, query in _all(bookkeeping, version).items()}
+
+
+@functools.lru_cache(maxsize=16)
+def narrowed(bookkeeping: tuple[str, ...] = (), version: int = 180000) -> dict[str, str]:
+    """The queries of ``RELATION_KINDS`` narrowed to the relations of the oid[] parameter $1, and the
+    others whole (without parameters)."""
+    return {kind: query.replace("{_ONLY}", relations.only(kind, "$1::oid[]") if kind in RELATION_KINDS else "")
+            for kind, query in _all(bookkeeping, version).items()}

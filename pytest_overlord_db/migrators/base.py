@@ -9,6 +9,7 @@ fixtures only ever talk to this interface; one module per tool implements it.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from abc import ABC, abstractmethod
@@ -112,6 +113,11 @@ class Migrator(ABC):
     @abstractmethod
     def applied(self, url: str) -> list[AppliedInfo]:
         """What is applied to the database at ``url``, in the order it was applied."""
+
+    def session(self, url: str) -> contextlib.AbstractContextManager[None]:
+        """Within it, runs on ``url`` may keep connections open between them (a walk on a throwaway database
+        nothing else uses); they are closed when it ends. By default nothing is kept."""
+        return contextlib.nullcontext()
 
     def break_lock(self, url: str) -> str:
         """Remove a lock left by a killed run; say what was done."""

@@ -33,6 +33,7 @@ from ..errors import ConfigError, MigrationError, ServerError
 from ..servers.private import reachable_only_here
 from . import yoyo_files
 from .base import Applied, AppliedInfo, Migration, Migrator, Progress, slug
+from .yoyo_session import Sessions, cancellable_copies
 from .yoyo_timing import TIMING_TABLE, ensure_timing_table, record_timing
 
 # yoyo logs import failures with a full traceback through logging.exception;
@@ -56,8 +57,10 @@ class YoyoMigrator(Migrator):
     def __init__(self, folder: Path) -> None:
         super().__init__(folder)
         self._loaded: dict[str, YoyoMigration] = {}
+        self._sessions = Sessions(_backend)
 
     # -- reading ------------------------------------------------------------------
+
     def tool_version(self) -> str:
         return f"yoyo {_version('yoyo-migrations')} sqlparse {_version('sqlparse')}"
 
@@ -158,8 +161,9 @@ class YoyoMigrator(Migrator):
              on_progress: Progress | None, quiet: bool) -> list[Applied]:
         chosen = MigrationList(self._yoyo(migrations))
         ours = {m.id: m for m in migrations}
-        be = _backend(url)
-        copies = _cancellable_copies(be)
+        kept = self._sessions.backend(url)
+        be = kept if kept is not None else _backend(url)
+        copies = cancellable_copies(be)
         done: list[Applied] = []
         try:
             with (_yoyo_lock(be, url) if lock else contextlib.nullcontext()), _rows_output(quiet):
@@ -183,11 +187,21 @@ class YoyoMigrator(Migrator):
                     done.append(Applied(migration.id, seconds))
                 if direction == "apply" and todo:
                     be.run_post_apply(todo)
+        except BaseException:
+            if kept is not None:
+                self._sessions.give_up(url)
+            raise
         finally:
             for conn in [be.connection, *copies]:
                 interrupts.unregister(conn)
-            be.connection.close()
+            if kept is None:
+                be.connection.close()
         return done
+
+    def session(self, url: str) -> contextlib.AbstractContextManager[None]:
+        """Runs on ``url`` share one backend and one connection for the steps until the session ends
+        (``yoyo_session``): for a walk on a throwaway database, where most of a run was connecting."""
+        return self._sessions.session(url)
 
 
 # -- yoyo's objects ------------------------------------------------------------------------
@@ -247,24 +261,6 @@ def _schema_checked(be: Any) -> None:
     upgrade, so otherwise it lists the database's tables again before every migration it marks."""
     be.ensure_internal_schema_updated()
     be._internal_schema_updated = True
-
-
-def _cancellable_copies(be: Any) -> list[Any]:
-    """yoyo runs each migration's steps on a copy of the backend, a connection of its own: register those
-    copies, so an interrupt or the timeout cancels the statement they run. Returns the list of copies
-    made, to unregister when the run is over."""
-    make_copy = be.copy
-    made: list[Any] = []
-
-    def copy() -> Any:
-        other = make_copy()
-        other._internal_schema_updated = True  # the original just checked the same database
-        interrupts.register(other.connection)
-        made.append(other.connection)
-        return other
-
-    be.copy = copy
-    return made
 
 
 @contextlib.contextmanager

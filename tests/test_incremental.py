@@ -1,0 +1,140 @@
+"""An incremental snapshot equals a whole one: for every change of the pg_dump oracle (on a copy of its base
+schema), and for drawn sequences of them, the snapshot taken after the change by re-reading only what
+``catalog.changed`` names equals ``schema.take``'s, key for key and definition for definition."""
+from __future__ import annotations
+
+import difflib
+
+import psycopg2
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from oracle_changes import CHANGES
+from test_pgdump_oracle import EXAMPLES, base, run
+
+from pytest_overlord_db import incremental, schema
+from pytest_overlord_db.template import Templates
+
+__all__ = ["base"]  # the fixture, shared with the oracle test
+
+
+def _differences(whole: schema.Snapshot, part: schema.Snapshot) -> str:
+    lines = []
+    for key in sorted(whole.objects.keys() | part.objects.keys()):
+        old, new = whole.objects.get(key), part.objects.get(key)
+        if old != new:
+            lines.append(f"{key}: whole {'absent' if old is None else 'present'}, incremental {'absent' if new is None else 'present'}")
+            if old is not None and new is not None:
+                lines.extend(difflib.unified_diff(old.splitlines(), new.splitlines(), "whole", "incremental", lineterm="", n=0))
+    if whole.data != part.data or whole.rows != part.rows:
+        lines.append(f"data differs: {whole.data} {whole.rows} != {part.data} {part.rows}")
+    return "\n".join(lines)
+
+
+class Walk:
+    """A copy of the base, with the connection kept open as the round trip's walker keeps it."""
+
+    def __init__(self, templates: Templates, name: str, rows: str = "") -> None:
+        self.templates, self.name = templates, templates.clone(name, "incr")
+        self.url = templates.url(self.name)
+        if rows:
+            assert run(self.url, rows) is None
+        self.conn = psycopg2.connect(self.url)
+        self.last = schema.take(self.conn)
+
+    def step(self, statement: str) -> str:
+        """Run ``statement``; what the incremental snapshot after it got wrong ("" when nothing)."""
+        run(self.url, statement)
+        part = incremental.take(self.conn, self.last)
+        whole = schema.take(self.conn)
+        self.last = part
+        return _differences(whole, part)
+
+    def close(self) -> None:
+        self.conn.close()
+        conn = psycopg2.connect(self.url)
+        conn.autocommit = True
+        with conn.cursor() as cur:  # a database with a subscription cannot be dropped
+            cur.execute("SELECT quote_ident(subname) FROM pg_subscription WHERE subdbid = "
+                        "(SELECT oid FROM pg_database WHERE datname = current_database())")
+            for (sub,) in cur.fetchall():
+                cur.execute(f"DROP SUBSCRIPTION {sub}")
+        conn.close()
+        self.templates.drop(self.name)
+
+
+def test_every_change_is_seen_by_the_incremental_snapshot(base: tuple[Templates, str]) -> None:
+    wrong = []
+    for name, statement in CHANGES:
+        walk = Walk(*base)
+        try:
+            found = walk.step(statement)
+            if found:
+                wrong.append(f"{name} ({statement}):\n{found}")
+        finally:
+            walk.close()
+    assert not wrong, "\n\n".join(wrong)
+
+
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(steps=st.lists(st.sampled_from(CHANGES), min_size=2, max_size=6))
+def test_drawn_sequences_of_changes_are_seen(base: tuple[Templates, str], steps: list[tuple[str, str]]) -> None:
+    walk = Walk(*base)
+    try:
+        for number, (_name, statement) in enumerate(steps):
+            found = walk.step(statement)
+            assert not found, f"after {' → '.join(n for n, _ in steps[:number + 1])}:\n{found}"
+    finally:
+        walk.close()
+
+
+def test_a_snapshot_without_marks_is_read_whole(base: tuple[Templates, str]) -> None:
+    walk = Walk(*base)
+    try:
+        run(walk.url, "CREATE TABLE app.later (id integer)")
+        # without(): the marks no longer describe the objects, so nothing may be copied from it
+        part = incremental.take(walk.conn, walk.last.without(["table app.items"]))
+        assert "table app.items" in part.objects and "table app.later" in part.objects
+        assert _differences(schema.take(walk.conn), part) == ""
+    finally:
+        walk.close()
+
+
+@pytest.mark.parametrize("statement", ["SELECT 1", "COMMENT ON COLUMN app.items.name IS NULL"])
+def test_nothing_changed_copies_everything(base: tuple[Templates, str], statement: str) -> None:
+    walk = Walk(*base)
+    try:
+        assert walk.step(statement) == ""
+        assert walk.step("SELECT nextval('app.counter')") == ""
+    finally:
+        walk.close()
+
+
+ROWS = ("INSERT INTO app.items (name, price, mood, qty, note) VALUES ('a', 1.25, 'ok', 1, 'x'), ('b', 2.50, 'sad', 2, 'y'); "
+        "INSERT INTO app.orders (item, placed) VALUES (1, '2026-01-01'), (2, NULL); "
+        "INSERT INTO app.plain SELECT g, 'row ' || g, DATE '2026-01-01' + g FROM generate_series(1, 80) g")
+DATA_CHANGES = [
+    "UPDATE app.items SET price = 9.99 WHERE name = 'a'",
+    "UPDATE app.items SET price = price",  # the same values, new row versions
+    "DELETE FROM app.orders WHERE placed IS NULL",
+    "DELETE FROM app.orders WHERE item = 2; INSERT INTO app.orders (item, placed) VALUES (2, '2026-02-02')",  # as many rows
+    "DELETE FROM app.plain WHERE a = 7",  # a table over the row limit: count and digest
+    "UPDATE app.plain SET b = 'changed' WHERE a = 70",
+    "TRUNCATE app.orders",
+    "ALTER TABLE app.plain ALTER COLUMN c TYPE text",  # rewritten rows keep their xmin
+    "ALTER TYPE app.mood RENAME VALUE 'ok' TO 'fine'",  # rows print differently, none written
+    "ALTER TABLE app.items ADD COLUMN extra integer DEFAULT 5",
+    "INSERT INTO app.parent VALUES (1, 'p')",
+    "SELECT 1",
+]
+
+
+@pytest.mark.parametrize("statement", DATA_CHANGES)
+def test_the_data_of_an_incremental_snapshot_equals_a_whole_ones(base: tuple[Templates, str], statement: str) -> None:
+    walk = Walk(*base, rows=ROWS)
+    try:
+        assert walk.step(statement) == ""
+        assert walk.step("SELECT 1") == ""
+    finally:
+        walk.close()
