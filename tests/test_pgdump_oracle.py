@@ -4,7 +4,8 @@ For a step that changes a database, pg_dump's verdict is whether ``pg_dump --sch
 schema plus the database's own settings, ACL and comment) prints anything different afterwards; ours is
 whether ``schema.compare`` finds a difference between the snapshots. The two must agree both ways: what a
 dump shows must be in the snapshot (or a rollback that leaves it changed would pass), and nothing else may be
-(or a correct rollback would fail). Every change in ``oracle_changes`` is checked once, in order, on one
+(or a correct rollback would fail). Each step also checks that the incremental snapshot the round trip's
+walk takes equals a whole one. Every change in ``oracle_changes`` is checked once, in order, on one
 database; then hypothesis draws sequences of changes, in any order and combination, on fresh clones of the
 base. ``OVERLORD_ORACLE_EXAMPLES`` raises the number of drawn sequences (CI runs a fixed few).
 """
@@ -23,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from oracle_changes import BASE, CHANGES, ROLES
 
-from pytest_overlord_db import schema, urls
+from pytest_overlord_db import incremental, schema, urls
 from pytest_overlord_db.config import resolve
 from pytest_overlord_db.servers import postmaster
 from pytest_overlord_db.servers.base import ServerFacts
@@ -70,15 +71,23 @@ class State:
     def __init__(self, templates: Templates, base: str) -> None:
         self.templates, self.name = templates, templates.clone(base, "oracle")
         self.url = templates.url(self.name)
-        self.dump, self.snap, self.error = dump(self.url), snapshot(self.url), None
+        self.conn = psycopg2.connect(self.url)  # kept open, as the round trip's walker keeps its own
+        self.dump, self.snap, self.error = dump(self.url), schema.take(self.conn, data=False), None
 
     def step(self, name: str, statement: str, history: list[str]) -> str | None:
         self.error = run(self.url, statement)
-        new_dump, new_snap = dump(self.url), snapshot(self.url)
+        # The round trip's walk takes incremental snapshots (re-reading only what can have changed): each must
+        # equal a whole one, and the whole one is what faces pg_dump.
+        part = incremental.take(self.conn, self.snap, data=False)
+        new_dump, new_snap = dump(self.url), schema.take(self.conn, data=False)
+        history.append(name)
+        if part.objects != new_snap.objects:
+            return f"after {' → '.join(history)} ({statement}): the incremental snapshot differs from a whole one:\n" + \
+                schema.compare(new_snap, part).render("whole", "incremental")
+        new_snap = part  # the next step's incremental snapshot starts from it, as the walk's do
         ours = schema.compare(self.snap, new_snap)
         dump_diff = list(difflib.unified_diff(self.dump.splitlines(), new_dump.splitlines(), "before", "after",
                                               lineterm="", n=0))
-        history.append(name)
         self.dump, self.snap = new_dump, new_snap
         if bool(ours) == bool(dump_diff):
             return None
@@ -87,6 +96,7 @@ class State:
                 "\npg_dump:\n" + "\n".join(dump_diff[2:40]) + "\nsnapshot:\n" + ours.render()[:3000])
 
     def close(self) -> None:
+        self.conn.close()
         # A database with a subscription cannot be dropped; the subscription has no slot to drop remotely.
         conn = psycopg2.connect(self.url)
         conn.autocommit = True
