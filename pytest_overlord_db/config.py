@@ -20,6 +20,7 @@ from .inifile import YoyoIni, open_ini
 
 DEFAULT_IMAGE = "pgvector/pgvector:pg17"
 BACKENDS = ("auto", "embedded", "docker", "url")
+DOCKER_NETWORKS = ("default", "host")  # default: the engine's own network and a published port
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class Settings:
     backend: str = "auto"
     db_url: str | None = None  # the server the plugin creates its databases on (--overlord-db-url)
     image: str = DEFAULT_IMAGE
+    docker_network: str = "default"
     datadir: Path | None = None
     ini_path: Path | None = None
     accepted: tuple[dict[str, str], ...] = field(default=())
@@ -85,6 +87,10 @@ def seed_files(seeds_dir: Path, env: str) -> list[Path]:
         listing = ", ".join(known) if known else f"none (no seeds/<ENV>/*.sql under {seeds_dir})"
         raise ConfigError(f"Unknown seed environment {env!r}: {folder} has no .sql files. Environments that exist: {listing}.")
     return files
+
+
+def _flag(value: Any) -> bool:
+    return value is True or str(value).strip().lower() in {"on", "true", "yes", "1"}
 
 
 class _Resolver:
@@ -160,6 +166,11 @@ def resolve(
     if backend == "url" and not db_url:
         raise ConfigError("--overlord-backend=url needs --overlord-db-url=URL (or OVERLORD_DB_URL).")
     datadir = r.pick("datadir", "OVERLORD_DATADIR")
+    network = str(r.pick("docker_network", "OVERLORD_DOCKER_NETWORK", default="default")).strip().lower()
+    if network not in DOCKER_NETWORKS:
+        raise ConfigError(f"--overlord-docker-network={network!r} (from {r.sources['docker_network']}) is not one of "
+                          f"{', '.join(DOCKER_NETWORKS)}: 'host' runs the container in this machine's network, "
+                          "'default' on the engine's own network with a published port.")
     database_url = r.pick("database_url", "DATABASE_URL", "database")
     batch = r.pick("batch_mode", None, "batch_mode", default="off")
     timeout = r.pick("migration_timeout", "OVERLORD_MIGRATION_TIMEOUT", "migration_timeout")
@@ -185,6 +196,7 @@ def resolve(
         backend=backend,
         db_url=db_url,
         image=r.pick("image", "OVERLORD_IMAGE", default=DEFAULT_IMAGE),
+        docker_network=network,
         datadir=Path(datadir) if datadir else None,
         ini_path=ini.path if ini else None,
         accepted=read_accepted(root, ini.path if ini else None),
@@ -192,7 +204,7 @@ def resolve(
         migrator=r.pick("migrator", "OVERLORD_MIGRATOR", "migrator", default="auto"),
         env=env,
         database_url=database_url,
-        batch_mode=str(batch).strip().lower() in {"on", "true", "yes", "1"},
+        batch_mode=_flag(batch),
         migration_timeout=migration_timeout,
         data_rows=numbers["data_rows"],
         data_seed=numbers["data_seed"],

@@ -10,6 +10,7 @@ from ..config import DEFAULT_IMAGE
 # The Settings field each ini name sets.
 FIELDS = {
     "overlord_seed": "seed", "overlord_backend": "backend", "overlord_db_url": "db_url", "overlord_image": "image",
+    "overlord_docker_network": "docker_network",
     "overlord_migrations": "migrations_dir", "overlord_migrator": "migrator", "overlord_datadir": "datadir",
     "overlord_migration_timeout": "migration_timeout", "overlord_data_rows": "data_rows", "overlord_data_seed": "data_seed",
 }
@@ -20,6 +21,8 @@ OPTIONS = [
      "auto|embedded|docker|url (auto: a URL if given, else Docker if it answers, else embedded)"),
     ("--overlord-db-url", "overlord_db_url", "OVERLORD_DB_URL", "an existing server to create our databases on (needs CREATEDB)"),
     ("--overlord-image", "overlord_image", "OVERLORD_IMAGE", f"Docker image (default {DEFAULT_IMAGE})"),
+    ("--overlord-docker-network", "overlord_docker_network", "OVERLORD_DOCKER_NETWORK",
+     "default|host (host: the container shares this machine's network, PostgreSQL on a free 127.0.0.1 port)"),
     ("--overlord-migrations", "overlord_migrations", "OVERLORD_MIGRATIONS", "migrations folder (default: yoyo.ini, else ./migrations)"),
     ("--overlord-migrator", "overlord_migrator", "OVERLORD_MIGRATOR",
      "auto|yoyo|sqlfolders|module:Class (auto: sqlfolders when the folder has versions/, else yoyo)"),
