@@ -38,6 +38,9 @@ class Project:
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("OVERLORD_", "PYTEST_", "GITHUB_")) and k not in ("CI", "BUILD_NUMBER")}
         env["OVERLORD_DATADIR"] = str(self.datadir)
+        # The inner runs mean the embedded server unless a test says otherwise: with a Docker engine answering
+        # (DOCKER_HOST, /var/run/docker.sock) auto would take it. "" gives auto back.
+        env["OVERLORD_BACKEND"] = "embedded"
         env.update(self.env)
         return env
 

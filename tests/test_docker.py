@@ -80,7 +80,7 @@ def ours(client=None) -> list:
 @pytest.fixture
 def docker_project(project):
     """A user project whose runs use the test engine (host network, the local image), nothing else."""
-    project.env.update(DOCKER_HOST=ENGINE, OVERLORD_IMAGE=IMAGE, OVERLORD_DOCKER_NETWORK="host")
+    project.env.update(DOCKER_HOST=ENGINE, OVERLORD_IMAGE=IMAGE, OVERLORD_DOCKER_NETWORK="host", OVERLORD_BACKEND="")
     before = {c.id for c in ours()}
     yield project
     left = [c for c in ours() if c.id not in before]
