@@ -71,19 +71,18 @@ def engine():
     return docker.DockerClient(base_url=ENGINE, timeout=30)
 
 
-def ours(client=None) -> list:
-    """This engine's containers started by the plugin (whatever their state)."""
+def ours(project: Path, client=None) -> list:
+    """The engine's containers started for ``project`` (whatever their state): other tests may run beside this one."""
     client = client or engine()
-    return client.containers.list(all=True, filters={"label": "dev.overlord-db"})
+    return client.containers.list(all=True, filters={"label": f"dev.overlord-db.project={project}"})
 
 
 @pytest.fixture
 def docker_project(project):
     """A user project whose runs use the test engine (host network, the local image), nothing else."""
     project.env.update(DOCKER_HOST=ENGINE, OVERLORD_IMAGE=IMAGE, OVERLORD_DOCKER_NETWORK="host", OVERLORD_BACKEND="")
-    before = {c.id for c in ours()}
     yield project
-    left = [c for c in ours() if c.id not in before]
+    left = ours(project.root)
     for container in left:  # a failed test must not leave one behind for the next
         container.remove(force=True)
     assert not left, f"containers left behind: {[c.name for c in left]}"
@@ -96,7 +95,7 @@ def test_auto_picks_docker_and_every_fixture_works_with_a_seed(docker_project):
     result.assert_outcomes(passed=4)
     out = "\n".join(result.outlines)
     assert "backend docker (auto: Docker answers); docker " + IMAGE + " (host network)" in out
-    assert ours() == []  # the last process out removed it
+    assert ours(docker_project.root) == []  # the last process out removed it
 
 
 def test_xdist_workers_share_one_container(docker_project, tmp_path):
@@ -138,7 +137,7 @@ def test_hang(overlord_db_sync):
     assert marker.exists(), victim.stdout.read() if victim.poll() is not None else "the test never started"
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait()
-    left = ours()
+    left = ours(docker_project.root)
     assert len(left) == 1 and left[0].status == "running"
     assert left[0].labels["dev.overlord-db.owner-pid"] == str(victim.pid)
     assert left[0].labels["dev.overlord-db.project"] == str(docker_project.root)
@@ -147,7 +146,7 @@ def test_hang(overlord_db_sync):
     docker_project.datadir = Path(f"{docker_project.datadir}-other")
     docker_project.write("test_ok.py", "def test_ok(overlord_db_sync):\n    pass\n")
     docker_project.result("-q", "--overlord-backend=docker", "test_ok.py").assert_outcomes(passed=1)
-    assert ours() == []
+    assert ours(docker_project.root) == []
 
 
 def test_a_container_that_cannot_start_is_removed_and_named(monkeypatch, tmp_path):
@@ -167,7 +166,7 @@ def test_a_container_that_cannot_start_is_removed_and_named(monkeypatch, tmp_pat
             server.start()
         assert f"Could not start a container of Docker image {broken}:" in str(failure.value)
         assert "/no/such/entrypoint" in str(failure.value)
-        assert ours(client) == []
+        assert ours(tmp_path, client) == []
     finally:
         client.images.remove(broken, force=True)
 
@@ -182,4 +181,4 @@ def test_an_image_that_cannot_be_pulled_is_one_paragraph(monkeypatch, tmp_path):
         DockerServer("127.0.0.1:9/overlord/absent:1", "host", tmp_path / "state", str(tmp_path)).start()
     assert str(failure.value).startswith("Docker image 127.0.0.1:9/overlord/absent:1 is not on the engine and could not be pulled (")
     assert "--overlord-image" in str(failure.value)
-    assert ours() == []
+    assert ours(tmp_path) == []
