@@ -33,6 +33,8 @@ class Settings:
     db_url: str | None = None  # the server the plugin creates its databases on (--overlord-db-url)
     image: str = DEFAULT_IMAGE
     docker_network: str = "default"
+    reuse_container: bool = False  # keep the project's container between runs, so its template survives
+    reuse_idle: float = 1800.0  # seconds a kept container waits for the next run before it stops itself
     datadir: Path | None = None
     ini_path: Path | None = None
     accepted: tuple[dict[str, str], ...] = field(default=())
@@ -171,6 +173,15 @@ def resolve(
         raise ConfigError(f"--overlord-docker-network={network!r} (from {r.sources['docker_network']}) is not one of "
                           f"{', '.join(DOCKER_NETWORKS)}: 'host' runs the container in this machine's network, "
                           "'default' on the engine's own network with a published port.")
+    reuse = _flag(r.pick("reuse_container", "OVERLORD_REUSE_CONTAINER", default="off"))
+    idle = r.pick("reuse_idle", "OVERLORD_REUSE_IDLE", default=1800)
+    try:
+        reuse_idle = float(idle)
+    except (TypeError, ValueError):
+        reuse_idle = -1.0
+    if reuse_idle <= 0:
+        raise ConfigError(f"The idle time of a reused container must be a positive number of seconds, not {idle!r} "
+                          f"(from {r.sources['reuse_idle']}).")
     database_url = r.pick("database_url", "DATABASE_URL", "database")
     batch = r.pick("batch_mode", None, "batch_mode", default="off")
     timeout = r.pick("migration_timeout", "OVERLORD_MIGRATION_TIMEOUT", "migration_timeout")
@@ -197,6 +208,8 @@ def resolve(
         db_url=db_url,
         image=r.pick("image", "OVERLORD_IMAGE", default=DEFAULT_IMAGE),
         docker_network=network,
+        reuse_container=reuse,
+        reuse_idle=reuse_idle,
         datadir=Path(datadir) if datadir else None,
         ini_path=ini.path if ini else None,
         accepted=read_accepted(root, ini.path if ini else None),

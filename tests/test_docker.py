@@ -182,3 +182,34 @@ def test_an_image_that_cannot_be_pulled_is_one_paragraph(monkeypatch, tmp_path):
     assert str(failure.value).startswith("Docker image 127.0.0.1:9/overlord/absent:1 is not on the engine and could not be pulled (")
     assert "--overlord-image" in str(failure.value)
     assert ours(tmp_path) == []
+
+
+REUSE_TEST = '''
+def test_report(overlord_server):
+    print("TEMPLATE", overlord_server.template, "REUSED", overlord_server.template_reused, "AT", overlord_server.admin_url)
+'''
+
+
+def test_a_reused_container_keeps_its_template_between_runs_and_stops_when_idle(docker_project):
+    import re
+
+    docker_project.write("test_report.py", REUSE_TEST)
+    docker_project.env["OVERLORD_REUSE_IDLE"] = "6"
+    runs = [docker_project.run("-q", "-s", "--overlord-backend=docker", "--overlord-reuse-container", "test_report.py")
+            for _ in range(2)]
+    seen = [re.findall(r"TEMPLATE (\S+) REUSED (\w+) AT (\S+)", run.stdout) for run in runs]
+    assert all(run.returncode == 0 for run in runs), [run.stdout + run.stderr for run in runs]
+    (first,), (second,) = seen
+    assert first[1] == "False" and second[1] == "True" and first[0] == second[0]
+    assert first[2] == second[2]  # the same server (the URL has the same port; its password is masked)
+    kept = ours(docker_project.root)
+    assert len(kept) == 1 and kept[0].status == "running" and kept[0].labels["dev.overlord-db.reuse"] == "1"
+
+    deadline = time.monotonic() + 30
+    while kept[0].status == "running" and time.monotonic() < deadline:
+        time.sleep(0.5)
+        kept[0].reload()
+    assert kept[0].status == "exited", "the idle container did not stop itself"
+    # A run without reuse replaces it and removes its own at the end.
+    docker_project.result("-q", "--overlord-backend=docker", "test_report.py").assert_outcomes(passed=1)
+    assert ours(docker_project.root) == []

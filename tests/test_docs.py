@@ -21,7 +21,7 @@ from pytest_overlord_db import ServerError, cli
 from pytest_overlord_db.config import read_accepted
 from pytest_overlord_db.migrators import AppliedInfo, Migration, for_folder
 from pytest_overlord_db.plugin import errors as plugin_errors
-from pytest_overlord_db.plugin.options import OPTIONS
+from pytest_overlord_db.plugin.options import FLAGS, OPTIONS
 from pytest_overlord_db.roundtrip import FULL_CYCLE, Report, Verdict
 
 REPO = Path(__file__).resolve().parent.parent
@@ -136,11 +136,12 @@ def problems_in(segment: str, pytest_flags: set[str]) -> list[str]:
 def test_every_command_and_flag_the_docs_mention_exists(pytestconfig):
     # pytest's own flags, the plugin's and xdist's: the parser of this very run knows them all.
     pytest_flags = set(pytestconfig._parser._opt2dest)  # private, but the one place listing every flag
-    assert {flag for flag, *_ in OPTIONS} | {"--overlord-roundtrip", "--help"} <= pytest_flags
+    assert {flag for flag, *_ in [*OPTIONS, *FLAGS]} | {"--overlord-roundtrip", "--help"} <= pytest_flags
     wrong = [f"{page}: {problem}" for page in PAGES for line in command_lines(page)
              for segment in re.split(r"&&|\|\||[|;]", line) for problem in problems_in(segment, pytest_flags)]
     all_flags = pytest_flags.union(*(help_flags(c) or set() for c in COMMANDS))
-    envs = {env for _, _, env, _ in OPTIONS} | {"OVERLORD_ENV"}
+    envs = {env for _, _, env, _ in [*OPTIONS, *FLAGS]} | {"OVERLORD_ENV"}
+    envs |= set(re.findall(r"\bOVERLORD_TEST_[A-Z_]+", (REPO / "tests" / "test_docker.py").read_text()))  # what it reads
     for page in PAGES:
         wrong += [f"{page}: unknown flag {f}" for f in re.findall(r"`\s*(--[a-z][\w-]*)", prose(page)) if f not in all_flags]
         wrong += [f"{page}: unknown variable {v}" for v in re.findall(r"\bOVERLORD_[A-Z_]+", read(page)) if v not in envs]
@@ -175,7 +176,7 @@ def test_links_paths_and_names_exist():
 
 def test_the_references_are_complete():
     options, cli_page = read("reference/options.md"), read("reference/cli.md")
-    missing = [name for option in OPTIONS for name in option[:3] if f"`{name}" not in options]
+    missing = [name for option in [*OPTIONS, *FLAGS] for name in option[:3] if f"`{name}" not in options]
     for command in COMMANDS:
         section = cli_page.split(f"## `overlord-db {command}", 1)[-1].split("\n## ", 1)[0]
         missing += [f"{command} {flag}" for flag in sorted((help_flags(command) or {"?"}) - {"--help"}) if f"`{flag}" not in section]

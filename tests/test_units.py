@@ -171,6 +171,12 @@ def test_docker_network_is_resolved_with_its_source(tmp_path):
     assert (settings.docker_network, settings.sources["docker_network"]) == ("host", "env OVERLORD_DOCKER_NETWORK")
     with pytest.raises(ConfigError, match=r"--overlord-docker-network='bridge0' \(from option\) is not one of default, host"):
         resolve(tmp_path, environ={}, docker_network="bridge0")
+    settings = resolve(tmp_path, environ={"OVERLORD_REUSE_CONTAINER": "on", "OVERLORD_REUSE_IDLE": "90"})
+    assert (settings.reuse_container, settings.reuse_idle, settings.sources["reuse_container"]) == (
+        True, 90.0, "env OVERLORD_REUSE_CONTAINER")
+    assert resolve(tmp_path, environ={}).reuse_container is False
+    with pytest.raises(ConfigError, match=r"positive number of seconds, not 'soon' \(from env OVERLORD_REUSE_IDLE\)"):
+        resolve(tmp_path, environ={"OVERLORD_REUSE_IDLE": "soon"})
     server = make_server(resolve(tmp_path, environ={}, docker_network="host", datadir=str(tmp_path / "d")), "docker")
     assert isinstance(server, DockerServer) and server.network == "host"
     assert server.state_dir == tmp_path / "d-docker" and server.describe().endswith("(host network)")

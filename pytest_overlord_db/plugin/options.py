@@ -10,7 +10,8 @@ from ..config import DEFAULT_IMAGE
 # The Settings field each ini name sets.
 FIELDS = {
     "overlord_seed": "seed", "overlord_backend": "backend", "overlord_db_url": "db_url", "overlord_image": "image",
-    "overlord_docker_network": "docker_network",
+    "overlord_docker_network": "docker_network", "overlord_reuse_container": "reuse_container",
+    "overlord_reuse_idle": "reuse_idle",
     "overlord_migrations": "migrations_dir", "overlord_migrator": "migrator", "overlord_datadir": "datadir",
     "overlord_migration_timeout": "migration_timeout", "overlord_data_rows": "data_rows", "overlord_data_seed": "data_seed",
 }
@@ -23,6 +24,8 @@ OPTIONS = [
     ("--overlord-image", "overlord_image", "OVERLORD_IMAGE", f"Docker image (default {DEFAULT_IMAGE})"),
     ("--overlord-docker-network", "overlord_docker_network", "OVERLORD_DOCKER_NETWORK",
      "default|host (host: the container shares this machine's network, PostgreSQL on a free 127.0.0.1 port)"),
+    ("--overlord-reuse-idle", "overlord_reuse_idle", "OVERLORD_REUSE_IDLE",
+     "seconds a reused Docker container waits for the next run before it stops itself (default 1800)"),
     ("--overlord-migrations", "overlord_migrations", "OVERLORD_MIGRATIONS", "migrations folder (default: yoyo.ini, else ./migrations)"),
     ("--overlord-migrator", "overlord_migrator", "OVERLORD_MIGRATOR",
      "auto|yoyo|sqlfolders|module:Class (auto: sqlfolders when the folder has versions/, else yoyo)"),
@@ -33,12 +36,20 @@ OPTIONS = [
     ("--overlord-data-seed", "overlord_data_seed", "OVERLORD_DATA_SEED", "seed of the round trip's generated rows (default 0)"),
     ("--overlord-datadir", "overlord_datadir", "OVERLORD_DATADIR", "embedded server data directory (default: per project on /dev/shm)"),
 ]
+# Options without a value (on when given; env and ini take on/off, true/false, yes/no, 1/0).
+FLAGS = [
+    ("--overlord-reuse-container", "overlord_reuse_container", "OVERLORD_REUSE_CONTAINER",
+     "docker: keep the project's container between runs, with its cached template (stopped when idle)"),
+]
 
 
 def add(parser: pytest.Parser) -> None:
     group = parser.getgroup("overlord-db", "migration-verified PostgreSQL test databases")
     for flag, ini, env, help_text in OPTIONS:
         group.addoption(flag, dest=ini, default=None, metavar="VALUE", help=f"{help_text} [env {env}, ini {ini}]")
+        parser.addini(ini, help=help_text, default=None)
+    for flag, ini, env, help_text in FLAGS:
+        group.addoption(flag, dest=ini, action="store_true", default=None, help=f"{help_text} [env {env}, ini {ini}]")
         parser.addini(ini, help=help_text, default=None)
     group.addoption(
         "--overlord-roundtrip",
@@ -60,7 +71,7 @@ def value(config: pytest.Config, ini: str, env: str) -> tuple[str | None, str]:
 
 
 def values(config: pytest.Config) -> dict[str, tuple[str | None, str]]:
-    return {ini: value(config, ini, env) for _, ini, env, _ in OPTIONS}
+    return {ini: value(config, ini, env) for _, ini, env, _ in [*OPTIONS, *FLAGS]}
 
 
 def uses_overlord(config: pytest.Config) -> bool:

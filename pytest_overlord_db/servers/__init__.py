@@ -33,7 +33,8 @@ def make_server(settings: Settings, backend: str) -> Server:
         assert settings.db_url
         return ExternalServer(settings.db_url)
     if backend == "docker":
-        return DockerServer(settings.image, settings.docker_network, docker_state_dir(settings), str(settings.root))
+        return DockerServer(settings.image, settings.docker_network, docker_state_dir(settings), str(settings.root),
+                            settings.reuse_container, settings.reuse_idle)
     return EmbeddedServer(settings.datadir or default_datadir(settings.root))
 
 

@@ -22,7 +22,9 @@ from ..errors import ServerError
 
 LABEL = "dev.overlord-db"  # every container of ours has it; the others below name the owner
 OWNER_HOST, OWNER_PID, OWNER_START = f"{LABEL}.owner-host", f"{LABEL}.owner-pid", f"{LABEL}.owner-start"
-PROJECT, STATE = f"{LABEL}.project", f"{LABEL}.state"
+PROJECT, STATE, REUSE = f"{LABEL}.project", f"{LABEL}.state", f"{LABEL}.reuse"
+IDLE_DEFAULT = 1800.0  # seconds a reused container waits for the next run before it stops itself
+USERS_FILE = "/tmp/ovl-users"  # inside the container: how many processes use it; its age is the idle time
 READY_TIMEOUT = 90.0  # initdb plus the first start, on a slow CI runner
 
 
@@ -44,10 +46,10 @@ def process_start(pid: int) -> str | None:
         return None
 
 
-def owner_labels(project: str, state: str) -> dict[str, str]:
+def owner_labels(project: str, state: str, reuse: bool = False) -> dict[str, str]:
     pid = os.getpid()
     return {LABEL: "1", OWNER_HOST: this_host(), OWNER_PID: str(pid), OWNER_START: process_start(pid) or "",
-            PROJECT: project, STATE: state}
+            PROJECT: project, STATE: state, REUSE: "1" if reuse else "0"}
 
 
 def owner_dead(labels: dict[str, str]) -> bool:
@@ -199,15 +201,29 @@ def remove(container: Any) -> None:
         pass
 
 
-def find(docker_client: Any, container_id: str) -> Any:
-    """The running container with that id, or None."""
+def get(docker_client: Any, container_id: str) -> Any:
+    """The container with that id, whatever its state, or None."""
     import docker.errors
 
     try:
-        container = docker_client.containers.get(container_id)
+        return docker_client.containers.get(container_id)
     except docker.errors.NotFound:
         return None
-    return container if container.status == "running" else None
+
+
+def watch_idle(docker_client: Any, container_id: str, idle_seconds: float) -> None:
+    """A reused container stops itself once nobody has used it for ``idle_seconds``: a small loop inside it (any
+    image with a POSIX shell) stops PostgreSQL, PID 1, when the users file says 0 and has not changed since.
+    The next run finds it exited and starts a new one."""
+    every = max(1, min(30, int(idle_seconds) // 4 or 1))
+    loop = (f'while sleep {every}; do n=$(cat {USERS_FILE} 2>/dev/null || echo 1); '
+            f'age=$(( $(date +%s) - $(stat -c %Y {USERS_FILE} 2>/dev/null || date +%s) )); '
+            f'if [ "$n" = 0 ] && [ "$age" -ge {int(idle_seconds)} ]; then kill -INT 1; exit 0; fi; done')
+    docker_client.containers.get(container_id).exec_run(["sh", "-c", loop], detach=True, user="root")
+
+
+def mark_users(docker_client: Any, container_id: str, users: int) -> None:
+    docker_client.containers.get(container_id).exec_run(["sh", "-c", f"echo {int(users)} > {USERS_FILE}"], user="root")
 
 
 def remove_orphans(docker_client: Any, keep: Callable[[Any], bool]) -> list[str]:

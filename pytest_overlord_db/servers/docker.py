@@ -59,10 +59,12 @@ def _live(clients: list[list[Any]]) -> list[list[Any]]:
 class DockerServer(Server):
     kind = "docker"
 
-    def __init__(self, image: str, network: str = "default", state_dir: Path | None = None, project: str = "") -> None:
+    def __init__(self, image: str, network: str = "default", state_dir: Path | None = None, project: str = "",
+                 reuse: bool = False, idle_seconds: float = containers.IDLE_DEFAULT) -> None:
         self.image, self.network = image, network
         self.state_dir = Path(state_dir) if state_dir else None
         self.project = project
+        self.reuse, self.idle_seconds = reuse, idle_seconds
         self.container_id: str | None = None
 
     @property
@@ -90,23 +92,27 @@ class DockerServer(Server):
     def _join_or_start(self, client: Any) -> str:
         record = self._read()
         clients = _live(record.get("clients", []))
-        same = record.get("image") == self.image and record.get("network") == self.network
-        running = containers.find(client, record["id"]) if record.get("id") else None
-        if running is not None and (not clients or not same):
-            containers.remove(running)  # its users are gone (a killed run), or it serves other settings
-            running, clients = None, []
-        elif record.get("id") and running is None:
-            clients = []  # it died or was removed under us: its users' URL is dead too
+        found = containers.get(client, record["id"]) if record.get("id") else None
+        wanted = {"image": self.image, "network": self.network, "reuse": self.reuse}
+        usable = (found is not None and found.status == "running" and all(record.get(k) == v for k, v in wanted.items())
+                  and (bool(clients) or self.reuse))  # no live user and not kept on purpose: a killed run's
+        if not usable:
+            containers.remove(found)
+            clients = []
         containers.remove_orphans(client, keep=_in_use)
-        if running is None:
-            started = containers.start(client, self.image, self.network, FAST_FLAGS,
-                                       containers.owner_labels(self.project, str(self.state_dir)), secrets.token_hex(16))
-            record = {"id": started.id, "url": started.url, "image": self.image, "network": self.network}
+        if not usable:
+            labels = containers.owner_labels(self.project, str(self.state_dir), self.reuse)
+            started = containers.start(client, self.image, self.network, FAST_FLAGS, labels, secrets.token_hex(16))
+            record = {"id": started.id, "url": started.url, **wanted}
+            if self.reuse:
+                containers.watch_idle(client, started.id, self.idle_seconds)
         me = _process_key()
         if me not in clients:
             clients.append(me)
         self._write({**record, "clients": clients})
         self.container_id = record["id"]
+        if self.reuse:
+            containers.mark_users(client, self.container_id, len(clients))
         return str(record["url"])
 
     def stop(self) -> None:
@@ -119,20 +125,21 @@ class DockerServer(Server):
             if record.get("id") != self.container_id:
                 self.container_id = None
                 return  # replaced by another process already
-            if clients:
-                self._write({**record, "clients": clients})
-            else:
+            self._write({**record, "clients": clients} if clients or self.reuse else {})
+            if not clients:
                 client = containers.client()
                 try:
-                    found = containers.find(client, self.container_id)
-                    containers.remove(found)
+                    if self.reuse:  # kept for the next run; its idle clock starts now
+                        containers.mark_users(client, self.container_id, 0)
+                    else:
+                        containers.remove(containers.get(client, self.container_id))
                 finally:
                     client.close()
-                self._write({})
         self.container_id = None
 
     def describe(self) -> str:
-        return f"docker {self.image}" + (" (host network)" if self.network == "host" else "")
+        extras = [what for what, on in (("host network", self.network == "host"), ("reused between runs", self.reuse)) if on]
+        return f"docker {self.image}" + (f" ({', '.join(extras)})" if extras else "")
 
     def log_tail(self, lines: int = 8) -> list[str]:
         if self.container_id is None:
@@ -175,4 +182,6 @@ def _in_use(container: Any) -> bool:
         record = json.loads((Path(state) / "container.json").read_text())
     except (OSError, ValueError):
         return False
+    if container.labels.get(containers.REUSE) == "1" and container.status == "running":
+        return True  # kept between runs on purpose; it stops itself when idle
     return isinstance(record, dict) and record.get("id") == container.id and bool(_live(record.get("clients", [])))
