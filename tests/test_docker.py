@@ -80,7 +80,7 @@ def ours(project: Path, client=None) -> list:
 @pytest.fixture
 def docker_project(project):
     """A user project whose runs use the test engine (host network, the local image), nothing else."""
-    project.env.update(DOCKER_HOST=ENGINE, OVERLORD_IMAGE=IMAGE, OVERLORD_DOCKER_NETWORK="host", OVERLORD_BACKEND="")
+    project.env.update(DOCKER_HOST=ENGINE, OVERLORD_IMAGE=IMAGE, OVERLORD_DOCKER_NETWORK="host")
     yield project
     left = ours(project.root)
     for container in left:  # a failed test must not leave one behind for the next

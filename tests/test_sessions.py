@@ -53,7 +53,7 @@ def test_user_project_runs_with_plain_pytest(project):
 
 def test_header_names_the_backend(project, tmp_path):
     project.write("test_report.py", REPORT_TEST)
-    project.env.update(OVERLORD_BACKEND="", DOCKER_HOST=f"unix://{tmp_path}/no-engine.sock")  # auto, and no Docker
+    project.env["DOCKER_HOST"] = f"unix://{tmp_path}/no-engine.sock"  # auto, and no Docker
     result = project.run("test_report.py")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "overlord-db: backend embedded (auto: Docker does not answer" in result.stdout
@@ -335,7 +335,7 @@ def test_docker_is_pinged_once_by_the_controller_and_never_under_collect_only(pr
             conn.close()  # not a Docker engine: the ping fails and auto falls back to embedded
 
     threading.Thread(target=serve, daemon=True).start()
-    project.env.update(DOCKER_HOST=f"unix://{path}", OVERLORD_BACKEND="")
+    project.env["DOCKER_HOST"] = f"unix://{path}"
     project.write("test_report.py", REPORT_TEST)
     try:
         listed = project.run("--co", "-q", "test_report.py")
