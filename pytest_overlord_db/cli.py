@@ -4,6 +4,7 @@ Exit codes: 0 success, 1 a migration, seed or check failed, 2 usage or connectio
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -14,6 +15,7 @@ import typer
 
 from . import config as config_mod
 from . import interrupts, urls
+from .cli_cache import cache_app
 from .config import Settings
 from .declarations import refuse_crossing
 from .errors import ConfigError, OverlordError
@@ -26,6 +28,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.add_typer(cache_app, name="cache")  # its commands live in cli_cache: this module stays small
 
 EnvOpt = Annotated[Optional[str], typer.Option("--env", help="yoyo.ini section to use (env OVERLORD_ENV; DEFAULT when none).")]
 UrlOpt = Annotated[Optional[str], typer.Option("--database-url", help="Database URL; overrides DATABASE_URL and yoyo.ini.")]
@@ -34,12 +37,8 @@ FormatOpt = Annotated[str, typer.Option("--format", help="text or json.")]
 PROGRESS_AFTER = 3  # more migrations than this get a progress display
 
 
-def _echo(text: str = "") -> None:
-    typer.echo(text)
-
-
-def _err(text: str) -> None:
-    typer.echo(text, err=True)
+_echo = typer.echo
+_err = functools.partial(typer.echo, err=True)
 
 
 def _run(action: Callable[[], int]) -> None:

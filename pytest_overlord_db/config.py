@@ -21,6 +21,7 @@ from .inifile import YoyoIni, open_ini
 DEFAULT_IMAGE = "pgvector/pgvector:pg17"
 BACKENDS = ("auto", "embedded", "docker", "url")
 DOCKER_NETWORKS = ("default", "host")  # default: the engine's own network and a published port
+SWITCH = {"on": True, "true": True, "yes": True, "1": True, "off": False, "false": False, "no": False, "0": False}
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,16 @@ class Settings:
     migration_timeout: float | None = None  # seconds one migration may run before it is cancelled
     data_rows: int = 3  # rows the round trip generates in every table before each migration (0: none)
     data_seed: int = 0  # the same seed draws the same rows
+    pgvector_types: bool = True  # register pgvector's types on the fixtures' connections (when it is installed)
+    # Sharing one server between runs, branches and CI runners (docs/how-to/shared-server.md).
+    host_id: str | None = None  # names this machine in database names and marks (default: the host name)
+    project: str | None = None  # groups templates for collection (default: folder names, not their path)
+    admin_db: str | None = None  # the database of the --overlord-db-url server to connect to first
+    keep_templates: int = 3  # unused templates of the project kept besides the ones live runs use
+    template_max_age: float = 7 * 86400.0  # seconds an unused template is kept
+    lease_timeout: float = 60.0  # seconds a vanished runner's session (its lease) may outlive it over TCP
+    keep_failed: bool = False  # keep the fresh databases of failed tests (the next run drops them)
+    cache_max_age: float = 7.0  # days an embedded data directory may stay unused before it is removed (0: never)
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def seed_files(self) -> list[Path]:
@@ -91,10 +102,6 @@ def seed_files(seeds_dir: Path, env: str) -> list[Path]:
     return files
 
 
-def _flag(value: Any) -> bool:
-    return value is True or str(value).strip().lower() in {"on", "true", "yes", "1"}
-
-
 class _Resolver:
     """Picks each value by precedence and remembers where it came from."""
 
@@ -118,6 +125,19 @@ class _Resolver:
                 return value
         self.sources[name] = "default"
         return default
+
+
+def _flag(r: _Resolver, name: str, raw: Any) -> bool:
+    """An on/off setting: a flag (True), or on/off words from the environment or an ini file."""
+    if isinstance(raw, bool):
+        return raw
+    word = str(raw).strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{name.replace('_', '-')} must be on or off (true/false, yes/no, 1/0), not {raw!r} "
+                      f"(from {r.sources[name]}).")
 
 
 def resolve(
@@ -173,15 +193,9 @@ def resolve(
         raise ConfigError(f"--overlord-docker-network={network!r} (from {r.sources['docker_network']}) is not one of "
                           f"{', '.join(DOCKER_NETWORKS)}: 'host' runs the container in this machine's network, "
                           "'default' on the engine's own network with a published port.")
-    reuse = _flag(r.pick("reuse_container", "OVERLORD_REUSE_CONTAINER", default="off"))
-    idle = r.pick("reuse_idle", "OVERLORD_REUSE_IDLE", default=1800)
-    try:
-        reuse_idle = float(idle)
-    except (TypeError, ValueError):
-        reuse_idle = -1.0
-    if reuse_idle <= 0:
-        raise ConfigError(f"The idle time of a reused container must be a positive number of seconds, not {idle!r} "
-                          f"(from {r.sources['reuse_idle']}).")
+    reuse = _flag(r, "reuse_container", r.pick("reuse_container", "OVERLORD_REUSE_CONTAINER", default=False))
+    reuse_idle = duration(r.pick("reuse_idle", "OVERLORD_REUSE_IDLE", default=1800), "The idle time of a reused container",
+                          r.sources["reuse_idle"])
     database_url = r.pick("database_url", "DATABASE_URL", "database")
     batch = r.pick("batch_mode", None, "batch_mode", default="off")
     timeout = r.pick("migration_timeout", "OVERLORD_MIGRATION_TIMEOUT", "migration_timeout")
@@ -199,6 +213,19 @@ def resolve(
             raise ConfigError(f"{name.replace('_', '-')} must be a whole number, not {raw!r} (from {r.sources[name]}).") from None
         if numbers[name] < 0:
             raise ConfigError(f"{name.replace('_', '-')} must not be negative (from {r.sources[name]}).")
+    vector_types = str(r.pick("pgvector_types", "OVERLORD_PGVECTOR_TYPES", "pgvector_types", default="on")).strip().lower()
+    if vector_types not in SWITCH:
+        raise ConfigError(f"pgvector-types must be on or off, not {vector_types!r} (from {r.sources['pgvector_types']}).")
+    shared = _shared_server(r)
+    keep_failed = _flag(r, "keep_failed", r.pick("keep_failed", "OVERLORD_KEEP_FAILED", default=False))
+    raw_age = r.pick("cache_max_age", "OVERLORD_CACHE_MAX_AGE", default=7.0)
+    try:
+        cache_max_age = float(raw_age)
+    except (TypeError, ValueError):
+        cache_max_age = -1.0
+    if not cache_max_age >= 0:  # also NaN
+        raise ConfigError(f"The cache's max age must be a number of days (0: never remove), not {raw_age!r} "
+                          f"(from {r.sources['cache_max_age']}).")
     settings = Settings(
         root=root,
         migrations_dir=migrations_dir.resolve(),
@@ -217,11 +244,55 @@ def resolve(
         migrator=r.pick("migrator", "OVERLORD_MIGRATOR", "migrator", default="auto"),
         env=env,
         database_url=database_url,
-        batch_mode=_flag(batch),
+        batch_mode=str(batch).strip().lower() in {"on", "true", "yes", "1"},
         migration_timeout=migration_timeout,
         data_rows=numbers["data_rows"],
         data_seed=numbers["data_seed"],
+        pgvector_types=SWITCH[vector_types],
+        **shared,
+        keep_failed=keep_failed,
+        cache_max_age=cache_max_age,
         sources=dict(r.sources),
     )
     settings.seed_files()  # an unknown --seed fails here, before any server starts
     return settings
+
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def duration(raw: object, what: str, source: str) -> float:
+    """Seconds from ``90``, ``90s``, ``15m``, ``12h`` or ``7d``."""
+    text = str(raw).strip().lower()
+    unit = _UNITS.get(text[-1:], None) if text else None
+    try:
+        seconds = float(text[:-1] if unit else text) * (unit or 1.0)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:
+        raise ConfigError(f"{what} must be a duration such as 90, 90s, 15m, 12h or 7d, not {raw!r} (from {source}).")
+    return seconds
+
+
+def _shared_server(r: _Resolver) -> dict[str, Any]:
+    """The settings for many runs on one server: host identity, project, admin database, template collection."""
+    keep = r.pick("keep_templates", "OVERLORD_KEEP_TEMPLATES", None, default=3)
+    try:
+        keep_templates = int(keep)
+    except (TypeError, ValueError):
+        keep_templates = -1
+    if keep_templates < 0:
+        raise ConfigError(f"keep-templates must be a whole number, 0 or more, not {keep!r} (from {r.sources['keep_templates']}).")
+    age = r.pick("template_max_age", "OVERLORD_TEMPLATE_MAX_AGE", None, default="7d")
+    lease = r.pick("lease_timeout", "OVERLORD_LEASE_TIMEOUT", None, default="60")
+    lease_timeout = duration(lease, "lease-timeout", r.sources["lease_timeout"])
+    if lease_timeout < 1:
+        raise ConfigError(f"lease-timeout must be at least 1 second, not {lease!r} (from {r.sources['lease_timeout']}).")
+    return {
+        "host_id": r.pick("host_id", "OVERLORD_HOST_ID") or None,
+        "project": r.pick("project", "OVERLORD_PROJECT") or None,
+        "admin_db": r.pick("admin_db", "OVERLORD_ADMIN_DB") or None,
+        "keep_templates": keep_templates,
+        "template_max_age": duration(age, "template-max-age", r.sources["template_max_age"]),
+        "lease_timeout": lease_timeout,
+    }

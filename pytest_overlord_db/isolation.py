@@ -41,6 +41,7 @@ class Isolation:
         self.runtime: Runtime | None = None
         self.sync_conn: SavepointConnection | None = None
         self.async_conns: AsyncConnections | None = None
+        self.psycopg: Any = None  # PsycopgConnections, made on first use: psycopg 3 is an optional dependency
         self._roundtrip: Any = None
 
     def ensure_runtime(self) -> tuple[Runtime, ServerInfo]:
@@ -59,7 +60,7 @@ class Isolation:
         for attempt in range(2):
             try:
                 if self.sync_conn is None or self.sync_conn.closed:
-                    self.sync_conn = connect_sync(runtime.work_db_url())
+                    self.sync_conn = connect_sync(runtime.work_db_url(), vectors=self.settings.pgvector_types)
                     interrupts.register(self.sync_conn)  # Ctrl-C ends a test's long query too
                 self.sync_conn.begin_test()
                 return self.sync_conn
@@ -88,11 +89,44 @@ class Isolation:
             interrupts.close(self.sync_conn)
         self.sync_conn = None
 
+    # -- psycopg 3 ----------------------------------------------------------------------
+    def begin_psycopg(self, kind: str) -> Any:
+        """A psycopg 3 connection (``kind`` sync or async) in a new test transaction; psycopg2's semantics."""
+        from .connections.psycopg3 import PSYCOPG_LOST, PsycopgConnections
+
+        runtime, _ = self.ensure_runtime()
+        if self.psycopg is None:
+            self.psycopg = PsycopgConnections(runtime.work_db_url, vectors=self.settings.pgvector_types)
+        for attempt in range(2):
+            try:
+                return self.psycopg.begin_sync() if kind == "sync" else self.psycopg.begin_async()
+            except PSYCOPG_LOST as exc:
+                self.psycopg.drop(self.psycopg.sync if kind == "sync" else self.psycopg.aio)
+                runtime.check_alive(exc)  # alive: its backend was terminated; connect again
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def end_psycopg(self, conn: Any) -> bool:
+        """Roll the test back; False (and the work database rebuilt) when it had committed."""
+        from .connections.psycopg3 import PSYCOPG_LOST
+
+        try:
+            if self.psycopg.end(conn):
+                return True
+        except PSYCOPG_LOST as exc:
+            self.psycopg.drop(conn)
+            self.ensure_runtime()[0].check_alive(exc)
+            self.reset_work_db()
+            return True
+        self.reset_work_db()
+        return False
+
     # -- asyncpg ------------------------------------------------------------------------
     async def begin_async(self, keep: bool) -> AsyncTest:
         runtime, _ = self.ensure_runtime()
         if self.async_conns is None:
-            self.async_conns = AsyncConnections(runtime.work_db_url)
+            self.async_conns = AsyncConnections(runtime.work_db_url, vectors=self.settings.pgvector_types)
         for attempt in range(2):
             conn = None
             try:
@@ -164,6 +198,8 @@ class Isolation:
 
     def drop_connections(self) -> None:
         self._drop_sync()
+        if self.psycopg is not None:
+            self.psycopg.drop()
         if self.async_conns is not None:
             self.async_conns.close_all()
 
@@ -175,6 +211,8 @@ class Isolation:
     def shutdown(self) -> None:
         try:
             self.drop_connections()
+            if self.psycopg is not None:
+                self.psycopg.close()
         finally:
             if self.runtime is not None:
                 self.runtime.stop()

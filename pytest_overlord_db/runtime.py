@@ -126,6 +126,10 @@ class Runtime:
         started = time.perf_counter()
         try:
             admin_url = self.server.start()
+            swept = self.server.swept if isinstance(self.server, EmbeddedServer) else []
+            if swept and self.report is not None:
+                self.report(f"overlord-db: removed {len(swept)} data folder(s) unused for over "
+                            f"{self.settings.cache_max_age:g} day(s): {', '.join(map(str, swept))}")
             facts = inspect_server(admin_url, self.migrator.required_extensions())
             self.templates = Templates(admin_url, self.settings, facts, self.migrator)
             self.templates.report = self.report
@@ -195,6 +199,18 @@ class Runtime:
     def release_fresh_db(self, db: FreshDatabase) -> None:
         assert self._fresh is not None
         self._fresh.give_back(db.name)
+
+    def drop_db(self, name: str) -> None:
+        """Drop a database of this run made outside the fresh pool (a migration test's, say)."""
+        assert self.templates is not None
+        self.templates.drop(name)
+
+    def keep_db(self, name: str) -> None:
+        """Leave one of this run's databases for debugging (the next run drops it); an embedded server
+        stays running after the run, so it can be reached."""
+        assert self.templates is not None
+        self.templates.keep(name)
+        self.server.keep_after_run()
 
     def stop(self) -> None:
         if self.gone is not None:

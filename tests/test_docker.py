@@ -194,7 +194,7 @@ def test_a_reused_container_keeps_its_template_between_runs_and_stops_when_idle(
     import re
 
     docker_project.write("test_report.py", REUSE_TEST)
-    docker_project.env["OVERLORD_REUSE_IDLE"] = "6"
+    docker_project.env["OVERLORD_REUSE_IDLE"] = "10m"  # the second run must find it however loaded the machine is
     runs = [docker_project.run("-q", "-s", "--overlord-backend=docker", "--overlord-reuse-container", "test_report.py")
             for _ in range(2)]
     seen = [re.findall(r"TEMPLATE (\S+) REUSED (\w+) AT (\S+)", run.stdout) for run in runs]
@@ -205,6 +205,10 @@ def test_a_reused_container_keeps_its_template_between_runs_and_stops_when_idle(
     kept = ours(docker_project.root)
     assert len(kept) == 1 and kept[0].status == "running" and kept[0].labels["dev.overlord-db.reuse"] == "1"
 
+    # The last run's idle time counts: a third, with 2 s, joins it and leaves it to stop soon after.
+    docker_project.env["OVERLORD_REUSE_IDLE"] = "2"
+    docker_project.result("-q", "--overlord-backend=docker", "--overlord-reuse-container", "test_report.py").assert_outcomes(passed=1)
+    assert [c.id for c in ours(docker_project.root)] == [kept[0].id]
     deadline = time.monotonic() + 30
     while kept[0].status == "running" and time.monotonic() < deadline:
         time.sleep(0.5)

@@ -21,7 +21,7 @@ from pytest_overlord_db import ServerError, cli
 from pytest_overlord_db.config import read_accepted
 from pytest_overlord_db.migrators import AppliedInfo, Migration, for_folder
 from pytest_overlord_db.plugin import errors as plugin_errors
-from pytest_overlord_db.plugin.options import FLAGS, OPTIONS
+from pytest_overlord_db.plugin.options import OPTIONS
 from pytest_overlord_db.roundtrip import FULL_CYCLE, Report, Verdict
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,7 +31,7 @@ FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```[ \t]*$", re.M | re.S)
 MARKER = re.compile(r"\A(?:#|--) file: (\S+)\n")
 TEST_DEF = re.compile(r"^\s*(?:async\s+)?def test_", re.M)
 NOT_RUN = {"console", "bash", "toml", "yaml", "ini", "text"}
-COMMANDS = ("status", "migrate", "rollback", "seed", "new", "roundtrip")
+COMMANDS = ("status", "migrate", "rollback", "seed", "new", "roundtrip", "cache list", "cache clear")
 CUSTOM = "numbered_sql:NumberedSqlMigrator"
 # page -> (its migrations folder in the project, its migrator, extra pytest flags)
 PROJECTS = {
@@ -125,6 +125,8 @@ def problems_in(segment: str, pytest_flags: set[str]) -> list[str]:
         if token in ("overlord-db", "pytest"):
             rest = tokens[i + 1:]
             named = rest[:1] if rest and rest[0][0].isalpha() and not rest[0].isupper() else []  # COMMAND: a placeholder
+            if named and len(rest) > 1 and rest[1][:1].isalpha() and help_flags(*named, rest[1]) is not None:
+                named = rest[:2]  # a group's command: `overlord-db cache clear`
             known = pytest_flags if token == "pytest" else help_flags(*named)
             if known is None:
                 return [f"no such command: `{segment.strip()}`"]
@@ -136,11 +138,11 @@ def problems_in(segment: str, pytest_flags: set[str]) -> list[str]:
 def test_every_command_and_flag_the_docs_mention_exists(pytestconfig):
     # pytest's own flags, the plugin's and xdist's: the parser of this very run knows them all.
     pytest_flags = set(pytestconfig._parser._opt2dest)  # private, but the one place listing every flag
-    assert {flag for flag, *_ in [*OPTIONS, *FLAGS]} | {"--overlord-roundtrip", "--help"} <= pytest_flags
+    assert {flag for flag, *_ in OPTIONS} | {"--overlord-roundtrip", "--help"} <= pytest_flags
     wrong = [f"{page}: {problem}" for page in PAGES for line in command_lines(page)
              for segment in re.split(r"&&|\|\||[|;]", line) for problem in problems_in(segment, pytest_flags)]
-    all_flags = pytest_flags.union(*(help_flags(c) or set() for c in COMMANDS))
-    envs = {env for _, _, env, _ in [*OPTIONS, *FLAGS]} | {"OVERLORD_ENV"}
+    all_flags = pytest_flags.union(*(help_flags(*c.split()) or set() for c in COMMANDS))
+    envs = {env for _, _, env, _ in OPTIONS} | {"OVERLORD_ENV"}
     envs |= set(re.findall(r"\bOVERLORD_TEST_[A-Z_]+", (REPO / "tests" / "test_docker.py").read_text()))  # what it reads
     for page in PAGES:
         wrong += [f"{page}: unknown flag {f}" for f in re.findall(r"`\s*(--[a-z][\w-]*)", prose(page)) if f not in all_flags]
@@ -176,10 +178,10 @@ def test_links_paths_and_names_exist():
 
 def test_the_references_are_complete():
     options, cli_page = read("reference/options.md"), read("reference/cli.md")
-    missing = [name for option in [*OPTIONS, *FLAGS] for name in option[:3] if f"`{name}" not in options]
+    missing = [name for option in OPTIONS for name in option[:3] if f"`{name}" not in options]
     for command in COMMANDS:
         section = cli_page.split(f"## `overlord-db {command}", 1)[-1].split("\n## ", 1)[0]
-        missing += [f"{command} {flag}" for flag in sorted((help_flags(command) or {"?"}) - {"--help"}) if f"`{flag}" not in section]
+        missing += [f"{command} {flag}" for flag in sorted((help_flags(*command.split()) or {"?"}) - {"--help"}) if f"`{flag}" not in section]
     assert not missing, missing
 
 
@@ -213,5 +215,7 @@ def test_quoted_messages_are_the_real_ones(monkeypatch):
     with pytest.raises(ServerError) as failure:
         docker.DockerServer("any-image").start()
     assert normalized(f"overlord-db: {failure.value}") in normalized(read("how-to/docker.md"))
-    for message in (plugin_errors.SYNC_COMMITTED, plugin_errors.ASYNC_COMMITTED):
+    from pytest_overlord_db.plugin.app_fixtures import committed
+
+    for message in (plugin_errors.SYNC_COMMITTED, plugin_errors.ASYNC_COMMITTED, committed("overlord_psycopg")):
         assert normalized(message) in normalized(read("reference/fixtures.md"))

@@ -1,9 +1,6 @@
 """The fixtures against the real embedded server and our own migrations."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import asyncpg
 import psycopg2
 import pytest
@@ -237,29 +234,3 @@ def test_sync_session_state_does_not_reach_the_next_test(pytestconfig, overlord_
         cur.execute("SELECT count(*) FROM pg_listening_channels()")
         assert cur.fetchone() == (0,)
     assert isolation.end_sync(conn)
-
-
-def test_unmarked_databases_of_dead_processes_are_dropped(overlord_server):
-    """A run killed between CREATE DATABASE and its COMMENT leaves an unmarked clone: its name says whose it is."""
-    from pytest_overlord_db.config import resolve
-    from pytest_overlord_db.servers.base import ServerFacts
-    from pytest_overlord_db.template import Templates
-
-    templates = Templates(overlord_server.admin_url, resolve(Path(__file__).resolve().parent.parent), ServerFacts(overlord_server.version_num, overlord_server.version))
-    dead = 2**22 + 4321  # above any pid this machine hands out
-    names = {
-        "dead, this host": f"{templates.prefix}f_{templates.host}_{dead}_1",
-        "dead, another host": f"{templates.prefix}f_000000_{dead}_1",
-        "alive, this host": f"{templates.prefix}w_{templates.host}_{os.getpid()}_9999",
-        "not our pattern": f"{templates.prefix}lookalike_{dead}",
-    }
-    try:
-        for name in names.values():
-            templates._execute(f'CREATE DATABASE "{name}"')
-        templates.drop_stale()
-        left = {label for label, name in names.items() if templates.exists(name)}
-        assert left == {"dead, another host", "alive, this host", "not our pattern"}
-    finally:
-        for name in names.values():
-            templates._execute(f'DROP DATABASE IF EXISTS "{name}"')
-        templates.close()

@@ -11,10 +11,10 @@ LAYERS = [
     {"errors", "urls", "polling", "sqltext", "inifile", "declarations", "config", "interrupts", "watch"},
     {"servers"},
     {"migrators"},
-    {"seeds", "template", "catalog", "tabledata", "schema", "datagen"},
-    {"verdicts", "walker", "seedwalk", "roundtrip", "github", "runtime"},
+    {"seeds", "leases", "template", "catalog", "tabledata", "schema", "datagen"},
+    {"verdicts", "walker", "seedwalk", "roundtrip", "github", "runtime", "stepper"},
     {"connections", "isolation"},
-    {"plugin", "cli", "api"},
+    {"plugin", "cli", "cli_cache", "api"},
 ]
 
 

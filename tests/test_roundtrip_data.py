@@ -171,3 +171,18 @@ def test_seed_files_that_do_not_load_fail_the_walk_with_their_paragraph(template
     assert report.seeded is not None and report.seeded.status == "apply_failed", report.render()
     assert "01.sql:1 failed: relation \"nowhere\" does not exist" in (report.seeded.error or ""), report.render()
     assert not report.ok
+
+
+def test_the_draws_do_not_depend_on_which_modules_are_imported(tmp_path, monkeypatch):
+    # Hypothesis mixes in constants from the source of "local" modules; a user's project imports its own.
+    from hypothesis import strategies as st
+
+    strategy = st.lists(st.tuples(st.text(max_size=8), st.integers(), st.floats(allow_nan=False)), min_size=300, max_size=300)
+    before = datagen._draw(strategy, 1234)
+    folder = tmp_path / "appcode"  # not a test folder: Hypothesis reads only non-test local modules
+    folder.mkdir()
+    constants = ", ".join(f"'const{i}', {1000003 + i}, {i}.5" for i in range(100))  # Hypothesis reads up to 1024
+    (folder / "overlord_constants_module.py").write_text(f"VALUES = ({constants})\n")
+    monkeypatch.syspath_prepend(str(folder))
+    __import__("overlord_constants_module")
+    assert datagen._draw(strategy, 1234) == before

@@ -189,9 +189,9 @@ def test_a_stale_database_this_role_cannot_drop_is_left_with_a_warning(project):
     try:
         admin = psycopg2.connect(admin_url)
         admin.autocommit = True
-        stale = f"ovl_{project_id(resolve(project.root))}_w_999999_1"
+        stale = f"ovl_{project_id(resolve(project.root))}_w_abcdef_dead9999_1"
         mark = {"by": MARK, "kind": "work", "project": project_id(resolve(project.root)), "host": socket.gethostname(),
-                "pid": 2**22 + 12345}  # above any pid this machine hands out
+                "run": "dead9999", "pid": 12345}  # no session holds this run's lease: it is dead
         with admin.cursor() as cur:
             cur.execute("CREATE ROLE limited LOGIN CREATEDB")
             cur.execute(f"CREATE DATABASE {stale}")  # owned by postgres

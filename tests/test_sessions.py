@@ -75,7 +75,8 @@ def test_second_run_reuses_template_and_changed_migration_builds_a_new_one(proje
 
     migration = project.root / "migrations" / "0005.add-rbac-system.py"
     migration.write_text(migration.read_text().replace("description TEXT,\n", "description TEXT NOT NULL,\n", 1))
-    third = project.run("-s", "-q", "test_report.py")
+    # Unused templates are kept (3 by default) for other branches; keeping none, the old one goes.
+    third = project.run("-s", "-q", "--overlord-keep-templates=0", "test_report.py")
     [(name3, reused3)] = templates_in(third.stdout)
     assert reused3 == "False" and name3 != name1
     assert not project.server_processes()
@@ -86,7 +87,7 @@ def test_second_run_reuses_template_and_changed_migration_builds_a_new_one(proje
     conn = psycopg2.connect(server.start())
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT datname FROM pg_database WHERE datname LIKE 'ovl\\_%%\\_t\\_%%' ORDER BY 1")
+            cur.execute("SELECT datname FROM pg_database WHERE datname LIKE 'ovl\\_t\\_%%' ORDER BY 1")
             assert [r[0] for r in cur.fetchall()] == [name3]
     finally:
         conn.close()
@@ -288,7 +289,7 @@ def test_open_connection_does_not_block_the_drop(overlord_fresh_db):
     conn = psycopg2.connect(server.start())
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT datname FROM pg_database WHERE datname LIKE 'ovl\\\\_%%' AND datname NOT LIKE 'ovl\\\\_%%\\\\_t\\\\_%%'")
+            cur.execute("SELECT datname FROM pg_database WHERE datname LIKE 'ovl\\_%%' AND datname NOT LIKE 'ovl\\_t\\_%%'")
             assert cur.fetchall() == []
     finally:
         conn.close()
@@ -303,7 +304,7 @@ def test_readme_fixture_examples_run(project):
     section = readme.split("## Fixtures", 1)[1]
     example = section.split("```python", 1)[1].split("```", 1)[0]
     project.write("tests/test_readme.py", example)
-    project.result("-q", "tests/test_readme.py").assert_outcomes(passed=4)
+    project.result("-q", "tests/test_readme.py").assert_outcomes(passed=5)
 
 
 def test_readme_quick_start_runs(project):

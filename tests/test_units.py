@@ -175,7 +175,8 @@ def test_docker_network_is_resolved_with_its_source(tmp_path):
     assert (settings.reuse_container, settings.reuse_idle, settings.sources["reuse_container"]) == (
         True, 90.0, "env OVERLORD_REUSE_CONTAINER")
     assert resolve(tmp_path, environ={}).reuse_container is False
-    with pytest.raises(ConfigError, match=r"positive number of seconds, not 'soon' \(from env OVERLORD_REUSE_IDLE\)"):
+    assert resolve(tmp_path, environ={"OVERLORD_REUSE_IDLE": "15m"}).reuse_idle == 900.0
+    with pytest.raises(ConfigError, match=r"container must be a duration such as .*, not 'soon' \(from env OVERLORD_REUSE_IDLE\)"):
         resolve(tmp_path, environ={"OVERLORD_REUSE_IDLE": "soon"})
     server = make_server(resolve(tmp_path, environ={}, docker_network="host", datadir=str(tmp_path / "d")), "docker")
     assert isinstance(server, DockerServer) and server.network == "host"

@@ -10,6 +10,7 @@ import asyncpg
 
 from .. import urls
 from ..errors import ServerError
+from . import vectors as vector_types
 from .relay import Relay
 
 # What a lost connection raises: the connection classes, a terminated backend (57P01), a server
@@ -31,8 +32,11 @@ class AsyncConnections:
     url: Callable[[], str] = field(repr=False)
     by_loop: dict[Any, asyncpg.Connection] = field(default_factory=dict, repr=False)
     relay: Relay | None = None
+    vectors: bool = False  # register pgvector's codecs on each new connection (when the package is there)
     # connect() keywords through the relay, parsed once; holds the password, so never in a repr
     _relayed: dict[str, Any] | None = field(default=None, repr=False)
+    _vector_schema: tuple[str | None] | None = field(default=None, repr=False)  # looked up on the first connection
+    _connection_class: Any = field(default=None, repr=False)
 
     def _relay_kwargs(self) -> dict[str, Any]:
         if self._relayed is None:
@@ -53,12 +57,23 @@ class AsyncConnections:
         conn = self.by_loop.get(loop)
         if conn is not None and not conn.is_closed():
             return conn, False
+        vectors = self.vectors and vector_types.available()
+        if vectors and self._connection_class is None:
+            self._connection_class = vector_types.asyncpg_class()  # its connections share their type lookups
+        extra = {"connection_class": self._connection_class} if vectors else {}
         if keep:
-            conn = await asyncpg.connect(urls.normalize(self.url()))
+            conn = await asyncpg.connect(urls.normalize(self.url()), **extra)
             self.by_loop[loop] = conn
         else:
-            conn = await asyncpg.connect(**self._relay_kwargs())
+            conn = await asyncpg.connect(**self._relay_kwargs(), **extra)
+        if vectors:
+            await self._register_vectors(conn)
         return conn, True
+
+    async def _register_vectors(self, conn: asyncpg.Connection) -> None:
+        if self._vector_schema is None:
+            self._vector_schema = (await vector_types.vector_schema_asyncpg(conn),)
+        await vector_types.register_asyncpg(conn, self._vector_schema[0])
 
     def forget(self, conn: asyncpg.Connection) -> None:
         for loop, known in list(self.by_loop.items()):

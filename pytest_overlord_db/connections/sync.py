@@ -76,7 +76,12 @@ class SavepointConnection(psycopg2.extensions.connection):
         return False
 
 
-def connect_sync(url: str) -> SavepointConnection:
+def connect_sync(url: str, vectors: bool = False) -> SavepointConnection:
+    """``vectors``: register pgvector's types on it, when the package is there and the database has them."""
     conn = psycopg2.connect(urls.normalize(url), connection_factory=SavepointConnection)
     assert isinstance(conn, SavepointConnection)
+    if vectors:
+        from .vectors import register_psycopg2
+
+        register_psycopg2(conn)
     return conn

@@ -10,7 +10,7 @@ import pytest_asyncio
 from ..connections import SavepointConnection
 from ..errors import OverlordError
 from ..runtime import FreshDatabase, ServerInfo
-from . import errors, loops, state
+from . import errors, keep, loops, state
 
 
 @pytest.fixture(scope="session")
@@ -95,4 +95,6 @@ def overlord_fresh_db(overlord_server: ServerInfo, request: pytest.FixtureReques
         yield db
     finally:
         assert isolation.runtime is not None
-        isolation.runtime.release_fresh_db(db)  # dropped (WITH FORCE) in the background
+        failures = [request.node.nodeid] if keep.failed(request.node) else []
+        if not keep.finish(request.config, isolation.runtime, db.name, db.url, failures):
+            isolation.runtime.release_fresh_db(db)  # dropped (WITH FORCE) in the background

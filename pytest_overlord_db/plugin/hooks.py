@@ -27,6 +27,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "overlord_roundtrip: a migration round-trip check")
+    config.addinivalue_line("markers", "overlord_migrator(start): overlord_migrator's database starts at that migration")
     found = options.values(config)
     given: dict[str, Any] = {options.FIELDS[ini]: value for ini, (value, _) in found.items() if value is not None}
     sources = {options.FIELDS[ini]: source for ini, (_, source) in found.items()}

@@ -31,11 +31,11 @@ def docker_state_dir(settings: Settings) -> Path:
 def make_server(settings: Settings, backend: str) -> Server:
     if backend == "url":
         assert settings.db_url
-        return ExternalServer(settings.db_url)
+        return ExternalServer(settings.db_url, settings.admin_db)
     if backend == "docker":
         return DockerServer(settings.image, settings.docker_network, docker_state_dir(settings), str(settings.root),
                             settings.reuse_container, settings.reuse_idle)
-    return EmbeddedServer(settings.datadir or default_datadir(settings.root))
+    return EmbeddedServer(settings.datadir or default_datadir(settings.root), settings.root, settings.cache_max_age)
 
 
 __all__ = [

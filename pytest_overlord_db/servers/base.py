@@ -30,6 +30,10 @@ class Server(ABC):
     def describe(self) -> str:
         return self.kind
 
+    def keep_after_run(self) -> None:
+        """A database was kept for debugging: a server of our own stays up after this run, where it can."""
+        return None  # a container goes with its run, and a user's server is not ours to stop anyway
+
     def log_tail(self, lines: int = 8) -> list[str]:
         """The last lines of the server's log, where the plugin can read it (none for a server it did not start)."""
         return []

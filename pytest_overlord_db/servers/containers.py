@@ -24,7 +24,7 @@ LABEL = "dev.overlord-db"  # every container of ours has it; the others below na
 OWNER_HOST, OWNER_PID, OWNER_START = f"{LABEL}.owner-host", f"{LABEL}.owner-pid", f"{LABEL}.owner-start"
 PROJECT, STATE, REUSE = f"{LABEL}.project", f"{LABEL}.state", f"{LABEL}.reuse"
 IDLE_DEFAULT = 1800.0  # seconds a reused container waits for the next run before it stops itself
-USERS_FILE = "/tmp/ovl-users"  # inside the container: how many processes use it; its age is the idle time
+USERS_FILE = "/tmp/ovl-users"  # inside the container: users and allowed idle seconds; its age is the idle time
 READY_TIMEOUT = 90.0  # initdb plus the first start, on a slow CI runner
 
 
@@ -211,19 +211,20 @@ def get(docker_client: Any, container_id: str) -> Any:
         return None
 
 
-def watch_idle(docker_client: Any, container_id: str, idle_seconds: float) -> None:
-    """A reused container stops itself once nobody has used it for ``idle_seconds``: a small loop inside it (any
-    image with a POSIX shell) stops PostgreSQL, PID 1, when the users file says 0 and has not changed since.
-    The next run finds it exited and starts a new one."""
-    every = max(1, min(30, int(idle_seconds) // 4 or 1))
-    loop = (f'while sleep {every}; do n=$(cat {USERS_FILE} 2>/dev/null || echo 1); '
+def watch_idle(docker_client: Any, container_id: str) -> None:
+    """A reused container stops itself once nobody has used it for the idle time the last run set: a small loop
+    inside it (any image with a POSIX shell) stops PostgreSQL, PID 1, when the users file says 0 and has not
+    changed for that long. The next run finds it exited and starts a new one."""
+    loop = (f'while sleep 1; do set -- $(cat {USERS_FILE} 2>/dev/null || echo 1 0); '
             f'age=$(( $(date +%s) - $(stat -c %Y {USERS_FILE} 2>/dev/null || date +%s) )); '
-            f'if [ "$n" = 0 ] && [ "$age" -ge {int(idle_seconds)} ]; then kill -INT 1; exit 0; fi; done')
+            'if [ "$1" = 0 ] && [ "$age" -ge "${2:-0}" ]; then kill -INT 1; exit 0; fi; done')
     docker_client.containers.get(container_id).exec_run(["sh", "-c", loop], detach=True, user="root")
 
 
-def mark_users(docker_client: Any, container_id: str, users: int) -> None:
-    docker_client.containers.get(container_id).exec_run(["sh", "-c", f"echo {int(users)} > {USERS_FILE}"], user="root")
+def mark_users(docker_client: Any, container_id: str, users: int, idle_seconds: float) -> None:
+    """How many processes use the container now, and how long it may then wait unused (this run's setting)."""
+    docker_client.containers.get(container_id).exec_run(
+        ["sh", "-c", f"echo {int(users)} {int(idle_seconds)} > {USERS_FILE}"], user="root")
 
 
 def remove_orphans(docker_client: Any, keep: Callable[[Any], bool]) -> list[str]:

