@@ -217,3 +217,21 @@ def test_a_reused_container_keeps_its_template_between_runs_and_stops_when_idle(
     # A run without reuse replaces it and removes its own at the end.
     docker_project.result("-q", "--overlord-backend=docker", "test_report.py").assert_outcomes(passed=1)
     assert ours(docker_project.root) == []
+
+
+def test_cache_clear_removes_the_kept_container(docker_project, monkeypatch):
+    from typer.testing import CliRunner
+
+    from pytest_overlord_db import cli
+
+    docker_project.write("test_report.py", REUSE_TEST)
+    docker_project.result("-q", "--overlord-backend=docker", "--overlord-reuse-container", "test_report.py").assert_outcomes(passed=1)
+    (kept,) = ours(docker_project.root)
+    monkeypatch.chdir(docker_project.root)
+    env = {"DOCKER_HOST": ENGINE, "OVERLORD_DATADIR": str(docker_project.datadir)}
+    dry = CliRunner().invoke(cli.app, ["cache", "clear", "--dry-run"], env=env)
+    assert f"would remove  container {kept.short_id} (project {docker_project.root})" in dry.output, dry.output
+    assert len(ours(docker_project.root)) == 1
+    done = CliRunner().invoke(cli.app, ["cache", "clear"], env=env)
+    assert f"removed  container {kept.short_id}" in done.output, done.output
+    assert ours(docker_project.root) == []

@@ -25,7 +25,7 @@ def choose_backend(settings: Settings) -> tuple[str, str]:
 def docker_state_dir(settings: Settings) -> Path:
     """The private folder where one project's processes share their container: beside the embedded server's."""
     base = settings.datadir or default_datadir(settings.root)
-    return Path(f"{base}-docker")
+    return Path(f"{Path(base).resolve()}-docker")
 
 
 def make_server(settings: Settings, backend: str) -> Server:

@@ -171,17 +171,45 @@ class DockerServer(Server):
         tmp.replace(self.record_file)
 
 
+def remove_kept(state_dir: Path | None, dry_run: bool = False) -> list[tuple[str, str, str | None]]:
+    """Remove the containers kept by ``--overlord-reuse-container`` that no live process uses: the one of the project
+    whose state folder is ``state_dir``, or every one of ours on this host (None). (short id, project, why it was
+    left alone or None) of each; nothing, and no wait, where no engine answers."""
+    if not docker_available()[0]:
+        return []
+    client = containers.client()
+    done: list[tuple[str, str, str | None]] = []
+    try:
+        for container in client.containers.list(all=True, filters={"label": f"{containers.REUSE}=1"}):
+            labels = container.labels
+            if labels.get(containers.OWNER_HOST) != containers.this_host():
+                continue
+            if state_dir is not None and labels.get(containers.STATE) != str(state_dir):
+                continue
+            why = "a run is using it" if _users(container) else None
+            if why is None and not dry_run:
+                containers.remove(container)
+            done.append((container.short_id, labels.get(containers.PROJECT, "?"), why))
+    finally:
+        client.close()
+    return done
+
+
+def _users(container: Any) -> list[list[Any]]:
+    state = container.labels.get(containers.STATE)
+    try:
+        record = json.loads((Path(state) / "container.json").read_text()) if state else None
+    except (OSError, ValueError):
+        return []
+    if not isinstance(record, dict) or record.get("id") != container.id:
+        return []
+    return _live(record.get("clients", []))
+
+
 def _in_use(container: Any) -> bool:
     """Whether a container whose starter died still serves live processes of its project (other xdist workers):
     read from that project's record without its lock; a process joining it at this moment would find its
     users gone too and start its own."""
-    state = container.labels.get(containers.STATE)
-    if not state:
-        return False
-    try:
-        record = json.loads((Path(state) / "container.json").read_text())
-    except (OSError, ValueError):
-        return False
     if container.labels.get(containers.REUSE) == "1" and container.status == "running":
         return True  # kept between runs on purpose; it stops itself when idle
-    return isinstance(record, dict) and record.get("id") == container.id and bool(_live(record.get("clients", [])))
+    return bool(_users(container))
