@@ -14,6 +14,7 @@ import typer
 from . import config as config_mod
 from .errors import ConfigError
 from .servers import datadirs, default_datadir
+from .servers.docker import remove_kept
 
 cache_app = typer.Typer(help="The embedded server's data folders (40-70 MB each): list them, clear them.",
                         no_args_is_help=True, rich_markup_mode=None)
@@ -67,7 +68,7 @@ def clear(
     all_folders: Annotated[bool, typer.Option("--all", help="Every data folder of ours on this machine, not only this project's.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be removed; remove nothing.")] = False,
 ) -> None:
-    """Remove this project's data folder (with --all: every one of ours); a folder whose server runs is left alone."""
+    """Remove this project's data folder and kept Docker container (with --all: every one of ours); one in use is left alone."""
     here = _this_project()
     if all_folders:
         targets = [d.path for d in datadirs.find([here] if here else [])]
@@ -76,8 +77,13 @@ def clear(
         raise typer.Exit(2)
     else:
         targets = [here] if here.exists() else []
+    # The Docker containers kept with --overlord-reuse-container hold a template cache too.
+    kept = remove_kept(None if all_folders or here is None else Path(f"{here}-docker"), dry_run)
+    for short_id, project, why in kept:
+        verb = "left alone" if why else "would remove" if dry_run else "removed"
+        typer.echo(f"  {verb}  container {short_id} (project {project})" + (f": {why}" if why else ""))
     if not targets:
-        typer.echo("Nothing to remove.")
+        typer.echo("Nothing to remove." if not kept else "No data folder to remove.")
         return
     left = 0
     for path in targets:

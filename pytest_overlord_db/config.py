@@ -20,6 +20,7 @@ from .inifile import YoyoIni, open_ini
 
 DEFAULT_IMAGE = "pgvector/pgvector:pg17"
 BACKENDS = ("auto", "embedded", "docker", "url")
+DOCKER_NETWORKS = ("default", "host")  # default: the engine's own network and a published port
 SWITCH = {"on": True, "true": True, "yes": True, "1": True, "off": False, "false": False, "no": False, "0": False}
 
 
@@ -32,6 +33,9 @@ class Settings:
     backend: str = "auto"
     db_url: str | None = None  # the server the plugin creates its databases on (--overlord-db-url)
     image: str = DEFAULT_IMAGE
+    docker_network: str = "default"
+    reuse_container: bool = False  # keep the project's container between runs, so its template survives
+    reuse_idle: float = 1800.0  # seconds a kept container waits for the next run before it stops itself
     datadir: Path | None = None
     ini_path: Path | None = None
     accepted: tuple[dict[str, str], ...] = field(default=())
@@ -194,6 +198,14 @@ def resolve(
     if backend == "url" and not db_url:
         raise ConfigError("--overlord-backend=url needs --overlord-db-url=URL (or OVERLORD_DB_URL).")
     datadir = r.pick("datadir", "OVERLORD_DATADIR")
+    network = str(r.pick("docker_network", "OVERLORD_DOCKER_NETWORK", default="default")).strip().lower()
+    if network not in DOCKER_NETWORKS:
+        raise ConfigError(f"--overlord-docker-network={network!r} (from {r.sources['docker_network']}) is not one of "
+                          f"{', '.join(DOCKER_NETWORKS)}: 'host' runs the container in this machine's network, "
+                          "'default' on the engine's own network with a published port.")
+    reuse = _flag(r, "reuse_container", r.pick("reuse_container", "OVERLORD_REUSE_CONTAINER", default=False))
+    reuse_idle = duration(r.pick("reuse_idle", "OVERLORD_REUSE_IDLE", default=1800), "The idle time of a reused container",
+                          r.sources["reuse_idle"])
     database_url = r.pick("database_url", "DATABASE_URL", "database")
     batch = r.pick("batch_mode", None, "batch_mode", default="off")
     timeout = r.pick("migration_timeout", "OVERLORD_MIGRATION_TIMEOUT", "migration_timeout")
@@ -232,6 +244,9 @@ def resolve(
         backend=backend,
         db_url=db_url,
         image=r.pick("image", "OVERLORD_IMAGE", default=DEFAULT_IMAGE),
+        docker_network=network,
+        reuse_container=reuse,
+        reuse_idle=reuse_idle,
         datadir=Path(datadir) if datadir else None,
         ini_path=ini.path if ini else None,
         accepted=read_accepted(root, ini.path if ini else None),

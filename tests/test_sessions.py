@@ -51,11 +51,12 @@ def test_user_project_runs_with_plain_pytest(project):
     assert not (project.root / "conftest.py").exists() and not (project.root / "tests" / "conftest.py").exists()
 
 
-def test_header_names_the_backend(project):
+def test_header_names_the_backend(project, tmp_path):
     project.write("test_report.py", REPORT_TEST)
+    project.env["DOCKER_HOST"] = f"unix://{tmp_path}/no-engine.sock"  # auto, and no Docker
     result = project.run("test_report.py")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "overlord-db: backend embedded (auto:" in result.stdout
+    assert "overlord-db: backend embedded (auto: Docker does not answer" in result.stdout
     assert "overlord-db:   " not in result.stdout  # the settings table is for -v
     verbose = project.run("-v", "--overlord-backend=embedded", "test_report.py")
     assert "overlord-db:   backend = embedded  [command line]" in verbose.stdout, verbose.stdout

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -162,19 +163,48 @@ def test_docker_backend_pieces_without_docker(monkeypatch):
     assert DockerServer("pgvector/pgvector:pg17").describe() == "docker pgvector/pgvector:pg17"
 
 
-def test_docker_backend_for_real():
-    ok, why = docker_available()
-    if not ok:
-        pytest.skip(f"Docker backend integration test needs a Docker engine: {why}")
-    server = DockerServer("pgvector/pgvector:pg17")
-    url = server.start()
-    try:
-        from pytest_overlord_db.servers import inspect_server
+def test_docker_network_is_resolved_with_its_source(tmp_path):
+    (tmp_path / "migrations").mkdir()
+    settings = resolve(tmp_path, environ={})
+    assert (settings.docker_network, settings.sources["docker_network"]) == ("default", "default")
+    settings = resolve(tmp_path, environ={"OVERLORD_DOCKER_NETWORK": "Host"})
+    assert (settings.docker_network, settings.sources["docker_network"]) == ("host", "env OVERLORD_DOCKER_NETWORK")
+    with pytest.raises(ConfigError, match=r"--overlord-docker-network='bridge0' \(from option\) is not one of default, host"):
+        resolve(tmp_path, environ={}, docker_network="bridge0")
+    settings = resolve(tmp_path, environ={"OVERLORD_REUSE_CONTAINER": "on", "OVERLORD_REUSE_IDLE": "90"})
+    assert (settings.reuse_container, settings.reuse_idle, settings.sources["reuse_container"]) == (
+        True, 90.0, "env OVERLORD_REUSE_CONTAINER")
+    assert resolve(tmp_path, environ={}).reuse_container is False
+    assert resolve(tmp_path, environ={"OVERLORD_REUSE_IDLE": "15m"}).reuse_idle == 900.0
+    with pytest.raises(ConfigError, match=r"container must be a duration such as .*, not 'soon' \(from env OVERLORD_REUSE_IDLE\)"):
+        resolve(tmp_path, environ={"OVERLORD_REUSE_IDLE": "soon"})
+    server = make_server(resolve(tmp_path, environ={}, docker_network="host", datadir=str(tmp_path / "d")), "docker")
+    assert isinstance(server, DockerServer) and server.network == "host"
+    assert server.state_dir == tmp_path / "d-docker" and server.describe().endswith("(host network)")
 
-        facts = inspect_server(url, {"vector", "citext"})
-        assert facts.major >= 13
-    finally:
-        server.stop()
+
+def test_a_containers_owner_is_dead_only_when_this_host_says_so():
+    import subprocess
+
+    from pytest_overlord_db.servers import containers
+
+    mine = containers.owner_labels("/p", "/s")
+    assert mine[containers.PROJECT] == "/p" and not containers.owner_dead(mine)
+    assert not containers.owner_dead({**mine, containers.OWNER_HOST: "another-host", containers.OWNER_PID: "1"})
+    assert containers.owner_dead({**mine, containers.OWNER_START: "1.000"})  # a new process with the old number
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    assert containers.owner_dead({**mine, containers.OWNER_PID: done.stdout.strip()})
+
+
+def test_a_published_port_stays_on_loopback_for_a_local_engine(monkeypatch):
+    from pytest_overlord_db.servers import containers
+
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    assert containers.published_host() == ("127.0.0.1", "127.0.0.1")
+    monkeypatch.setenv("DOCKER_HOST", "unix:///run/other.sock")
+    assert containers.published_host() == ("127.0.0.1", "127.0.0.1")
+    monkeypatch.setenv("DOCKER_HOST", "tcp://buildhost:2375")
+    assert containers.published_host() == ("buildhost", "0.0.0.0")
 
 
 def test_default_datadir_is_per_project(tmp_path):

@@ -10,6 +10,8 @@ from ..config import DEFAULT_IMAGE
 # The Settings field each ini name sets.
 FIELDS = {
     "overlord_seed": "seed", "overlord_backend": "backend", "overlord_db_url": "db_url", "overlord_image": "image",
+    "overlord_docker_network": "docker_network", "overlord_reuse_container": "reuse_container",
+    "overlord_reuse_idle": "reuse_idle",
     "overlord_migrations": "migrations_dir", "overlord_migrator": "migrator", "overlord_datadir": "datadir",
     "overlord_migration_timeout": "migration_timeout", "overlord_data_rows": "data_rows", "overlord_data_seed": "data_seed",
     "overlord_pgvector_types": "pgvector_types",
@@ -18,7 +20,7 @@ FIELDS = {
     "overlord_lease_timeout": "lease_timeout",
     "overlord_keep_failed": "keep_failed", "overlord_cache_max_age": "cache_max_age",
 }
-FLAGS = {"overlord_keep_failed"}  # on/off: a bare flag on the command line, a word in env and ini
+FLAGS = {"overlord_keep_failed", "overlord_reuse_container"}  # on/off: a bare flag on the command line, a word in env and ini
 OPTIONS = [
     # (flag, ini name, env var, help)
     ("--seed", "overlord_seed", "OVERLORD_SEED", "load seeds/ENV/*.sql into the template after migrating"),
@@ -26,6 +28,12 @@ OPTIONS = [
      "auto|embedded|docker|url (auto: a URL if given, else Docker if it answers, else embedded)"),
     ("--overlord-db-url", "overlord_db_url", "OVERLORD_DB_URL", "an existing server to create our databases on (needs CREATEDB)"),
     ("--overlord-image", "overlord_image", "OVERLORD_IMAGE", f"Docker image (default {DEFAULT_IMAGE})"),
+    ("--overlord-docker-network", "overlord_docker_network", "OVERLORD_DOCKER_NETWORK",
+     "default|host (host: the container shares this machine's network, PostgreSQL on a free 127.0.0.1 port)"),
+    ("--overlord-reuse-container", "overlord_reuse_container", "OVERLORD_REUSE_CONTAINER",
+     "docker: keep the project's container between runs, with its cached template (stopped when idle)"),
+    ("--overlord-reuse-idle", "overlord_reuse_idle", "OVERLORD_REUSE_IDLE",
+     "how long a reused Docker container waits for the next run before it stops itself (90, 15m, 12h; default 30m)"),
     ("--overlord-migrations", "overlord_migrations", "OVERLORD_MIGRATIONS", "migrations folder (default: yoyo.ini, else ./migrations)"),
     ("--overlord-migrator", "overlord_migrator", "OVERLORD_MIGRATOR",
      "auto|yoyo|sqlfolders|module:Class (auto: sqlfolders when the folder has versions/, else yoyo)"),

@@ -1,6 +1,8 @@
 """Server backends: embedded (default without Docker), docker, url — one interface."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..config import Settings
 from .base import Server, ServerFacts, inspect_server
 from .docker import DockerServer, docker_available
@@ -20,16 +22,24 @@ def choose_backend(settings: Settings) -> tuple[str, str]:
     return "embedded", f"auto: {why}"
 
 
+def docker_state_dir(settings: Settings) -> Path:
+    """The private folder where one project's processes share their container: beside the embedded server's."""
+    base = settings.datadir or default_datadir(settings.root)
+    return Path(f"{Path(base).resolve()}-docker")
+
+
 def make_server(settings: Settings, backend: str) -> Server:
     if backend == "url":
         assert settings.db_url
         return ExternalServer(settings.db_url, settings.admin_db)
     if backend == "docker":
-        return DockerServer(settings.image)
+        return DockerServer(settings.image, settings.docker_network, docker_state_dir(settings), str(settings.root),
+                            settings.reuse_container, settings.reuse_idle)
     return EmbeddedServer(settings.datadir or default_datadir(settings.root), settings.root, settings.cache_max_age)
 
 
 __all__ = [
     "Server", "ServerFacts", "inspect_server", "choose_backend", "make_server",
     "EmbeddedServer", "DockerServer", "ExternalServer", "docker_available", "default_datadir",
+    "docker_state_dir",
 ]
