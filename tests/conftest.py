@@ -15,6 +15,14 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+def default_sigint(command: list[str]) -> list[str]:
+    """``command`` with Ctrl-C acting as on a terminal. A run started in the background by a non-interactive
+    shell (`cmd &`) has SIGINT ignored, and every child inherits that: a Python started so never sees Ctrl-C,
+    and the tests that press it would measure the shell, not us. So the child resets it, then execs."""
+    return [sys.executable, "-c", "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+            "os.execv(sys.argv[1], sys.argv[1:])", *command]
+
+
 @dataclass
 class Project:
     """A user project on disk (migrations/, seeds/, yoyo.ini, tests) with its own embedded server."""
@@ -30,7 +38,7 @@ class Project:
         return path
 
     def command(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args]
+        return default_sigint([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args])
 
     def environ(self) -> dict[str, str]:
         # CI and BUILD_NUMBER make pytest print whole messages in its short summary, GITHUB_* turns on our

@@ -201,6 +201,7 @@ def test_the_json_examples_have_the_real_keys(monkeypatch, tmp_path):
         chain=lambda: [Migration("0001.x", tmp_path, True), Migration("0002.y", tmp_path, True)],
         applied=lambda url: [AppliedInfo("0001.x", datetime(2025, 1, 1, 12), 41.23)])
     monkeypatch.setattr(cli, "for_folder", lambda folder, name: stub)
+    (tmp_path / "migrations").mkdir()  # the command checks the folder is there before it asks the migrator
     monkeypatch.chdir(tmp_path)
     status = CliRunner().invoke(cli.app, ["status", "--format", "json", "--database-url", "postgresql://me:pw@h/app"])
     real = {"migrations": shape(json.loads(report.to_json())), "applied": shape(json.loads(status.stdout))}

@@ -9,6 +9,7 @@ import time
 
 import psycopg2
 import pytest
+from conftest import default_sigint
 
 pytestmark = pytest.mark.slow
 
@@ -95,7 +96,7 @@ def test_a_long_query_in_a_sync_test_stops_on_ctrl_c(project):
 
 def test_the_cli_stops_a_hanging_migration_on_ctrl_c_and_leaves_no_lock(app_project, empty_db_url):
     (app_project / "migrations" / "0006.slow.py").write_text(SLOW)
-    proc = subprocess.Popen([sys.executable, "-m", "pytest_overlord_db.cli", "migrate", "--database-url", empty_db_url],
+    proc = subprocess.Popen(default_sigint([sys.executable, "-m", "pytest_overlord_db.cli", "migrate", "--database-url", empty_db_url]),
                             cwd=app_project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={k: v for k, v in os.environ.items() if not k.startswith("OVERLORD_")})
     assert wait_for_query(empty_db_url, "pg_sleep(60)"), "the migration never started"
