@@ -134,7 +134,7 @@ def main() -> None:
         admin = psycopg2.connect(admin_url)
         admin.autocommit = True
         with admin.cursor() as cur:
-            cur.execute("SELECT datname FROM pg_database WHERE datname LIKE 'ovl\\_%\\_t\\_%'")
+            cur.execute("SELECT datname FROM pg_database WHERE datname LIKE 'ovl\\_t\\_%'")
             template = cur.fetchone()[0]
             cur.execute(f"CREATE DATABASE hand_work TEMPLATE {template}")
         env = {"HAND_URL": admin_url.replace("/postgres?", "/hand_work?", 1), "HAND_ADMIN_URL": admin_url,

@@ -50,7 +50,7 @@ def leftovers(project) -> list[str]:  # type: ignore[no-untyped-def]
     conn = psycopg2.connect(server.start())
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT datname FROM pg_database WHERE datname LIKE 'ovl\\_%%' AND datname NOT LIKE 'ovl\\_%%\\_t\\_%%'")
+            cur.execute("SELECT datname FROM pg_database WHERE datname LIKE 'ovl\\_%%' AND datname NOT LIKE 'ovl\\_t\\_%%'")  # templates: ovl_t_<key>
             return [r[0] for r in cur.fetchall()]
     finally:
         conn.close()
