@@ -7,7 +7,7 @@ import difflib
 
 import psycopg2
 import pytest
-from test_pgdump_oracle import base, run
+from test_pgdump_oracle import base, drop_copy, run
 
 from pytest_overlord_db import incremental, schema
 from pytest_overlord_db.template import Templates
@@ -49,15 +49,7 @@ class Walk:
 
     def close(self) -> None:
         self.conn.close()
-        conn = psycopg2.connect(self.url)
-        conn.autocommit = True
-        with conn.cursor() as cur:  # a database with a subscription cannot be dropped
-            cur.execute("SELECT quote_ident(subname) FROM pg_subscription WHERE subdbid = "
-                        "(SELECT oid FROM pg_database WHERE datname = current_database())")
-            for (sub,) in cur.fetchall():
-                cur.execute(f"DROP SUBSCRIPTION {sub}")
-        conn.close()
-        self.templates.drop(self.name)
+        drop_copy(self.templates, self.name)
 
 
 def test_a_snapshot_without_marks_is_read_whole(base: tuple[Templates, str]) -> None:

@@ -42,14 +42,6 @@ def dump(url: str) -> str:
     return "\n".join(line for line in done.stdout.splitlines() if not _NOISE.match(line))
 
 
-def snapshot(url: str) -> schema.Snapshot:
-    conn = psycopg2.connect(url)
-    try:
-        return schema.take(conn, data=False)
-    finally:
-        conn.close()
-
-
 def run(url: str, statement: str) -> str | None:
     """Run one change; the error when it fails (an earlier change may have taken away what it needs)."""
     conn = psycopg2.connect(url)
@@ -62,6 +54,20 @@ def run(url: str, statement: str) -> str | None:
         return str(exc).strip()
     finally:
         conn.close()
+
+
+def drop_copy(templates: Templates, name: str) -> None:
+    """Drop a copy of the base. A database with a subscription cannot be dropped: its subscriptions go first
+    (they have no slot to drop remotely)."""
+    conn = psycopg2.connect(templates.url(name))
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("SELECT quote_ident(subname) FROM pg_subscription WHERE subdbid = "
+                    "(SELECT oid FROM pg_database WHERE datname = current_database())")
+        for (sub,) in cur.fetchall():
+            cur.execute(f"DROP SUBSCRIPTION {sub}")
+    conn.close()
+    templates.drop(name)
 
 
 class State:
@@ -97,16 +103,7 @@ class State:
 
     def close(self) -> None:
         self.conn.close()
-        # A database with a subscription cannot be dropped; the subscription has no slot to drop remotely.
-        conn = psycopg2.connect(self.url)
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute("SELECT quote_ident(subname) FROM pg_subscription WHERE subdbid = "
-                        "(SELECT oid FROM pg_database WHERE datname = current_database())")
-            for (sub,) in cur.fetchall():
-                cur.execute(f"DROP SUBSCRIPTION {sub}")
-        conn.close()
-        self.templates.drop(self.name)
+        drop_copy(self.templates, self.name)
 
 
 @pytest.fixture(scope="module")
