@@ -1,6 +1,8 @@
 """A server that dies mid-run, or backends terminated under the fixtures: one paragraph, or a reconnect."""
 from __future__ import annotations
 
+import re
+
 KILL_SERVER = '''
 import os
 
@@ -106,7 +108,7 @@ def test_a_server_dying_mid_run_is_one_paragraph_and_the_rest_fail_fast(project)
     assert text.count("stopped during the run") >= 3, text
     errors_section = text.split("short test summary info")[0]  # the summary may repeat it
     assert errors_section.count("The last lines of its log:") == 1, text  # said once, in full
-    assert "database system is ready to accept connections" in text, text  # from its log
+    assert re.search(r"\d{4}-\d\d-\d\d [\d:.]+ UTC \[\d+\] (LOG|ERROR|FATAL): ", text), text  # lines of its log
     assert "cleaning up after the run failed" not in text, text
     assert result.duration < 30
 
