@@ -144,7 +144,10 @@ def templates(overlord_server, tmp_path):
     from pytest_overlord_db.servers.base import ServerFacts
     from pytest_overlord_db.template import Templates
 
-    settings = Settings(root=tmp_path, migrations_dir=tmp_path / "migrations", seeds_dir=tmp_path / "seeds")
+    # The project is named by the whole path: pytest cuts tmp_path's name to 30 characters, so two
+    # parametrized tests on two xdist workers can get the same folder name, and then see each other's databases.
+    settings = Settings(root=tmp_path, migrations_dir=tmp_path / "migrations", seeds_dir=tmp_path / "seeds",
+                        project=str(tmp_path))
     facts = ServerFacts(overlord_server.version_num, overlord_server.version)
     manager = Templates(overlord_server.admin_url, settings, facts)
     yield manager

@@ -90,7 +90,8 @@ def write_layout(root: Path, *, accepted: bool = True) -> Path:
 
 @pytest.fixture
 def sql_templates(overlord_server, tmp_path):
-    settings = Settings(root=tmp_path, migrations_dir=tmp_path / "migrations", seeds_dir=tmp_path / "seeds")
+    settings = Settings(root=tmp_path, migrations_dir=tmp_path / "migrations", seeds_dir=tmp_path / "seeds",
+                        project=str(tmp_path))  # tmp_path names are cut short: see conftest.templates
     manager = Templates(overlord_server.admin_url, settings, ServerFacts(overlord_server.version_num, overlord_server.version))
     yield manager
     manager.close()
