@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from . import interrupts
 from .config import Settings
-from .connections import ASYNC_LOST, RESET_SESSION, SYNC_LOST, AsyncConnections, SavepointConnection, connect_sync
+from .connections import ASYNC_LOST, SYNC_LOST, AsyncConnections, SavepointConnection, connect_sync
 from .errors import ServerError
 from .migrators import Migrator
 from .runtime import FreshDatabase, Runtime, ServerInfo
@@ -25,7 +25,6 @@ class AsyncTest:
     """An asyncpg connection handed to one test, and what ending the test needs."""
 
     conn: Any  # asyncpg.Connection
-    transaction: Any
     keep: bool  # the connection serves the next test of its loop (a wider loop scope)
     loop: asyncio.AbstractEventLoop
     new: bool  # made for this test (the caller closes it when its loop's scope ends)
@@ -125,6 +124,15 @@ class Isolation:
         return False
 
     # -- asyncpg ------------------------------------------------------------------------
+    def begin_kept(self, loop: asyncio.AbstractEventLoop) -> AsyncTest:
+        """``overlord_db`` in a loop wider than the test, called between tests (``loop`` idle): no round trip,
+        and no loop run, when the last test's end began this one's transaction a moment ago."""
+        self.ensure_runtime()
+        conn = self.async_conns.primed(loop) if self.async_conns is not None else None
+        if conn is not None:
+            return AsyncTest(conn, True, loop, False)
+        return loop.run_until_complete(self.begin_async(keep=True))
+
     async def begin_async(self, keep: bool) -> AsyncTest:
         runtime, _ = self.ensure_runtime()
         if self.async_conns is None:
@@ -133,9 +141,11 @@ class Isolation:
             conn = None
             try:
                 conn, new = await self.async_conns.get(keep)
-                transaction = conn.transaction()
-                await transaction.start()
-                return AsyncTest(conn, transaction, keep, asyncio.get_running_loop(), new)
+                if keep:
+                    await self.async_conns.begin_test(conn)
+                else:
+                    await conn.transaction().start()
+                return AsyncTest(conn, keep, asyncio.get_running_loop(), new)
             except ASYNC_LOST as exc:
                 self._lost_async(conn)
                 runtime.check_alive(exc)  # alive: its backend was terminated; connect again
@@ -146,11 +156,13 @@ class Isolation:
     def end_async(self, test: AsyncTest) -> bool:
         """Called outside the loop once the test is done; False (work database rebuilt) when it committed."""
         conn = test.conn
-        committed = not conn.is_closed() and not conn.is_in_transaction()
+        committed = False
         try:
             if test.keep and not conn.is_closed():
-                test.loop.run_until_complete(_rollback_and_reset(conn, test.transaction))
+                assert self.async_conns is not None
+                committed = not test.loop.run_until_complete(self.async_conns.end_test(conn))
             elif not conn.is_closed():
+                committed = not conn.is_in_transaction()
                 # A relayed connection: just drop it. The relay rolls its backend back
                 # (and resets it) in the background; no round trip here.
                 conn.terminate()
@@ -180,9 +192,10 @@ class Isolation:
             runtime.check_alive(exc)
             raise
 
-    def close_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+    async def close_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Close the connection made in ``loop``, from inside it (its scope is ending)."""
         if self.async_conns is not None:
-            self.async_conns.close_for(loop)
+            await self.async_conns.close_in(loop)
 
     # -- round trip and shutdown ------------------------------------------------------
     def roundtrip_report(self) -> Any:
@@ -219,9 +232,3 @@ class Isolation:
             if self.runtime is not None:
                 self.runtime.stop()
                 self.runtime = None
-
-
-async def _rollback_and_reset(conn: Any, transaction: Any) -> None:
-    if conn.is_in_transaction():
-        await transaction.rollback()
-    await conn.execute(RESET_SESSION)

@@ -222,10 +222,14 @@ async def test_relay_hands_out_the_real_backend_key(overlord_db):
 
 
 def test_sync_session_state_does_not_reach_the_next_test(pytestconfig, overlord_server):
+    """The end of a test resets only the advisory locks: what else a session keeps goes with the rollback."""
     isolation = stack(pytestconfig)
     conn = isolation.begin_sync()
     with conn.cursor() as cur:
-        cur.execute("SELECT pg_advisory_lock(4343); LISTEN sync_channel")
+        cur.execute("SELECT pg_advisory_lock(4343); LISTEN sync_channel; SET search_path = pg_catalog; "
+                    "SET SESSION statement_timeout = '4s'; DECLARE held CURSOR WITH HOLD FOR SELECT 1; "
+                    "CREATE TEMP TABLE scratch (id int); SELECT set_config('app.user', 'x', false)")
+    conn.commit()  # the application's commit: a savepoint, so all of it is still the test's to roll back
     assert isolation.end_sync(conn)
     conn = isolation.begin_sync()
     with conn.cursor() as cur:
@@ -233,4 +237,33 @@ def test_sync_session_state_does_not_reach_the_next_test(pytestconfig, overlord_
         assert cur.fetchone() == (0,)
         cur.execute("SELECT count(*) FROM pg_listening_channels()")
         assert cur.fetchone() == (0,)
+        cur.execute("SELECT current_setting('search_path'), current_setting('statement_timeout'), "
+                    "current_setting('app.user', true), (SELECT count(*) FROM pg_cursors), to_regclass('pg_temp.scratch')")
+        assert cur.fetchone() == ('"$user", public', "0", "", 0, None)
+    assert isolation.end_sync(conn)
+
+
+def test_a_test_transaction_is_begun_at_the_last_end_only_while_young(pytestconfig, overlord_server):
+    """The end of one test begins the next one's transaction (one round trip per test), but now(), the
+    transaction's start, is never older than FRESH at the next test's setup."""
+    import time
+
+    from pytest_overlord_db.connections.sync import FRESH
+
+    isolation = stack(pytestconfig)
+    conn = isolation.begin_sync()
+    assert isolation.end_sync(conn)
+    ended = time.time()
+    conn = isolation.begin_sync()  # at once: the transaction begun by that end
+    with conn.cursor() as cur:
+        cur.execute("SELECT extract(epoch FROM now())::float8, extract(epoch FROM clock_timestamp())::float8")
+        started, clock = cur.fetchone()
+    assert started <= ended <= clock
+    assert isolation.end_sync(conn)
+    time.sleep(FRESH * 3)
+    setup = time.time()
+    conn = isolation.begin_sync()  # too old by now: begun again
+    with conn.cursor() as cur:
+        cur.execute("SELECT extract(epoch FROM now())::float8")
+        assert cur.fetchone()[0] >= setup - 0.002  # the server's clock and ours are one clock, in 1 µs steps
     assert isolation.end_sync(conn)

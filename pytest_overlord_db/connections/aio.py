@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -12,11 +13,21 @@ from .. import urls
 from ..errors import ServerError
 from . import vectors as vector_types
 from .relay import Relay
+from .sync import END_AND_BEGIN, FRESH, RENEW, RESET_SESSION, SAVEPOINT
+
+# What the end of a test raises when its transaction was ended behind the fixture's back (see sync.END_TEST).
+ENDED = (asyncpg.exceptions.NoActiveSQLTransactionError, asyncpg.exceptions.InvalidSavepointSpecificationError)
 
 # What a lost connection raises: the connection classes, a terminated backend (57P01), a server
 # shutting down or starting (57P03), the socket itself, a server that cannot be reached.
 ASYNC_LOST = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.exceptions.AdminShutdownError,
               asyncpg.exceptions.CannotConnectNowError, OSError, ServerError)
+
+
+@dataclass
+class _Kept:
+    top: Any  # asyncpg's Transaction, begun on the connection's first test
+    primed_at: float | None = None  # when the last test's end began the next one's transaction
 
 
 @dataclass
@@ -37,6 +48,11 @@ class AsyncConnections:
     _relayed: dict[str, Any] | None = field(default=None, repr=False)
     _vector_schema: tuple[str | None] | None = field(default=None, repr=False)  # looked up on the first connection
     _connection_class: Any = field(default=None, repr=False)
+    # Per kept connection: the transaction asyncpg began on its first test, and when the last test's end began
+    # the next one's. asyncpg nests the code under test's ``conn.transaction()`` in that one (as savepoints)
+    # for as long as the connection lives; underneath, each test's end rolls back and begins again, in
+    # one message, as the psycopg2 connection does.
+    _tests: dict[Any, _Kept] = field(default_factory=dict, repr=False)
 
     def _relay_kwargs(self) -> dict[str, Any]:
         if self._relayed is None:
@@ -75,14 +91,62 @@ class AsyncConnections:
             self._vector_schema = (await vector_types.vector_schema_asyncpg(conn),)
         await vector_types.register_asyncpg(conn, self._vector_schema[0])
 
+    def primed(self, loop: Any) -> asyncpg.Connection | None:
+        """``loop``'s connection, when the last test's end began a transaction young enough for the next test."""
+        conn = self.by_loop.get(loop)
+        if conn is None or conn.is_closed():
+            return None
+        held = self._tests.get(conn)
+        if held is None or held.primed_at is None or time.monotonic() - held.primed_at > FRESH:
+            return None
+        held.primed_at = None  # taken
+        return conn
+
+    async def begin_test(self, conn: asyncpg.Connection) -> None:
+        held = self._tests.get(conn)
+        if held is None:  # the connection's first test
+            top = conn.transaction()
+            await top.start()
+            await conn.execute(f"SAVEPOINT {SAVEPOINT}")
+            self._tests[conn] = _Kept(top)
+        elif held.primed_at is not None:  # begun at the last test's end, too long ago: now() would be stale
+            held.primed_at = None
+            await conn.execute(RENEW)
+
+    async def end_test(self, conn: asyncpg.Connection) -> bool:
+        """Roll the test back and begin the next one's transaction; False (session reset) when it had committed."""
+        held = self._tests[conn]
+        try:
+            await conn.execute(END_AND_BEGIN)
+        except ENDED:
+            del self._tests[conn]
+            await held.top.rollback()  # asyncpg's own bookkeeping: no transaction of its is open any more
+            await conn.execute(RESET_SESSION)
+            return False
+        held.primed_at = time.monotonic()
+        return True
+
     def forget(self, conn: asyncpg.Connection) -> None:
+        self._tests.pop(conn, None)
         for loop, known in list(self.by_loop.items()):
             if known is conn:
                 del self.by_loop[loop]
 
+    async def close_in(self, loop: Any) -> None:
+        """Close the connection of ``loop`` from inside it."""
+        conn = self.by_loop.pop(loop, None)
+        self._tests.pop(conn, None)
+        if conn is None or conn.is_closed():
+            return
+        try:
+            await conn.close(timeout=5)
+        except Exception:  # noqa: BLE001 - lost already: nothing to close politely
+            conn.terminate()
+
     def close_for(self, loop: Any) -> None:
         """Close the connection of ``loop`` from outside it (its scope is ending, the loop idle)."""
         conn = self.by_loop.pop(loop, None)
+        self._tests.pop(conn, None)
         if conn is None or conn.is_closed():
             return
         try:

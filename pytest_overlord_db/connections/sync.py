@@ -1,6 +1,8 @@
 """psycopg2 connections for tests: one transaction per test, rolled back; commit() turned into a savepoint."""
 from __future__ import annotations
 
+import time
+
 import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
@@ -11,16 +13,29 @@ from ..errors import ServerError
 SAVEPOINT = "overlord_test"
 # What a lost connection (or a server that cannot be reached) raises, as opposed to a failed statement.
 SYNC_LOST = (psycopg2.OperationalError, psycopg2.InterfaceError, ServerError)
-# What a rollback does not undo: session-level advisory locks, LISTEN, WITH HOLD
+# What a committed session can keep: session-level advisory locks, LISTEN, WITH HOLD
 # cursors, session settings. asyncpg's own pool resets connections the same way.
 RESET_SESSION = "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL"
+# What a rolled-back one can keep: of those, only the advisory locks. A SET, a LISTEN or a WITH HOLD
+# cursor inside the test's transaction goes with its rollback (PostgreSQL's documented semantics of
+# each), so the full reset is only for a test that committed behind the fixture's back.
+RESET_ROLLED_BACK = "SELECT pg_advisory_unlock_all()"
 
 
-# One round trip each way. The end rolls back to the savepoint first: if the test's transaction
-# is no longer the one we began (a raw COMMIT or ROLLBACK, maybe followed by a new BEGIN), the
-# savepoint is gone, that statement fails, and so the commit is detected with no extra query.
+# The end of one test and the begin of the next travel in one message, so a test costs one round trip of
+# its own where a hand-written fixture pays two (BEGIN, ROLLBACK). The message rolls back to the
+# savepoint first: if the test's transaction is no longer the one we began (a raw COMMIT or ROLLBACK,
+# maybe followed by a new BEGIN), the savepoint is gone, that statement fails, the rest of the message
+# is not run, and so the commit is detected with no extra query. The advisory locks are let go inside
+# the transaction, where it costs no transaction of its own.
 BEGIN_TEST = f"BEGIN; SAVEPOINT {SAVEPOINT}"
-END_TEST = f"ROLLBACK TO SAVEPOINT {SAVEPOINT}; ROLLBACK; {RESET_SESSION}"
+END_TEST = f"ROLLBACK TO SAVEPOINT {SAVEPOINT}; {RESET_ROLLED_BACK}; ROLLBACK"
+END_AND_BEGIN = f"{END_TEST}; {BEGIN_TEST}"
+RENEW = f"ROLLBACK; {BEGIN_TEST}"
+# now() in a test is its transaction's start. A transaction begun at the previous test's end is used only
+# while it is this young, so now() is never more than this much older than the test's setup; an
+# older one (a slow test without a database ran in between) is begun again.
+FRESH = 0.01
 ENDED = (psycopg2.errors.NoActiveSqlTransaction, psycopg2.errors.InvalidSavepointSpecification)
 
 
@@ -32,14 +47,22 @@ class SavepointConnection(psycopg2.extensions.connection):
     """
 
     _in_test = False
+    _primed_at: float | None = None  # when END_AND_BEGIN began the next test's transaction
 
     def begin_test(self) -> None:
-        # END_TEST leaves psycopg2 believing a transaction is open (it sent the ROLLBACK itself), so
-        # BEGIN_TEST goes as it is, in one round trip, and makes that belief true again. Only on a
-        # connection psycopg2 knows idle (the first test, or after a commit) does it send its own BEGIN.
-        query = f"SAVEPOINT {SAVEPOINT}" if self.status == psycopg2.extensions.STATUS_READY else BEGIN_TEST
-        with self.cursor() as cur:
-            cur.execute(query)
+        primed, self._primed_at = self._primed_at, None
+        if primed is None:
+            # psycopg2 believes a transaction is open after a test (it sent no ROLLBACK itself), so
+            # BEGIN_TEST goes as it is; on a connection it knows idle (the first test, or after a
+            # commit) it sends its own BEGIN first, and then only the savepoint is ours to send.
+            query = f"SAVEPOINT {SAVEPOINT}" if self.status == psycopg2.extensions.STATUS_READY else BEGIN_TEST
+        elif time.monotonic() - primed > FRESH:
+            query = RENEW
+        else:
+            query = ""  # begun at the last test's end, a moment ago
+        if query:
+            with self.cursor() as cur:
+                cur.execute(query)
         self._in_test = True
 
     def commit(self) -> None:
@@ -54,14 +77,19 @@ class SavepointConnection(psycopg2.extensions.connection):
         with self.cursor() as cur:
             cur.execute(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")
 
-    def end_test(self) -> bool:
-        """Roll the test back and reset the session; False if the test's transaction was ended behind our back."""
+    def end_test(self, again: bool = True) -> bool:
+        """Roll the test back and reset the session; False if the test's transaction was ended behind our back.
+
+        ``again``: begin the next test's transaction in the same message (the connection then stays in it)."""
         self._in_test = False
+        self._primed_at = None
         if self.closed:
             return False
         try:
             with self.cursor() as cur:
-                cur.execute(END_TEST)
+                cur.execute(END_AND_BEGIN if again else END_TEST)
+            if again:
+                self._primed_at = time.monotonic()
             return True
         except ENDED:
             pass

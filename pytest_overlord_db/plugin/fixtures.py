@@ -2,77 +2,132 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Iterator
+from typing import Any, AsyncIterator, Iterator
 
 import pytest
 import pytest_asyncio
 
 from ..connections import SavepointConnection
 from ..errors import OverlordError
+from ..isolation import AsyncTest, Isolation
 from ..runtime import FreshDatabase, ServerInfo
 from . import errors, keep, loops, state
 
 
 @pytest.fixture(scope="session")
-def overlord_server(request: pytest.FixtureRequest) -> Iterator[ServerInfo]:
-    """Session info: backend, server version, the template's name, URL and cache key."""
+def _overlord_stack(request: pytest.FixtureRequest) -> Iterator[Isolation]:
+    """The process's test databases, started: what the per-test fixtures ask for. A session fixture asking
+    for ``request`` pays once; a per-test fixture asking for it pays on every test (pytest builds a new
+    definition for each ``request`` asked for, a tenth of a hand-written fixture's whole cost)."""
     plugin = state.get(request.config)
     error: OverlordError | None = None
     try:
-        _, info = plugin.stack().ensure_runtime()
+        isolation = plugin.stack()
+        isolation.ensure_runtime()
     except OverlordError as exc:
         error = exc
     if error is not None:  # outside the except block, so no chained traceback is shown
         errors.fail_setup(request.config, error)
-    yield info
+    yield isolation
     plugin.shutdown()
 
 
+@pytest.fixture(scope="session")
+def overlord_server(_overlord_stack: Isolation) -> ServerInfo:
+    """Session info: backend, server version, the template's name, URL and cache key."""
+    assert _overlord_stack.runtime is not None and _overlord_stack.runtime.info is not None
+    return _overlord_stack.runtime.info
+
+
 @pytest.fixture
-def overlord_db_sync(overlord_server: ServerInfo, request: pytest.FixtureRequest) -> Iterator[SavepointConnection]:
+def overlord_db_sync(_overlord_stack: Isolation) -> Iterator[SavepointConnection]:
     """A psycopg2 connection to the migrated database, in a transaction rolled back after the test."""
-    isolation = state.get(request.config).stack()
+    isolation = _overlord_stack
     conn = errors.guarded(isolation.begin_sync)
     yield conn
     if not errors.guarded(lambda: isolation.end_sync(conn)):
         errors.fail_test(errors.SYNC_COMMITTED)
 
 
-def _overlord_db_in(scope: loops.LoopScope) -> Any:
-    """The asyncpg fixture for tests whose event loop has ``scope``: it runs in that loop."""
+@pytest_asyncio.fixture(name="_overlord_db_function_loop", loop_scope="function")
+async def _overlord_db_function_loop(_overlord_stack: Isolation, request: pytest.FixtureRequest) -> Any:
+    """``overlord_db`` for a test with a loop of its own: a connection through the relay, made in that loop."""
+    error: OverlordError | None = None
+    try:
+        test = await _overlord_stack.begin_async(keep=False)
+    except OverlordError as exc:
+        error = exc
+    if error is not None:
+        errors.fail_test(f"overlord-db: {error}")
 
-    @pytest_asyncio.fixture(name=f"_overlord_db_{scope}_loop", loop_scope=scope)
-    async def fixture(overlord_server: ServerInfo, request: pytest.FixtureRequest) -> Any:
-        isolation = state.get(request.config).stack()
-        error: OverlordError | None = None
-        try:
-            test = await isolation.begin_async(keep=scope != "function")
-        except OverlordError as exc:
-            error = exc
-        if error is not None:
-            errors.fail_test(f"overlord-db: {error}")
-        if test.keep and test.new:
-            # Close it while its loop still exists: when the loop's scope ends.
-            loop = asyncio.get_running_loop()
-            loops.scope_node(request, scope).addfinalizer(lambda: isolation.close_loop(loop))
+    # A plain (sync) finalizer, not an async generator: dropping a relayed connection needs no
+    # await at all, and pytest-asyncio would spend a whole loop run on it.
+    request.addfinalizer(lambda: _end_async(_overlord_stack, test))
+    return test.conn
 
-        # A plain (sync) finalizer, not an async generator: the relayed case needs no
-        # await at all, and pytest-asyncio would spend a whole loop run on it.
-        def end() -> None:
-            if not errors.guarded(lambda: isolation.end_async(test)):
-                errors.fail_test(errors.ASYNC_COMMITTED)
 
-        request.addfinalizer(end)
-        return test.conn
+def _end_async(isolation: Isolation, test: AsyncTest) -> None:
+    if not errors.guarded(lambda: isolation.end_async(test)):
+        errors.fail_test(errors.ASYNC_COMMITTED)
+
+
+def _loop_fixture(scope: loops.LoopScope) -> Any:
+    """The event loop of one ``scope``'s tests, seen from inside it: when the scope ends, the connection
+    made in that loop is closed there, while the loop still runs."""
+
+    @pytest_asyncio.fixture(name=f"_overlord_loop_{scope}", scope=scope, loop_scope=scope)
+    async def fixture(_overlord_stack: Isolation) -> AsyncIterator[asyncio.AbstractEventLoop]:
+        loop = asyncio.get_running_loop()
+        yield loop
+        await _overlord_stack.close_loop(loop)
 
     return fixture
 
 
-_overlord_db_function_loop = _overlord_db_in("function")
-_overlord_db_class_loop = _overlord_db_in("class")
-_overlord_db_module_loop = _overlord_db_in("module")
-_overlord_db_package_loop = _overlord_db_in("package")
-_overlord_db_session_loop = _overlord_db_in("session")
+def _in_loop(isolation: Isolation, loop: asyncio.AbstractEventLoop) -> Iterator[Any]:
+    """``overlord_db`` for tests sharing a wider loop: one connection per loop, a transaction per test.
+
+    A plain fixture that runs its two steps on the (idle) loop itself: as a pytest-asyncio
+    fixture it would cost two wrapped loop runs per test, each with its signal handlers, which
+    is more than the whole of a hand-written fixture's work."""
+    error: OverlordError | None = None
+    try:
+        test = isolation.begin_kept(loop)
+    except OverlordError as exc:
+        error = exc
+    if error is not None:
+        errors.fail_test(f"overlord-db: {error}")
+    yield test.conn
+    _end_async(isolation, test)
+
+
+_overlord_loop_class = _loop_fixture("class")
+_overlord_loop_module = _loop_fixture("module")
+_overlord_loop_package = _loop_fixture("package")
+_overlord_loop_session = _loop_fixture("session")
+
+
+# One per loop scope, each asking for its scope's loop by name (a fixture's arguments are its names).
+@pytest.fixture
+def _overlord_db_class_loop(_overlord_stack: Isolation, _overlord_loop_class: asyncio.AbstractEventLoop) -> Iterator[Any]:
+    yield from _in_loop(_overlord_stack, _overlord_loop_class)
+
+
+@pytest.fixture
+def _overlord_db_module_loop(_overlord_stack: Isolation, _overlord_loop_module: asyncio.AbstractEventLoop) -> Iterator[Any]:
+    yield from _in_loop(_overlord_stack, _overlord_loop_module)
+
+
+@pytest.fixture
+def _overlord_db_package_loop(_overlord_stack: Isolation,
+                              _overlord_loop_package: asyncio.AbstractEventLoop) -> Iterator[Any]:
+    yield from _in_loop(_overlord_stack, _overlord_loop_package)
+
+
+@pytest.fixture
+def _overlord_db_session_loop(_overlord_stack: Isolation,
+                              _overlord_loop_session: asyncio.AbstractEventLoop) -> Iterator[Any]:
+    yield from _in_loop(_overlord_stack, _overlord_loop_session)
 
 
 @pytest.fixture
