@@ -78,10 +78,12 @@ def test_an_extension_folder_and_a_setting_reach_a_whole_run_and_a_reused_datadi
     assert "--overlord-extension-dir=DIR" in text and "--overlord-backend=docker" in text
     assert "Traceback" not in text
 
-    # From pyproject.toml, a relative folder (a link in the project to the readable copy), another value.
+    # From pyproject.toml, a relative folder (a link in the project to the readable copy); another value, as
+    # lines of the pytest ini setting.
     (project.root / "vendor").mkdir()
     (project.root / "vendor" / "pg").symlink_to(ext)
-    project.write("pyproject.toml", '[tool.overlord_db]\nextension_dirs = ["vendor/pg"]\nserver_settings = {work_mem = "9MB"}\n')
+    project.write("pyproject.toml", '[tool.overlord_db]\nextension_dirs = ["vendor/pg"]\n\n'
+                                    '[tool.pytest.ini_options]\noverlord_server_settings = ["work_mem=9MB"]\n')
     project.write("test_it.py", uses_it("9MB"))
     third = project.result("-q", "test_it.py")
     assert third.ret == 0, text_of(third)
@@ -174,6 +176,25 @@ def test_the_cli_round_trip_takes_the_folder_and_names_a_bad_one(project, monkey
     written = (project.datadir / "pgdata" / "overlord-settings.conf").read_text()
     assert f"extension_control_path = '$system:{ext}/share'\n" in written and "work_mem = '6MB'\n" in written
     assert project.server_processes() == []  # its own server, stopped afterwards
+
+
+def test_a_server_another_run_uses_is_not_restarted_under_it(project):
+    from pytest_overlord_db.servers.embedded import EmbeddedServer
+
+    other = EmbeddedServer(project.datadir)  # this process: a live run on the project's server, without settings
+    other.start()
+    try:
+        project.write("test_it.py", "def test_it(overlord_db_sync):\n    pass\n")
+        result = project.result("-q", "--overlord-server-setting=work_mem=3MB", "test_it.py")
+        text = text_of(result)
+        assert result.ret == 4, text
+        assert (f"The embedded server in {project.datadir} is in use by another run (pid {os.getpid()}) with other "
+                "extension folders or server settings") in text
+        assert "Traceback" not in text
+        assert len(project.server_processes()) >= 1  # still up, for the run using it
+    finally:
+        other.stop()
+    assert project.server_processes() == []
 
 
 def test_docker_and_url_backends_refuse_what_is_not_theirs_to_configure(tmp_path):
