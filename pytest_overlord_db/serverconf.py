@@ -52,18 +52,20 @@ def layout(path: Path) -> ExtensionDir | None:
     return None
 
 
-def _items(raw: Any, separator: str) -> list[Any]:
+def _items(raw: Any, separator: str, option: str, source: str) -> list[Any]:
     if raw is None:
         return []
     if isinstance(raw, str):
         return [part.strip() for part in re.split(separator, raw) if part.strip()]
-    return [item for item in raw if not isinstance(item, str) or item.strip()]
+    if not isinstance(raw, (list, tuple)) or not all(isinstance(item, str) for item in raw):
+        raise ConfigError(f"{option} (from {source}) must be a list of strings, not {raw!r}.")
+    return [item for item in raw if item.strip()]
 
 
 def extension_dirs(raw: Any, root: Path, source: str) -> tuple[Path, ...]:
     """The folders named by ``raw`` (relative ones from the project root), each checked to hold extensions."""
     found: list[Path] = []
-    for item in _items(raw, re.escape(os.pathsep)):
+    for item in _items(raw, re.escape(os.pathsep), EXTENSION_DIR_OPTION, source):
         given = f"{EXTENSION_DIR_OPTION}={item} (from {source})"
         path = Path(str(item).strip()).expanduser()
         path = (path if path.is_absolute() else root / path).resolve()
@@ -96,7 +98,7 @@ def server_settings(raw: Any, source: str) -> tuple[tuple[str, str], ...]:
     if isinstance(raw, dict):
         pairs = list(raw.items())
     else:
-        for item in _items(raw, r"[;\n]"):
+        for item in _items(raw, r"[;\n]", SERVER_SETTING_OPTION, source):
             name, sep, value = str(item).partition("=")
             if not sep:
                 raise ConfigError(f"{SERVER_SETTING_OPTION}={item} (from {source}) must read NAME=VALUE, "

@@ -245,5 +245,10 @@ def test_precedence_relative_folders_and_pyproject_values(tmp_path):
     given = resolve(tmp_path, environ=env, extension_dirs=["a"], server_settings=["work_mem=3MB"])
     assert (given.extension_dirs, given.server_settings) == ((tmp_path / "a",), (("work_mem", "3MB"),))
     assert ("extension_dirs", str(tmp_path / "a"), "option") in given.describe()
+    (tmp_path / "pyproject.toml").write_text('[tool.overlord_db]\nextension_dirs = 3\n')
+    with pytest.raises(ConfigError, match=r"--overlord-extension-dir \(from .*pyproject.toml \[tool.overlord_db\] extension_dirs\) "
+                                          r"must be a list of strings, not 3"):
+        resolve(tmp_path, environ={})
+    (tmp_path / "pyproject.toml").write_text('[tool.overlord_db]\nextension_dirs = ["a"]\n')
     with pytest.raises(ConfigError, match="both set extension_control_path: give the folders with --overlord-extension-dir only"):
         resolve(tmp_path, environ={}, server_settings=["extension_control_path=$system:/x"])

@@ -17,7 +17,7 @@ from .postmaster import conf_string
 
 FILE = "overlord-settings.conf"
 INCLUDE = f"include_if_exists = '{FILE}'"
-_HEADER = "# written by pytest-overlord-db at each start: --overlord-extension-dir, --overlord-server-setting\n"
+_HEADER = "# written by pytest-overlord-db when they change: --overlord-extension-dir, --overlord-server-setting\n"
 
 
 def render(pairs: list[tuple[str, str]]) -> str:
