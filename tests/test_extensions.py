@@ -93,20 +93,30 @@ def test_an_extension_folder_and_a_setting_reach_a_whole_run_and_a_reused_datadi
 
 @pytest.mark.parametrize("args, says", [
     (["--overlord-extension-dir=no/such/folder"], "no/such/folder (from command line): {root}/no/such/folder does not exist."),
-    (["--overlord-extension-dir=migrations"], "has no extension control files. PostgreSQL looks for NAME.control in {root}/migrations/share/extension/"),
     (["--overlord-server-setting=work_mem"], "--overlord-server-setting=work_mem (from command line) must read NAME=VALUE"),
-    (["--overlord-server-setting=listen_addresses=*"], "the plugin sets listen_addresses itself"),
-    (["--overlord-server-setting=work mem=1MB"], "'work mem' is not a PostgreSQL setting name"),
-    (["--overlord-extension-dir=migrations", "--overlord-db-url=postgresql://u@127.0.0.1:9/x"],
-     None),  # the folder is checked first: it names the folder, whatever the backend
 ])
 def test_bad_options_are_one_paragraph_before_any_server_starts(project, args, says):
     project.write("test_it.py", "def test_it(overlord_db_sync):\n    pass\n")
     result = project.result("-q", *args, "test_it.py")
     text = text_of(result)
     assert result.ret == 4, text
-    assert (says or "has no extension control files").format(root=project.root) in text, text
+    assert says.format(root=project.root) in text, text
     assert "Traceback" not in text and project.server_processes() == []
+
+
+@pytest.mark.parametrize("given, says", [
+    ({"extension_dirs": ["migrations"]}, "has no extension control files. PostgreSQL looks for NAME.control in {root}/migrations/share/extension/"),
+    ({"extension_dirs": ["migrations"], "db_url": "postgresql://u@127.0.0.1:9/x"}, "{root}/migrations has no extension control files"),
+    ({"server_settings": ["listen_addresses=*"]}, "the plugin sets listen_addresses itself"),
+    ({"server_settings": ["work mem=1MB"]}, "'work mem' is not a PostgreSQL setting name"),
+    ({"server_settings": {"work_mem": "1\nMB"}}, "the value holds a line break"),
+])
+def test_more_bad_values_name_the_option_and_the_value(tmp_path, given, says):
+    (tmp_path / "migrations").mkdir()
+    with pytest.raises(ConfigError) as error:
+        resolve(tmp_path, environ={}, **given)
+    assert says.format(root=tmp_path) in str(error.value)
+    assert str(error.value).startswith(("--overlord-extension-dir=migrations (from option)", "--overlord-server-setting="))
 
 
 REFUSED = [
