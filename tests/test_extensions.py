@@ -207,6 +207,18 @@ def test_a_server_another_run_uses_is_not_restarted_under_it(project):
     assert project.server_processes() == []
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="only under root does the server run as an OS user of its own")
+def test_under_root_a_folder_the_servers_user_cannot_read_is_named(project, tmp_path):
+    from pytest_overlord_db.errors import ServerError
+    from pytest_overlord_db.servers.embedded import EmbeddedServer
+
+    ext = tiny_extension(tmp_path / "private")  # pytest makes tmp_path 0700
+    with pytest.raises(ServerError, match=rf"--overlord-extension-dir={ext}: the embedded server runs as OS user "
+                                          r"embedded_postgres under root, and .* is not readable by other users"):
+        EmbeddedServer(project.datadir, extension_dirs=(ext,)).start()
+    assert project.server_processes() == []
+
+
 def test_docker_and_url_backends_refuse_what_is_not_theirs_to_configure(tmp_path):
     ext = tiny_extension(tmp_path / "ext")
     (tmp_path / "migrations").mkdir()
