@@ -130,6 +130,12 @@ def test_mem(overlord_db_sync):
     result = docker_project.result("-q", "--overlord-backend=docker", "--overlord-server-setting=work_mem=5MB", "test_mem.py")
     assert result.ret == 0, "\n".join(result.outlines + result.errlines)
     result.assert_outcomes(passed=1)
+    refused = docker_project.result("-q", "--overlord-backend=docker", "--overlord-server-setting=nonesuch_setting=1", "test_mem.py")
+    text = "\n".join(refused.outlines + refused.errlines)
+    assert refused.ret == 4, text
+    assert (f"--overlord-server-setting=nonesuch_setting=1: PostgreSQL in {IMAGE} refuses it, so it did not start: "
+            'unrecognized configuration parameter "nonesuch_setting".') in text, text
+    assert "Traceback" not in text
 
 
 def test_a_killed_runs_container_is_removed_by_the_next_run(docker_project, tmp_path):
