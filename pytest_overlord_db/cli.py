@@ -242,6 +242,10 @@ def roundtrip(
     data_rows: Annotated[Optional[int], typer.Option("--data-rows", help="Rows made per table before each migration (default 3).")] = None,
     data_seed: Annotated[Optional[int], typer.Option("--data-seed", help="Seed of the generated rows (default 0).")] = None,
     seed: Annotated[Optional[str], typer.Option("--seed", help="Also walk down from the top with seeds/ENV loaded.")] = None,
+    extension_dir: Annotated[Optional[list[str]], typer.Option("--extension-dir", help=(
+        "A folder of more extensions for the embedded server (repeatable; env OVERLORD_EXTENSION_DIRS)."))] = None,
+    server_setting: Annotated[Optional[list[str]], typer.Option("--server-setting", help=(
+        "NAME=VALUE for the embedded server (repeatable; env OVERLORD_SERVER_SETTINGS)."))] = None,
 ) -> None:
     """Prove every rollback: apply -> rollback -> apply each migration, snapshots compared."""
 
@@ -250,7 +254,9 @@ def roundtrip(
 
         url = database_url or os.environ.get("OVERLORD_DB_URL")
         st = config_mod.resolve(config_mod.find_root(), migrations_dir=migrations, db_url=url, backend="url" if url else "embedded",
-                                data_rows=data_rows, data_seed=data_seed, seed=seed)
+                                data_rows=data_rows, data_seed=data_seed, seed=seed, extension_dirs=extension_dir or None,
+                                server_settings=server_setting or None,
+                                sources={"extension_dirs": "--extension-dir", "server_settings": "--server-setting"})
         migrator = for_folder(st.migrations_dir, st.migrator)
         report = rt.run_for(st, migrator)
         echo(report.to_json() if format == "json" else report.render())

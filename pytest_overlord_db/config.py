@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import urls
+from . import serverconf, urls
 from .declarations import read_accepted, read_irreversible
 from .errors import ConfigError
 from .inifile import YoyoIni, open_ini
@@ -58,6 +58,8 @@ class Settings:
     lease_timeout: float = 60.0  # seconds a vanished runner's session (its lease) may outlive it over TCP
     keep_failed: bool = False  # keep the fresh databases of failed tests (the next run drops them)
     cache_max_age: float = 7.0  # days an embedded data directory may stay unused before it is removed (0: never)
+    extension_dirs: tuple[Path, ...] = ()  # more extensions for the embedded server (serverconf.py)
+    server_settings: tuple[tuple[str, str], ...] = ()  # (name, value) for the servers the plugin starts
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def seed_files(self) -> list[Path]:
@@ -81,6 +83,8 @@ class Settings:
         for name, source in self.sources.items():
             value = getattr(self, name)
             shown = urls.mask(value) if name in ("db_url", "database_url") and value else value
+            if isinstance(value, tuple):
+                shown = "; ".join("=".join(v) if isinstance(v, tuple) else str(v) for v in value) or None
             rows.append((name, "(unset)" if shown is None else str(shown), source))
         return rows
 
@@ -236,6 +240,8 @@ def resolve(
     if not cache_max_age >= 0:  # also NaN
         raise ConfigError(f"The cache's max age must be a number of days (0: never remove), not {raw_age!r} "
                           f"(from {r.sources['cache_max_age']}).")
+    servers = serverconf.resolve(root, r.pick("extension_dirs", "OVERLORD_EXTENSION_DIRS"),
+                                 r.pick("server_settings", "OVERLORD_SERVER_SETTINGS"), r.sources)
     settings = Settings(
         root=root,
         migrations_dir=migrations_dir.resolve(),
@@ -262,6 +268,7 @@ def resolve(
         **shared,
         keep_failed=keep_failed,
         cache_max_age=cache_max_age,
+        **servers,
         sources=dict(r.sources),
     )
     settings.seed_files()  # an unknown --seed fails here, before any server starts

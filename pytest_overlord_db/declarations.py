@@ -60,10 +60,11 @@ def _ini_section(ini_path: Path | None, section: str) -> list[tuple[str, str]]:
     return parser.items(section) if parser.has_section(section) else []
 
 
-def _pyproject_entries(root: Path, table: str, keys: tuple[str, ...]) -> tuple[dict[str, str], ...]:
+def tool_table(root: Path) -> dict[str, Any]:
+    """The ``[tool.overlord_db]`` table of the project's pyproject.toml ({} when there is none)."""
     pyproject = root / "pyproject.toml"
     if not pyproject.is_file():
-        return ()
+        return {}
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # Python 3.10
@@ -72,7 +73,13 @@ def _pyproject_entries(root: Path, table: str, keys: tuple[str, ...]) -> tuple[d
         data: dict[str, Any] = tomllib.loads(pyproject.read_text(encoding="utf-8"))
     except Exception as exc:
         raise ConfigError(f"{pyproject}: cannot parse it: {exc}") from None
-    entries = data.get("tool", {}).get("overlord_db", {}).get(table, [])
+    table = data.get("tool", {}).get("overlord_db", {})
+    return table if isinstance(table, dict) else {}
+
+
+def _pyproject_entries(root: Path, table: str, keys: tuple[str, ...]) -> tuple[dict[str, str], ...]:
+    pyproject = root / "pyproject.toml"
+    entries = tool_table(root).get(table, [])
     for entry in entries:
         missing = set(keys) - set(entry)
         if missing:

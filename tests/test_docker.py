@@ -120,6 +120,24 @@ def test_the_round_trip_runs_on_docker(docker_project):
     result.assert_outcomes(passed=1 + migrations + 2)  # and the full cycle, and the declarations' check
 
 
+def test_a_server_setting_reaches_the_container(docker_project):
+    docker_project.write("test_mem.py", """
+def test_mem(overlord_db_sync):
+    cur = overlord_db_sync.cursor()
+    cur.execute("SELECT setting, source FROM pg_settings WHERE name = 'work_mem'")
+    assert cur.fetchone() == ("5120", "command line")  # one more -c flag of the container's postgres
+""")
+    result = docker_project.result("-q", "--overlord-backend=docker", "--overlord-server-setting=work_mem=5MB", "test_mem.py")
+    assert result.ret == 0, "\n".join(result.outlines + result.errlines)
+    result.assert_outcomes(passed=1)
+    refused = docker_project.result("-q", "--overlord-backend=docker", "--overlord-server-setting=nonesuch_setting=1", "test_mem.py")
+    text = "\n".join(refused.outlines + refused.errlines)
+    assert refused.ret == 4, text
+    assert (f"--overlord-server-setting=nonesuch_setting=1: PostgreSQL in {IMAGE} refuses it, so it did not start: "
+            'unrecognized configuration parameter "nonesuch_setting".') in text, text
+    assert "Traceback" not in text
+
+
 def test_a_killed_runs_container_is_removed_by_the_next_run(docker_project, tmp_path):
     marker = tmp_path / "started"
     docker_project.env["MARKER"] = str(marker)

