@@ -27,7 +27,6 @@ class AsyncTest:
     conn: Any  # asyncpg.Connection
     keep: bool  # the connection serves the next test of its loop (a wider loop scope)
     loop: asyncio.AbstractEventLoop
-    new: bool  # made for this test (the caller closes it when its loop's scope ends)
 
 
 class Isolation:
@@ -130,7 +129,7 @@ class Isolation:
         self.ensure_runtime()
         conn = self.async_conns.primed(loop) if self.async_conns is not None else None
         if conn is not None:
-            return AsyncTest(conn, True, loop, False)
+            return AsyncTest(conn, True, loop)
         return loop.run_until_complete(self.begin_async(keep=True))
 
     async def begin_async(self, keep: bool) -> AsyncTest:
@@ -140,12 +139,12 @@ class Isolation:
         for attempt in range(2):
             conn = None
             try:
-                conn, new = await self.async_conns.get(keep)
+                conn = await self.async_conns.get(keep)
                 if keep:
                     await self.async_conns.begin_test(conn)
                 else:
                     await conn.transaction().start()
-                return AsyncTest(conn, keep, asyncio.get_running_loop(), new)
+                return AsyncTest(conn, keep, asyncio.get_running_loop())
             except ASYNC_LOST as exc:
                 self._lost_async(conn)
                 runtime.check_alive(exc)  # alive: its backend was terminated; connect again

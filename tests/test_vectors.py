@@ -79,7 +79,7 @@ def test_a_database_without_the_extension_gets_no_registration_and_no_error(empt
 
     async def asyncpg_side() -> None:
         conns = AsyncConnections(lambda: empty_db_url, vectors=True)
-        got, _ = await conns.get(keep=True)
+        got = await conns.get(keep=True)
         assert await got.fetchval("SELECT 1") == 1
         await got.close()
 

@@ -3,7 +3,7 @@ connections cheap. Usable without pytest."""
 from __future__ import annotations
 
 from .aio import ASYNC_LOST, AsyncConnections
-from .sync import RESET_ROLLED_BACK, RESET_SESSION, SAVEPOINT, SYNC_LOST, SavepointConnection, connect_sync
+from .sync import RESET_SESSION, SAVEPOINT, SYNC_LOST, SavepointConnection, connect_sync
 
-__all__ = ["ASYNC_LOST", "AsyncConnections", "RESET_ROLLED_BACK", "RESET_SESSION", "SAVEPOINT", "SYNC_LOST", "SavepointConnection",
+__all__ = ["ASYNC_LOST", "AsyncConnections", "RESET_SESSION", "SAVEPOINT", "SYNC_LOST", "SavepointConnection",
            "connect_sync"]

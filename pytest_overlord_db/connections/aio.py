@@ -67,12 +67,12 @@ class AsyncConnections:
                              "password": parts["password"], "database": parts["dbname"]}
         return self._relayed
 
-    async def get(self, keep: bool) -> tuple[asyncpg.Connection, bool]:
-        """The running loop's connection, and whether it was just made."""
+    async def get(self, keep: bool) -> asyncpg.Connection:
+        """The running loop's connection (made now if it has none), or a new relayed one."""
         loop = asyncio.get_running_loop()
         conn = self.by_loop.get(loop)
         if conn is not None and not conn.is_closed():
-            return conn, False
+            return conn
         vectors = self.vectors and vector_types.available()
         if vectors and self._connection_class is None:
             self._connection_class = vector_types.asyncpg_class()  # its connections share their type lookups
@@ -84,7 +84,7 @@ class AsyncConnections:
             conn = await asyncpg.connect(**self._relay_kwargs(), **extra)
         if vectors:
             await self._register_vectors(conn)
-        return conn, True
+        return conn
 
     async def _register_vectors(self, conn: asyncpg.Connection) -> None:
         if self._vector_schema is None:

@@ -77,19 +77,17 @@ class SavepointConnection(psycopg2.extensions.connection):
         with self.cursor() as cur:
             cur.execute(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")
 
-    def end_test(self, again: bool = True) -> bool:
-        """Roll the test back and reset the session; False if the test's transaction was ended behind our back.
-
-        ``again``: begin the next test's transaction in the same message (the connection then stays in it)."""
+    def end_test(self) -> bool:
+        """Roll the test back and begin the next one's transaction (the connection stays in it); False, and the
+        session reset, if the test's transaction was ended behind our back."""
         self._in_test = False
         self._primed_at = None
         if self.closed:
             return False
         try:
             with self.cursor() as cur:
-                cur.execute(END_AND_BEGIN if again else END_TEST)
-            if again:
-                self._primed_at = time.monotonic()
+                cur.execute(END_AND_BEGIN)
+            self._primed_at = time.monotonic()
             return True
         except ENDED:
             pass

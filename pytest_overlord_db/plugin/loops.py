@@ -14,11 +14,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import pytest
 import pytest_asyncio
 
 LoopScope = Literal["function", "class", "module", "package", "session"]
-SCOPE_NODES: dict[str, type] = {"package": pytest.Package, "module": pytest.Module, "class": pytest.Class}
 
 
 def test_loop_scope(item: Any) -> str:
@@ -28,9 +26,3 @@ def test_loop_scope(item: Any) -> str:
     scope = (marker.kwargs.get("loop_scope") or marker.kwargs.get("scope")) if marker else None
     return str(scope or item.config.getini("asyncio_default_test_loop_scope") or "function")
 
-
-def scope_node(request: pytest.FixtureRequest, scope: str) -> Any:
-    """The collection node whose end is the end of a loop of ``scope``."""
-    if scope == "session":
-        return request.node.session
-    return request.node.getparent(SCOPE_NODES[scope]) or request.node.session
