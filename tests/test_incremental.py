@@ -7,10 +7,9 @@ import difflib
 
 import psycopg2
 import pytest
-from test_pgdump_oracle import base, drop_copy, run
+from test_pgdump_oracle import Base, base, drop_copy, run
 
 from pytest_overlord_db import incremental, schema
-from pytest_overlord_db.template import Templates
 
 __all__ = ["base"]  # the fixture, shared with the oracle test
 
@@ -31,8 +30,9 @@ def _differences(whole: schema.Snapshot, part: schema.Snapshot) -> str:
 class Walk:
     """A copy of the base, with the connection kept open as the round trip's walker keeps it."""
 
-    def __init__(self, templates: Templates, name: str, rows: str = "") -> None:
-        self.templates, self.name = templates, templates.clone(name, "incr")
+    def __init__(self, base: Base, rows: str = "") -> None:
+        templates = self.templates = base.templates
+        self.name = templates.clone(base.name, "incr")
         self.url = templates.url(self.name)
         if rows:
             assert run(self.url, rows) is None
@@ -52,8 +52,8 @@ class Walk:
         drop_copy(self.templates, self.name)
 
 
-def test_a_snapshot_without_marks_is_read_whole(base: tuple[Templates, str]) -> None:
-    walk = Walk(*base)
+def test_a_snapshot_without_marks_is_read_whole(base: Base) -> None:
+    walk = Walk(base)
     try:
         run(walk.url, "CREATE TABLE app.later (id integer)")
         # without(): the marks no longer describe the objects, so nothing may be copied from it
@@ -65,8 +65,8 @@ def test_a_snapshot_without_marks_is_read_whole(base: tuple[Templates, str]) -> 
 
 
 @pytest.mark.parametrize("statement", ["SELECT 1", "COMMENT ON COLUMN app.items.name IS NULL"])
-def test_nothing_changed_copies_everything(base: tuple[Templates, str], statement: str) -> None:
-    walk = Walk(*base)
+def test_nothing_changed_copies_everything(base: Base, statement: str) -> None:
+    walk = Walk(base)
     try:
         assert walk.step(statement) == ""
         assert walk.step("SELECT nextval('app.counter')") == ""
@@ -94,8 +94,8 @@ DATA_CHANGES = [
 
 
 @pytest.mark.parametrize("statement", DATA_CHANGES)
-def test_the_data_of_an_incremental_snapshot_equals_a_whole_ones(base: tuple[Templates, str], statement: str) -> None:
-    walk = Walk(*base, rows=ROWS)
+def test_the_data_of_an_incremental_snapshot_equals_a_whole_ones(base: Base, statement: str) -> None:
+    walk = Walk(base, rows=ROWS)
     try:
         assert walk.step(statement) == ""
         assert walk.step("SELECT 1") == ""

@@ -16,7 +16,7 @@ import os
 import re
 import subprocess
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import psycopg2
 import pytest
@@ -34,12 +34,13 @@ EXAMPLES = int(os.environ.get("OVERLORD_ORACLE_EXAMPLES", "6"))
 _NOISE = re.compile(r"^(--.*|\\(un)?restrict \S+|)$")  # comments, blank lines, PostgreSQL 18's random restrict key
 
 
-def dump(url: str) -> str:
-    """What pg_dump prints of the schema and the database's own properties, without its comments."""
+def dump(url: str, name: str) -> str:
+    """What pg_dump prints of the schema and the database's own properties, without its comments, and with the
+    database's name (that of a copy of the base) as ``<db>``: every copy starts from the base's dump."""
     done = subprocess.run([str(postmaster.bin_dir() / "pg_dump"), "--schema-only", "--create", "--no-sync",
                            "--dbname", url], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, urls.mask(done.stderr)
-    return "\n".join(line for line in done.stdout.splitlines() if not _NOISE.match(line))
+    return "\n".join(line.replace(name, "<db>") for line in done.stdout.splitlines() if not _NOISE.match(line))
 
 
 def run(url: str, statement: str) -> str | None:
@@ -74,18 +75,20 @@ class State:
     """A copy of the base database, its last dump and snapshot; ``step`` applies a change and says what went
     wrong if the two verdicts on it differ."""
 
-    def __init__(self, templates: Templates, base: str) -> None:
-        self.templates, self.name = templates, templates.clone(base, "oracle")
-        self.url = templates.url(self.name)
+    def __init__(self, base: Base) -> None:
+        self.templates, self.name = base.templates, base.templates.clone(base.name, "oracle")
+        self.url = base.templates.url(self.name)
         self.conn = psycopg2.connect(self.url)  # kept open, as the round trip's walker keeps its own
-        self.dump, self.snap, self.error = dump(self.url), schema.take(self.conn, data=False), None
+        # A copy's catalogs are the base's, row for row (their xmins too), so the base's dump and snapshot are
+        # the copy's: taken once, not once per change.
+        self.dump, self.snap, self.error = base.dump, base.snap, None
 
     def step(self, name: str, statement: str, history: list[str]) -> str | None:
         self.error = run(self.url, statement)
         # The round trip's walk takes incremental snapshots (re-reading only what can have changed): each must
         # equal a whole one, and the whole one is what faces pg_dump.
         part = incremental.take(self.conn, self.snap, data=False)
-        new_dump, new_snap = dump(self.url), schema.take(self.conn, data=False)
+        new_dump, new_snap = dump(self.url, self.name), schema.take(self.conn, data=False)
         history.append(name)
         if part.objects != new_snap.objects:
             return f"after {' → '.join(history)} ({statement}): the incremental snapshot differs from a whole one:\n" + \
@@ -106,8 +109,15 @@ class State:
         drop_copy(self.templates, self.name)
 
 
+class Base(NamedTuple):
+    templates: Templates
+    name: str
+    dump: str
+    snap: schema.Snapshot
+
+
 @pytest.fixture(scope="module")
-def base(overlord_server) -> Iterator[tuple[Templates, str]]:
+def base(overlord_server) -> Iterator[Base]:
     facts = ServerFacts(overlord_server.version_num, overlord_server.version)
     templates = Templates(overlord_server.admin_url, resolve(Path(__file__).resolve().parent.parent), facts)
     admin = psycopg2.connect(overlord_server.admin_url)
@@ -119,14 +129,17 @@ def base(overlord_server) -> Iterator[tuple[Templates, str]]:
     name = templates.create_empty("oracle")
     error = run(templates.url(name), BASE)
     assert error is None, f"the base schema did not load: {error}"
-    yield templates, name
+    conn = psycopg2.connect(templates.url(name))
+    snap = schema.take(conn, data=False)
+    conn.close()
+    yield Base(templates, name, dump(templates.url(name), name), snap)
     templates.drop(name)
     templates.close()
 
 
 @pytest.mark.parametrize("change", CHANGES, ids=[name for name, _ in CHANGES])
-def test_each_change_agrees_with_pg_dump(base: tuple[Templates, str], change: tuple[str, str]) -> None:
-    state = State(*base)
+def test_each_change_agrees_with_pg_dump(base: Base, change: tuple[str, str]) -> None:
+    state = State(base)
     try:
         wrong = state.step(*change, [])
         assert state.error is None, f"the change does not run on the base schema: {state.error}"
@@ -138,8 +151,8 @@ def test_each_change_agrees_with_pg_dump(base: tuple[Templates, str], change: tu
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(steps=st.lists(st.sampled_from(CHANGES), min_size=2, max_size=5))
-def test_drawn_sequences_of_changes_agree_with_pg_dump(base: tuple[Templates, str], steps: list[tuple[str, str]]) -> None:
-    state, history = State(*base), []
+def test_drawn_sequences_of_changes_agree_with_pg_dump(base: Base, steps: list[tuple[str, str]]) -> None:
+    state, history = State(base), []
     try:
         for change, statement in steps:
             wrong = state.step(change, statement, history)
