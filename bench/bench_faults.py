@@ -24,7 +24,7 @@ step (no break-lock, no folder removed). Left once that run has finished (figure
   locks      the data folder's lock file still held (the file itself stays, by design), other lock
              files in or beside it, yoyo_lock rows in the application database, advisory locks
   bytes      the leftover databases' folders, folders under pgdata/base of no database, and files in
-             the data folder besides pgdata, lock, clients.json, server.log. Not the folder's total
+             the data folder besides pgdata, lock, clients.json, server.log, overlord-db.json. Not the folder's total
              size: WAL is recycled and the log and catalogs grow on every run, by design.
 
 Relay folders (/tmp/ovl-relay-*) of killed runs are swept by the first relay started once they are
@@ -58,6 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_fixtures import REPO, make_project, write_tests  # noqa: E402
 
 from pytest_overlord_db.servers import postmaster  # noqa: E402
+from pytest_overlord_db.servers.datadirs import MARKER  # noqa: E402
 from pytest_overlord_db.servers.embedded import EmbeddedServer  # noqa: E402
 
 KINDS = ("cold build", "tests", "cli migrate", "cli roundtrip")
@@ -65,7 +66,7 @@ SIGNALS = {"SIGKILL": signal.SIGKILL, "SIGINT": signal.SIGINT}
 PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist"]
 CLI = [str(Path(sys.executable).with_name("overlord-db"))]
 APP_DB = "faults_app"
-EXPECTED = {"pgdata", "lock", "clients.json", "server.log"}
+EXPECTED = {"pgdata", "lock", "clients.json", "server.log", MARKER}  # the marker: this folder is ours
 RECOVERY_TIMEOUT, SIGINT_GRACE, RELAY_AGE = 120.0, 30.0, 61.0
 SMALL = """import pytest
 
