@@ -1,6 +1,6 @@
 """The plugin's fixtures against the fixtures a user would write by hand, in the same run.
 
-    python bench/bench_vs_hand.py [--sizes 50 400] [--repeat 3]
+    python bench/bench_vs_hand.py [--sizes 50 400] [--repeat 3] [--only fresh ...]
 
 Each pair runs the same tests (every body one ``SELECT 1``, or nothing for the
 clone-per-test pair) with our fixture and with a hand-written one on the same
@@ -144,6 +144,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[50, 400])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--only", nargs="+", metavar="KIND",
+                        help="run only the pairs whose fixture or comparison contains one of these words")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ovl-hand-"))
     shm = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else work
@@ -168,13 +170,15 @@ def main() -> None:
             cur.execute(f"CREATE DATABASE hand_work TEMPLATE {template}")
         env = {"HAND_URL": admin_url.replace("/postgres?", "/hand_work?", 1), "HAND_ADMIN_URL": admin_url,
                "HAND_TEMPLATE": template}
-        kinds, pairs = dict(BODIES), list(PAIRS)
+        pairs = [p for p in PAIRS if not args.only or any(w in p[0] or w in p[1] for w in args.only)]
+        wanted = {k for p in pairs for k in p[:2]}
+        kinds = {k: b for k, b in BODIES.items() if k in wanted or k in {BASELINE[w] for w in wanted}}
         if importlib.util.find_spec("pytest_postgresql"):
             facts = conn_facts(admin)
             env.update(PPG_HOST=facts[0], PPG_PORT=facts[1])
         else:
             print('pytest-postgresql is not installed (pip install -e ".[bench]"): its row is left out')
-            del kinds["pytest-postgresql postgresql"]
+            kinds.pop("pytest-postgresql postgresql", None)
             pairs = [p for p in pairs if p[1] in kinds]
         files = {}
         for kind, body in kinds.items():

@@ -9,6 +9,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -64,7 +65,7 @@ class Project:
         """A whole pytest run, as pytester's RunResult: ``assert_outcomes`` instead of matching strings."""
         started = time.monotonic()
         done = self.run(*args, timeout=timeout)
-        return pytest.RunResult(done.returncode, done.stdout.splitlines(), done.stderr.splitlines(), time.monotonic() - started)
+        return _RunResult(done.returncode, done.stdout.splitlines(), done.stderr.splitlines(), time.monotonic() - started)
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
@@ -81,6 +82,22 @@ class Project:
             if proc.info.get("name") == "postgres" and str(self.datadir) in " ".join(cmdline):
                 found.append(proc.pid)
         return found
+
+
+class _RunResult(pytest.RunResult):
+    """pytester's RunResult, whose failed ``assert_outcomes`` shows the run's output (the bare
+    AssertionError it raises names neither the outcomes nor why)."""
+
+    def assert_outcomes(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            super().assert_outcomes(*args, **kwargs)
+        except AssertionError:
+            try:
+                got: object = self.parseoutcomes()
+            except ValueError:  # no summary line at all
+                got = "none"
+            raise AssertionError(f"outcomes {got}, expected {kwargs}; the run printed:\n" + "\n".join(
+                self.outlines[-150:] + self.errlines[-50:])) from None
 
 
 @pytest.fixture

