@@ -6,19 +6,22 @@ pg_dump oracle); the kinds not hung on a relation are few and small, and are rea
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from . import catalog, schema, tabledata
-from .catalog import USER_NS, changed
+from .catalog import USER_NS, changed, prepared
 
 if TYPE_CHECKING:
     import psycopg2.extensions
 
+    from .walwatch import WalWatch
+
 
 def take(conn: "psycopg2.extensions.connection", before: schema.Snapshot | None, *, data: bool = True,
-         bookkeeping: Iterable[str] = ()) -> schema.Snapshot:
+         bookkeeping: Iterable[str] = (), wal: "WalWatch | None" = None) -> schema.Snapshot:
     """What ``schema.take`` returns, reading again only what can differ from ``before`` (an earlier snapshot
-    of the same database, taken with the same ``bookkeeping``); without ``before`` (or its marks), all."""
+    of the same database, taken with the same ``bookkeeping``); without ``before`` (or its marks), all.
+    Given ``wal``, only the tables it names as written (and those whose definitions changed) are read."""
     if before is None or before.marks is None:
         return schema.take(conn, data=data, bookkeeping=bookkeeping)
     skip = tuple(sorted(bookkeeping))
@@ -38,11 +41,54 @@ def take(conn: "psycopg2.extensions.connection", before: schema.Snapshot | None,
             table_data: dict[str, tuple[int, str]] = {}
             rows: dict[str, tabledata.Rows] = {}
             if data:
-                table_data, rows = tabledata.read(cur, schema.table_names(objects), USER_NS)
+                names = schema.table_names(objects)
+                again = _written(cur, before, relations, names, wal, now) if wal is not None else None
+                table_data, rows = tabledata.read(cur, names if again is None else sorted(again), USER_NS)
+                if again is not None:
+                    for name in names:
+                        key = "data " + name
+                        if name not in again:
+                            table_data[key] = before.data[key]
+                            if key in before.rows:
+                                rows[key] = before.rows[key]
     finally:
         conn.rollback()
         conn.autocommit = previous_autocommit
     return schema.Snapshot(objects, table_data, rows, now)
+
+
+# Tables whose rows print differently when another object changes (a composite type's new attribute shows
+# in every row of a column of that type) are the one way rows change without a WAL record for them.
+_WRITTEN = """
+SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r' AND (c.oid = ANY($1::oid[]) OR c.relfilenode = ANY($2::oid[]) OR c.relpersistence <> 'p')
+UNION ALL SELECT NULL WHERE EXISTS (
+    SELECT 1 FROM pg_attribute a JOIN pg_class r ON r.oid = a.attrelid AND r.relkind = 'r'
+    JOIN pg_type t ON t.oid = a.atttypid
+    LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'
+    LEFT JOIN pg_type b ON b.oid = t.typbasetype
+    WHERE a.attnum > 0 AND NOT a.attisdropped AND r.oid >= 16384
+      AND 'c' IN (t.typtype, e.typtype, b.typtype))
+UNION ALL SELECT NULL FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_xid IS NOT NULL"""
+
+
+def _written(cur: Any, before: schema.Snapshot | None, relations: set[int] | None, names: list[str],
+             wal: "WalWatch", now: changed.Marks) -> set[str] | None:
+    """The tables whose rows can differ from ``before``'s; None when that cannot be told (read them all).
+    Someone else writing in the database as the snapshot is taken is one such case: nobody should, in the
+    databases the round trip walks."""
+    if before is None or before.marks is None or relations is None or not before.marks.lsn:
+        return None
+    files = wal.written(now.database, before.marks.lsn, now.lsn)
+    if files is None:
+        return None
+    prepared.execute(cur, _WRITTEN, [prepared.oids(relations), prepared.oids(files)])
+    found = [name for (name,) in cur.fetchall()]
+    if None in found:
+        return None
+    return (set(found) & set(names)) | {name for name in names if "data " + name not in before.data}
 
 
 def _copy_unchanged(cur: object, before: schema.Snapshot, marks: changed.Marks, relations: set[int],

@@ -110,7 +110,7 @@ def run(
         if seed_files and applied:
             seeded = _seeded(walker, applied, seed_files, seed_env, verdicts, accepted, used, floor[0] if floor else 0)
     finally:
-        walker.close()
+        walker.end()
     known = {m.id for m in chain}
     stale = [
         {"migration": a["migration"], "object": a["object"], "reason": a["reason"],

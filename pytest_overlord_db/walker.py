@@ -10,6 +10,7 @@ from . import incremental, schema
 from .migrators import Migration, Migrator
 from .template import Templates
 from .verdicts import Verdict
+from .walwatch import WalWatch
 
 
 class Walker:
@@ -22,6 +23,7 @@ class Walker:
         self.conn: psycopg2.extensions.connection | None = None
         self.last: schema.Snapshot | None = None  # the database's latest snapshot: the next re-reads only what changed
         self.session = contextlib.ExitStack()  # the migrator's connections to the database, kept for the walk
+        self.wal: WalWatch | None = None  # made at the first snapshot, kept across fresh databases
 
     @property
     def url(self) -> str:
@@ -42,7 +44,10 @@ class Walker:
         return self.conn
 
     def snapshot(self, data: bool = True) -> schema.Snapshot:
-        self.last = incremental.take(self.connection(), self.last, data=data, bookkeeping=self.migrator.bookkeeping)
+        if self.wal is None:
+            self.wal = WalWatch(self.templates)
+        self.last = incremental.take(self.connection(), self.last, data=data, bookkeeping=self.migrator.bookkeeping,
+                                     wal=self.wal if self.wal.usable else None)
         return self.last
 
     def close(self) -> None:
@@ -54,6 +59,13 @@ class Walker:
         if self.name:
             self.templates.drop(self.name)
             self.name = None
+
+    def end(self) -> None:
+        """``close``, and drop what the walk kept across its databases."""
+        self.close()
+        if self.wal is not None:
+            self.wal.close()
+            self.wal = None
 
 
 def accept(diff: schema.Diff, entries: list[dict[str, str]], used: set[int], verdict: Verdict) -> schema.Diff:

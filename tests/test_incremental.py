@@ -10,6 +10,7 @@ import pytest
 from test_pgdump_oracle import Base, base, drop_copy, run
 
 from pytest_overlord_db import incremental, schema
+from pytest_overlord_db.walwatch import WalWatch
 
 __all__ = ["base"]  # the fixture, shared with the oracle test
 
@@ -30,8 +31,9 @@ def _differences(whole: schema.Snapshot, part: schema.Snapshot) -> str:
 class Walk:
     """A copy of the base, with the connection kept open as the round trip's walker keeps it."""
 
-    def __init__(self, base: Base, rows: str = "") -> None:
+    def __init__(self, base: Base, rows: str = "", wal: WalWatch | None = None) -> None:
         templates = self.templates = base.templates
+        self.wal = wal
         self.name = templates.clone(base.name, "incr")
         self.url = templates.url(self.name)
         if rows:
@@ -42,7 +44,7 @@ class Walk:
     def step(self, statement: str) -> str:
         """Run ``statement``; what the incremental snapshot after it got wrong ("" when nothing)."""
         run(self.url, statement)
-        part = incremental.take(self.conn, self.last)
+        part = incremental.take(self.conn, self.last, wal=self.wal)
         whole = schema.take(self.conn)
         self.last = part
         return _differences(whole, part)
@@ -101,3 +103,58 @@ def test_the_data_of_an_incremental_snapshot_equals_a_whole_ones(base: Base, sta
         assert walk.step("SELECT 1") == ""
     finally:
         walk.close()
+
+
+# Rows that change with no WAL record of their table, or through something other than the statement's table.
+WAL_SETUP = (ROWS + "; CREATE TABLE app.scratch (id integer PRIMARY KEY, v text); INSERT INTO app.scratch VALUES (1, 'a'); "
+             "ALTER TABLE app.scratch SET UNLOGGED; "
+             "CREATE FUNCTION app.touch_plain() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN UPDATE app.plain SET b = NEW.b "
+             "WHERE a = 1; RETURN NEW; END$$; CREATE TRIGGER touch_plain AFTER INSERT ON app.parent FOR EACH ROW EXECUTE FUNCTION app.touch_plain()")
+WAL_CHANGES = DATA_CHANGES + [
+    "INSERT INTO app.parent VALUES (2, 'through a trigger')",  # app.plain changes, its definition does not
+    "UPDATE app.scratch SET v = 'b'",  # unlogged: no WAL for its rows
+]
+
+
+@pytest.fixture(scope="module")
+def wal(base: Base):
+    watch = WalWatch(base.templates)
+    yield watch
+    watch.close()
+
+
+@pytest.mark.parametrize("statement", WAL_CHANGES)
+def test_reading_only_the_tables_the_wal_names_gives_the_whole_snapshots_data(base: Base, wal: WalWatch,
+                                                                              statement: str) -> None:
+    assert wal.usable, "pg_walinspect is in the embedded server and we are its superuser"
+    walk = Walk(base, rows=WAL_SETUP, wal=wal)
+    answers, fallbacks = wal.answers, wal.fallbacks
+    try:
+        assert walk.step(statement) == ""
+        assert walk.step("SELECT 1") == ""
+        assert wal.answers > answers and wal.fallbacks == fallbacks
+    finally:
+        walk.close()
+
+
+def test_rows_of_a_composite_type_are_read_again_when_any_definition_changes(base: Base, wal: WalWatch) -> None:
+    # A new attribute shows in every row of a column of that type: no WAL record, no change to the table.
+    walk = Walk(base, rows=WAL_SETUP + "; CREATE TABLE app.boxed (id integer PRIMARY KEY, p app.pair); "
+                "INSERT INTO app.boxed VALUES (1, ROW(1, 'a'))", wal=wal)
+    try:
+        assert walk.step("ALTER TYPE app.pair ADD ATTRIBUTE z integer") == ""
+    finally:
+        walk.close()
+
+
+def test_a_watch_that_cannot_tell_answers_none(base: Base, wal: WalWatch) -> None:
+    conn = psycopg2.connect(base.templates.url(base.name))
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_current_wal_insert_lsn()::text, oid FROM pg_database WHERE datname = current_database()")
+            lsn, database = cur.fetchone()
+    finally:
+        conn.close()
+    assert wal.written(database, lsn, lsn) == set()
+    assert wal.written(database, "0/10", lsn) is None  # recycled long ago, or too much WAL: read the tables
+    assert wal.written(database, lsn, "0/10") is None  # backwards

@@ -11,7 +11,7 @@ LAYERS = [
     {"errors", "urls", "polling", "sqltext", "inifile", "declarations", "serverconf", "config", "interrupts", "watch"},
     {"servers"},
     {"migrators"},
-    {"seeds", "leases", "template", "catalog", "tabledata", "schema", "incremental", "datagen"},
+    {"seeds", "leases", "template", "catalog", "tabledata", "schema", "incremental", "walwatch", "datagen"},
     {"verdicts", "walker", "seedwalk", "roundtrip", "github", "runtime", "stepper"},
     {"connections", "isolation"},
     {"plugin", "cli", "cli_cache", "cli_output", "api"},

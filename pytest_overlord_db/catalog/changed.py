@@ -47,6 +47,8 @@ class Marks:
     schemas: tuple[str, ...]  # current_schemas(false)
     lists: dict[str, frozenset[tuple[int, int]]]  # what can vanish alone: name -> (classid, objid)
     members: int  # rows tying objects to extensions
+    lsn: str = ""  # the WAL's insert position as the snapshot was taken (``walwatch``)
+    database: int = 0  # the database's oid
     owners: dict[str, int] = field(default_factory=dict)  # key of a relation kind -> the relation's oid
     selves: dict[str, dict[int, int]] = field(default_factory=dict)  # catalog -> object oid -> relation's oid
 
@@ -62,13 +64,14 @@ _LISTS = {
 def marks(cur: Any) -> Marks:
     """The marks of the snapshot being taken in ``cur``'s transaction (relation owners are added by the caller)."""
     prepared.execute(cur, "SELECT (pg_snapshot_xmin(pg_current_snapshot())::text::numeric % 4294967296)::bigint, "
-                     "current_schemas(false)::text[], (SELECT count(*) FROM pg_depend WHERE deptype = 'e')")
-    horizon, schemas, members = cur.fetchone()
+                     "current_schemas(false)::text[], (SELECT count(*) FROM pg_depend WHERE deptype = 'e'), "
+                     "pg_current_wal_insert_lsn()::text, (SELECT oid FROM pg_database WHERE datname = current_database())")
+    horizon, schemas, members, lsn, database = cur.fetchone()
     lists = {}
     for name, query in _LISTS.items():
         prepared.execute(cur, query)
         lists[name] = frozenset((int(a), int(b)) for a, b in cur.fetchall())
-    return Marks(int(horizon), tuple(schemas), lists, int(members))
+    return Marks(int(horizon), tuple(schemas), lists, int(members), lsn, int(database))
 
 
 def gone(cur: Any, selves: dict[str, dict[int, int]]) -> set[tuple[str, int]]:
