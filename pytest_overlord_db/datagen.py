@@ -57,7 +57,8 @@ _COLUMNS = """
     LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
     WHERE c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped AND NOT c.relispartition
       AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%%'
-      AND c.relname <> ALL(%s) AND (NOT %s OR pg_relation_size(c.oid) = 0)
+      AND c.relname <> ALL(%(skip)s) AND (%(only)s::text[] IS NULL OR c.oid = ANY(%(only)s::text[]::regclass[]))
+      AND (NOT %(empty)s OR pg_relation_size(c.oid) = 0)
       AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
     ORDER BY c.oid, a.attnum"""
 # A table's qualified name as the column query spells it (regclass::text leaves out schemas on the search path).
@@ -67,7 +68,8 @@ _CHECKS = f"""
     SELECT {_NAME.format('con.conrelid')},
            a.attname, pg_get_constraintdef(con.oid)
     FROM pg_constraint con JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = con.conkey[1]
-    WHERE con.contype = 'c' AND array_length(con.conkey, 1) = 1"""
+    WHERE con.contype = 'c' AND array_length(con.conkey, 1) = 1
+      AND (%(only)s::text[] IS NULL OR con.conrelid = ANY(%(only)s::text[]::regclass[]))"""
 _FKEYS = f"""
     SELECT {_NAME.format('con.conrelid')},
            {_NAME.format('con.confrelid')},
@@ -75,7 +77,8 @@ _FKEYS = f"""
               JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n),
            (SELECT array_agg(a.attname ORDER BY k.i) FROM unnest(con.confkey) WITH ORDINALITY k(n, i)
               JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n)
-    FROM pg_constraint con WHERE con.contype = 'f'"""
+    FROM pg_constraint con WHERE con.contype = 'f'
+      AND (%(only)s::text[] IS NULL OR con.conrelid = ANY(%(only)s::text[]::regclass[]))"""
 
 
 @dataclass
@@ -161,21 +164,24 @@ def _narrow(column: Column, check: str) -> None:
                 column.high = value - (op == "<")
 
 
-def read_tables(conn: Any, bookkeeping: Iterable[str] = (), *, empty_only: bool = False) -> list[Table]:
+def read_tables(conn: Any, bookkeeping: Iterable[str] = (), *, empty_only: bool = False,
+                only: Iterable[str] | None = None) -> list[Table]:
     """The user tables, parents before children (foreign keys), with what generating their rows needs.
-    ``empty_only``: only tables whose file has no page yet (the round trip fills each table once)."""
+    ``empty_only``: only tables whose file has no page yet (the round trip fills each table once); ``only``:
+    of these qualified names (reading every table's columns grew with the schema)."""
     tables: dict[str, Table] = {}
+    params = {"skip": list(bookkeeping), "empty": empty_only, "only": None if only is None else sorted(only)}
     with conn.cursor() as cur:
-        cur.execute(_COLUMNS, (list(bookkeeping), empty_only))
+        cur.execute(_COLUMNS, params)
         for name, col, sql_type, not_null, by_server, base, typmod, element, element_kind, labels, kind in cur.fetchall():
             tables.setdefault(name, Table(name)).columns.append(
                 Column(col, sql_type, not_null, by_server, base, typmod, element, element_kind, labels, kind))
-        cur.execute(_CHECKS)
+        cur.execute(_CHECKS, params)
         for name, col, definition in cur.fetchall():
             column = next((c for c in tables[name].columns if c.name == col), None) if name in tables else None
             if column is not None:
                 _narrow(column, definition)
-        cur.execute(_FKEYS)
+        cur.execute(_FKEYS, params)
         for child, parent, columns, parent_columns in cur.fetchall():
             if child in tables:
                 tables[child].parents.append((columns, parent, parent_columns))

@@ -172,8 +172,10 @@ def _fill(walker: Walker, before: schema.Snapshot, rows: int, data_seed: int, ga
     conn = walker.connection()
     def gap(table: str, why: str) -> None:
         gaps.setdefault(table, {"table": table, "migration": migration, "why": why})
-    filled = datagen.fill(conn, datagen.read_tables(conn, walker.migrator.bookkeeping, empty_only=True), rows,
-                          data_seed, gap)
+    # Only tables without rows in the snapshot can still be empty.
+    empty = [key[len("data "):] for key, (count, _) in before.data.items() if count == 0]
+    tables = datagen.read_tables(conn, walker.migrator.bookkeeping, empty_only=True, only=empty) if empty else []
+    filled = datagen.fill(conn, tables, rows, data_seed, gap)
     return schema.with_data(conn, before, filled) if filled else before
 
 
