@@ -95,17 +95,9 @@ DATA_CHANGES = [
 ]
 
 
-@pytest.mark.parametrize("statement", DATA_CHANGES)
-def test_the_data_of_an_incremental_snapshot_equals_a_whole_ones(base: Base, statement: str) -> None:
-    walk = Walk(base, rows=ROWS)
-    try:
-        assert walk.step(statement) == ""
-        assert walk.step("SELECT 1") == ""
-    finally:
-        walk.close()
-
-
-# Rows that change with no WAL record of their table, or through something other than the statement's table.
+# Without a WalWatch the data half reads every table, as schema.take does; with one (the round trip's case),
+# these are the ways rows change: the plain ones, and with no WAL record of their table or through
+# something other than the statement's table.
 WAL_SETUP = (ROWS + "; CREATE TABLE app.scratch (id integer PRIMARY KEY, v text); INSERT INTO app.scratch VALUES (1, 'a'); "
              "ALTER TABLE app.scratch SET UNLOGGED; "
              "CREATE FUNCTION app.touch_plain() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN UPDATE app.plain SET b = NEW.b "
