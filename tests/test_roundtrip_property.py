@@ -9,6 +9,7 @@ comparison, as the round trip does.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import psycopg2
@@ -85,7 +86,7 @@ def test_walking_the_chain_up_and_down(canonical):
                 templates.drop(self.name)
 
     Walk.TestCase.settings = settings(
-        max_examples=12, stateful_step_count=8, deadline=None,
+        max_examples=int(os.environ.get("OVERLORD_WALK_EXAMPLES", "8")), stateful_step_count=8, deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
     )
     Walk.TestCase().runTest()
