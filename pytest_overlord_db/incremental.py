@@ -42,7 +42,7 @@ def take(conn: "psycopg2.extensions.connection", before: schema.Snapshot | None,
             rows: dict[str, tabledata.Rows] = {}
             if data:
                 names = schema.table_names(objects)
-                again = _written(cur, before, relations, names, wal, now) if wal is not None else None
+                again = _written(cur, before, before.marks, relations, names, wal, now) if wal is not None else None
                 table_data, rows = tabledata.read(cur, names if again is None else sorted(again), USER_NS)
                 if again is not None:
                     for name in names:
@@ -74,14 +74,14 @@ UNION ALL SELECT NULL FROM pg_stat_activity
 WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_xid IS NOT NULL"""
 
 
-def _written(cur: Any, before: schema.Snapshot | None, relations: set[int] | None, names: list[str],
+def _written(cur: Any, before: schema.Snapshot, marks: changed.Marks, relations: set[int] | None, names: list[str],
              wal: "WalWatch", now: changed.Marks) -> set[str] | None:
-    """The tables whose rows can differ from ``before``'s; None when that cannot be told (read them all).
-    Someone else writing in the database as the snapshot is taken is one such case: nobody should, in the
-    databases the round trip walks."""
-    if before is None or before.marks is None or relations is None or not before.marks.lsn:
+    """The tables whose rows can differ from ``before``'s (its ``marks``); None when that cannot be told (read
+    them all). Someone else writing in the database as the snapshot is taken is one such case: nobody should,
+    in the databases the round trip walks."""
+    if relations is None:
         return None
-    files = wal.written(now.database, before.marks.lsn, now.lsn)
+    files = wal.written(now.database, marks.lsn, now.lsn)
     if files is None:
         return None
     prepared.execute(cur, _WRITTEN, [prepared.oids(relations), prepared.oids(files)])

@@ -47,7 +47,7 @@ class Walker:
         if self.wal is None:
             self.wal = WalWatch(self.templates)
         self.last = incremental.take(self.connection(), self.last, data=data, bookkeeping=self.migrator.bookkeeping,
-                                     wal=self.wal if self.wal.usable else None)
+                                     wal=self.wal)
         return self.last
 
     def close(self) -> None:

@@ -55,12 +55,11 @@ class WalWatch:
             return None
         self.answers += 1
         try:
+            size = _position(end) - _position(start)
+            if size < 0 or size > MAX_WAL:
+                self.fallbacks += 1
+                return None
             with self.conn.cursor() as cur:
-                cur.execute("SELECT %s::pg_lsn - %s::pg_lsn", (end, start))
-                size = _one(cur)
-                if size < 0 or size > MAX_WAL:
-                    self.fallbacks += 1
-                    return None
                 cur.execute("BEGIN; SET LOCAL synchronous_commit = on; UPDATE flush SET n = n + 1; COMMIT")
                 cur.execute("SELECT pg_current_wal_flush_lsn() >= %s::pg_lsn", (end,))
                 if not _one(cur):
@@ -85,6 +84,12 @@ class WalWatch:
         if self.name:
             self.templates.drop(self.name)
             self.name = None
+
+
+def _position(lsn: str) -> int:
+    """A WAL position as PostgreSQL prints it (``16/B374D848``), in bytes."""
+    high, low = lsn.split("/")
+    return (int(high, 16) << 32) + int(low, 16)
 
 
 def _one(cur: "psycopg2.extensions.cursor") -> Any:

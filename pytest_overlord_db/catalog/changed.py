@@ -47,8 +47,8 @@ class Marks:
     schemas: tuple[str, ...]  # current_schemas(false)
     lists: dict[str, frozenset[tuple[int, int]]]  # what can vanish alone: name -> (classid, objid)
     members: int  # rows tying objects to extensions
-    lsn: str = ""  # the WAL's insert position as the snapshot was taken (``walwatch``)
-    database: int = 0  # the database's oid
+    lsn: str  # the WAL's insert position as the snapshot was taken (``walwatch``)
+    database: int  # the database's oid
     owners: dict[str, int] = field(default_factory=dict)  # key of a relation kind -> the relation's oid
     selves: dict[str, dict[int, int]] = field(default_factory=dict)  # catalog -> object oid -> relation's oid
 
