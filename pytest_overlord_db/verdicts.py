@@ -58,6 +58,15 @@ class Report:
             indent=2,
         )
 
+    @classmethod
+    def from_json(cls, text: str) -> Report:
+        """The report :meth:`to_json` wrote (under xdist one worker runs the round trip, the others read it)."""
+        data = json.loads(text)
+        def verdict(item: dict[str, object] | None) -> Verdict | None:
+            return Verdict(**item) if item else None  # type: ignore[arg-type]
+        return cls([Verdict(**item) for item in data["migrations"]], verdict(data["full_cycle"]),
+                   data["stale_exceptions"], data["seconds"], data["data_gaps"], verdict(data["seeded"]))
+
     def render(self) -> str:
         width = max([len(v.id) for v in self.migrations + self.whole] + [len(FULL_CYCLE)])
         lines = [f"Round trip of {len(self.migrations)} migration(s): apply -> rollback -> apply, schema and data compared"]

@@ -9,6 +9,8 @@ from typer.testing import CliRunner
 
 from pytest_overlord_db import github
 from pytest_overlord_db.cli import app
+from pytest_overlord_db.plugin.items import SHARED_REPORT
+from pytest_overlord_db.verdicts import FULL_CYCLE, Report
 
 BROKEN = 'from yoyo import step\nstep("CREATE TABLE a (id int); CREATE TABLE b (id int)", "DROP TABLE a")\n'
 REPO = Path(__file__).resolve().parent.parent
@@ -63,12 +65,22 @@ def test_pytest_items_carry_the_verdict_in_junit_xml_and_annotate_under_xdist(pr
     project.write("pyproject.toml", (REPO / "pyproject.toml").read_text())  # the accepted extensions of 0001
     summary = project.root / "summary.md"
     project.env.update({"GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(summary), "GITHUB_WORKSPACE": str(project.root)})
-    result = project.result("-n", "2", "--overlord-roundtrip", "--junitxml", "junit.xml", "-p", "no:cacheprovider")
+    basetemp = project.root / "basetemp"
+    result = project.result("-n", "2", "-v", "--basetemp", str(basetemp), "--overlord-roundtrip", "--junitxml", "junit.xml",
+                            "-p", "no:cacheprovider")
     text = "\n".join(result.outlines)
     assert result.ret == 1, text
     cases = {case.get("name"): case for case in ET.parse(project.root / "junit.xml").getroot().iter("testcase")}
     def props(name: str) -> dict[str, str]:
         return {p.get("name"): p.get("value") for p in cases[name].iter("property")}
+    # Both workers ran round-trip items, and every item carries the timings of the one round trip a worker ran and
+    # left in the run's folder: the others read it instead of walking the chain again.
+    assert {line.split()[0] for line in result.outlines if line.startswith("[gw") and "roundtrip[" in line} == {"[gw0]", "[gw1]"}, text
+    shared = Report.from_json((basetemp / SHARED_REPORT).read_text())
+    assert len(shared.migrations) == 6
+    for verdict in shared.migrations + shared.whole:
+        name = "roundtrip[all-down-and-up]" if verdict.id == FULL_CYCLE else f"roundtrip[{verdict.id}]"
+        assert props(name)["overlord_roundtrip_seconds"] == f"{verdict.seconds:.3f}", (name, text)
     assert props("roundtrip[0006.oops]")["overlord_roundtrip_status"] == "irreversible"
     assert props("roundtrip[0006.oops]")["overlord_roundtrip_file"].endswith("migrations/0006.oops.py")
     assert props("roundtrip[0002.add-queue-tables]")["overlord_roundtrip_status"] == "ok"

@@ -241,3 +241,15 @@ def test_fixture_values_never_show_a_password_in_repr():
     for text in (repr(fresh), str(fresh), repr(info), str(info), repr([fresh, info])):
         assert "hunter2" not in text and "robot:***@db" in text
     assert fresh.dsn["password"] == "hunter2"  # still usable for connecting
+
+
+def test_a_report_reads_back_from_its_json():
+    from pytest_overlord_db.verdicts import FULL_CYCLE, SEEDED, Report, Verdict
+
+    report = Report([Verdict("0001.a", seconds=0.25), Verdict("0002.b", "irreversible", "+ left behind: table public.b",
+                                                               "Migration 0002.b ...", [{"object": "x", "reason": "y"}], 1.5)],
+                    Verdict(FULL_CYCLE, "rollback_failed", error="boom"), [{"migration": "0003", "object": "o", "why": "w"}],
+                    2.0, [{"table": "t", "migration": "0001.a", "why": "no rows"}], Verdict(SEEDED))
+    again = Report.from_json(report.to_json())
+    assert again == report and not again.ok
+    assert Report.from_json(Report([Verdict("0001.a")], None, [], 0.5).to_json()).whole == []

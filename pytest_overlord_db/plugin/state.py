@@ -9,6 +9,7 @@ import pytest
 from ..config import Settings
 from ..isolation import Isolation
 from ..migrators import Migrator, for_folder
+from ..verdicts import Report
 
 
 @dataclass
@@ -20,6 +21,7 @@ class PluginState:
     accepted_seen: list[tuple[str, str]] = field(default_factory=list)
     report: Callable[[str], None] | None = None  # a line to the terminal, even while output is captured
     detail: Callable[[str], None] | None = None  # the same, for what only -v shows
+    roundtrip: Report | None = None  # --overlord-roundtrip's report, once made or read (plugin.items)
     _migrator: Migrator | None = None
 
     @property
