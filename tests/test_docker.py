@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from pytest_overlord_db.servers.containers import data_directory
+
 ENGINE = os.environ.get("OVERLORD_TEST_DOCKER_HOST", "")
 IMAGE = os.environ.get("OVERLORD_TEST_DOCKER_IMAGE", "")
 WHY = os.environ.get("OVERLORD_TEST_DOCKER_UNAVAILABLE") or (
@@ -189,6 +191,21 @@ def test_a_container_that_cannot_start_is_removed_and_named(monkeypatch, tmp_pat
         client.images.remove(broken, force=True)
 
 
+def test_an_engine_without_a_bridge_names_the_host_network_option(monkeypatch, tmp_path):
+    from pytest_overlord_db.errors import ServerError
+    from pytest_overlord_db.servers.docker import DockerServer
+
+    if engine().networks.list(names=["bridge"]):
+        pytest.skip("this engine has a bridge network: it publishes the port")
+    monkeypatch.setenv("DOCKER_HOST", ENGINE)
+    with pytest.raises(ServerError) as failure:
+        DockerServer(IMAGE, "default", tmp_path / "state", str(tmp_path)).start()
+    assert str(failure.value).startswith(f"The Docker engine started a container of {IMAGE} but published no port for its "
+                                         "PostgreSQL (network mode 'default';"), failure.value
+    assert "Use --overlord-docker-network=host" in str(failure.value)
+    assert ours(tmp_path) == []
+
+
 def test_an_image_that_cannot_be_pulled_is_one_paragraph(monkeypatch, tmp_path):
     # A registry on a closed loopback port: the pull fails at once and nothing leaves this machine.
     from pytest_overlord_db.errors import ServerError
@@ -222,6 +239,9 @@ def test_a_reused_container_keeps_its_template_between_runs_and_stops_when_idle(
     assert first[2] == second[2]  # the same server (the URL has the same port; its password is masked)
     kept = ours(docker_project.root)
     assert len(kept) == 1 and kept[0].status == "running" and kept[0].labels["dev.overlord-db.reuse"] == "1"
+    # Its cluster is on a tmpfs at the image's own PGDATA (what the entrypoint initialises).
+    pgdata = data_directory(engine().images.get(IMAGE))
+    assert pgdata.startswith("/var/lib/postgresql") and kept[0].attrs["HostConfig"]["Tmpfs"] == {pgdata: "rw,mode=0700"}
 
     # The last run's idle time counts: a third, with 2 s, joins it and leaves it to stop soon after.
     docker_project.env["OVERLORD_REUSE_IDLE"] = "2"
