@@ -63,10 +63,11 @@ def test_a_hanging_migration_is_shown_and_stops_on_a_signal(project, signum):
     project.write("test_it.py", "def test_it(overlord_db_sync):\n    pass\n")
     proc = project.popen("-q", "test_it.py")
     assert wait_for_query(f"postgresql://postgres@/postgres?host={project.datadir}", "pg_sleep(60)"), "the build never started"
-    time.sleep(2.6)  # long enough for the "still running" line
+    if signum == signal.SIGINT:
+        time.sleep(2.6)  # long enough for the "still running" line (once is enough: the signal does not change it)
     took, out = stop_and_time(proc, signum)
     assert took < 5, f"took {took:.1f} s to stop:\n{out}"
-    assert "building the template: applying 0006.slow, running for" in out, out
+    assert signum != signal.SIGINT or "building the template: applying 0006.slow, running for" in out, out
     assert not project.server_processes(), "the server was left running"
     assert leftovers(project) == []  # no half-built template, no clone
 
