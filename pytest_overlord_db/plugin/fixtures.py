@@ -14,22 +14,32 @@ from ..runtime import FreshDatabase, ServerInfo
 from . import errors, keep, loops, state
 
 
-@pytest.fixture(scope="session")
-def _overlord_stack(request: pytest.FixtureRequest) -> Iterator[Isolation]:
-    """The process's test databases, started: what the per-test fixtures ask for. A session fixture asking
-    for ``request`` pays once; a per-test fixture asking for it pays on every test (pytest builds a new
-    definition for each ``request`` asked for, a tenth of a hand-written fixture's whole cost)."""
-    plugin = state.get(request.config)
-    error: OverlordError | None = None
-    try:
-        isolation = plugin.stack()
-        isolation.ensure_runtime()
-    except OverlordError as exc:
-        error = exc
-    if error is not None:  # outside the except block, so no chained traceback is shown
-        errors.fail_setup(request.config, error)
-    yield isolation
-    plugin.shutdown()
+def register(config: pytest.Config) -> None:
+    """Registers ``_overlord_stack``, the session fixture under every per-test one, made for this run's config.
+
+    It is a closure over ``config`` so that it needs no ``request``: pytest checks a cached fixture's
+    arguments on every test that uses it, and for ``request`` (``pytestconfig`` asks for it too) it builds a
+    new FixtureDef each time, signature inspection included, which is about a tenth of a hand-written
+    fixture's whole cost. (A method of a per-run object would do too, but pytest 9 deprecates wider-scoped
+    fixtures as instance methods.)"""
+
+    @pytest.fixture(scope="session", name="_overlord_stack")
+    def stack() -> Iterator[Isolation]:
+        """The process's test databases, started: what the per-test fixtures ask for."""
+        plugin = state.get(config)
+        error: OverlordError | None = None
+        try:
+            isolation = plugin.stack()
+            isolation.ensure_runtime()
+        except OverlordError as exc:
+            error = exc
+        if error is not None:  # outside the except block, so no chained traceback is shown
+            errors.fail_setup(config, error)
+        yield isolation
+        plugin.shutdown()
+
+    # pytest finds a plugin object's fixtures on its type: a class of its own for this run holds it.
+    config.pluginmanager.register(type("OverlordStack", (), {"_overlord_stack": stack}), "overlord-db-stack")
 
 
 @pytest.fixture(scope="session")

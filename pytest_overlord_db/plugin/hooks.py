@@ -15,8 +15,8 @@ import pytest
 from .. import config as config_mod
 from .. import github, interrupts
 from ..errors import ConfigError, OverlordError
+from . import fixtures, options, state
 from . import items as roundtrip_items
-from . import options, state
 
 BACKEND_INPUT = "overlord_backend"
 
@@ -28,6 +28,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "overlord_roundtrip: a migration round-trip check")
     config.addinivalue_line("markers", "overlord_migrator(start): overlord_migrator's database starts at that migration")
+    fixtures.register(config)  # even unconfigured: a test asking for a database then gets our paragraph
     found = options.values(config)
     given: dict[str, Any] = {options.FIELDS[ini]: value for ini, (value, _) in found.items() if value is not None}
     sources = {options.FIELDS[ini]: source for ini, (_, source) in found.items()}
