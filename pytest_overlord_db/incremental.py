@@ -37,7 +37,12 @@ def take(conn: "psycopg2.extensions.connection", before: schema.Snapshot | None,
                 schema.read_objects(cur, catalog.queries(skip, conn.server_version), objects, now)
             else:
                 _copy_unchanged(cur, before, before.marks, relations, objects, now)
+                # The narrowed queries on their generic plans: a walker's connection runs each one three times,
+                # and PostgreSQL plans the first five runs anew; planning the column query took 1.5 ms where
+                # running its generic plan (index scans on the few relations) takes 0.14 ms.
+                cur.execute("SET LOCAL plan_cache_mode = force_generic_plan")
                 schema.read_objects(cur, catalog.narrowed(skip, conn.server_version), objects, now, relations)
+                cur.execute("SET LOCAL plan_cache_mode = auto")
             table_data: dict[str, tuple[int, str]] = {}
             rows: dict[str, tabledata.Rows] = {}
             if data:
