@@ -42,7 +42,7 @@ def take(conn: "psycopg2.extensions.connection", before: schema.Snapshot | None,
                 # running its generic plan (index scans on the few relations) takes 0.14 ms.
                 cur.execute("SET LOCAL plan_cache_mode = force_generic_plan")
                 schema.read_objects(cur, catalog.narrowed(skip, conn.server_version), objects, now, relations)
-                cur.execute("SET LOCAL plan_cache_mode = auto")
+                cur.execute("SET LOCAL plan_cache_mode TO DEFAULT")
             table_data: dict[str, tuple[int, str]] = {}
             rows: dict[str, tabledata.Rows] = {}
             if data:

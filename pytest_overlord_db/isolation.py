@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import interrupts
 from .config import Settings
@@ -18,6 +18,9 @@ from .connections import ASYNC_LOST, SYNC_LOST, AsyncConnections, SavepointConne
 from .errors import ServerError
 from .migrators import Migrator
 from .runtime import FreshDatabase, Runtime, ServerInfo
+
+if TYPE_CHECKING:
+    from .verdicts import Report
 
 
 @dataclass
@@ -41,7 +44,6 @@ class Isolation:
         self.sync_conn: SavepointConnection | None = None
         self.async_conns: AsyncConnections | None = None
         self.psycopg: Any = None  # PsycopgConnections, made on first use: psycopg 3 is an optional dependency
-        self._roundtrip: Any = None
 
     def ensure_runtime(self) -> tuple[Runtime, ServerInfo]:
         if self.runtime is None:
@@ -197,18 +199,16 @@ class Isolation:
             await self.async_conns.close_in(loop)
 
     # -- round trip and shutdown ------------------------------------------------------
-    def roundtrip_report(self) -> Any:
-        """The round trip of every migration, run once per process on this run's server."""
-        if self._roundtrip is None:
-            from . import roundtrip
+    def roundtrip_report(self) -> Report:
+        """The round trip of every migration, run on this run's server (the plugin keeps the report)."""
+        from . import roundtrip
 
-            runtime, _ = self.ensure_runtime()
-            assert runtime.templates is not None
-            self._roundtrip = roundtrip.run(runtime.templates, runtime.migrator, self.settings.accepted,
-                                            irreversible=self.settings.irreversible, rows=self.settings.data_rows,
-                                            data_seed=self.settings.data_seed, seed_files=self.settings.seed_files(),
-                                            seed_env=self.settings.seed or "")
-        return self._roundtrip
+        runtime, _ = self.ensure_runtime()
+        assert runtime.templates is not None
+        return roundtrip.run(runtime.templates, runtime.migrator, self.settings.accepted,
+                             irreversible=self.settings.irreversible, rows=self.settings.data_rows,
+                             data_seed=self.settings.data_seed, seed_files=self.settings.seed_files(),
+                             seed_env=self.settings.seed or "")
 
     def drop_connections(self) -> None:
         self._drop_sync()

@@ -111,6 +111,22 @@ def test_the_missing_extension_remedy_fits_each_backend():
     assert "contrib package" in _remedy("url", ["pgcrypto"], "16.1") and "gen_random_uuid()" in _remedy("url", ["pgcrypto"], "16.1")
 
 
+def test_a_round_trip_that_cannot_start_under_xdist_fails_each_item_with_the_error_of_one_try(project):
+    import json
+
+    project.write("migrations/0006.bad.py", 'from yoyo import step\nstep("CREATE TABLE x (id int REFERENCES nowhere(id))", "DROP TABLE x")\n')
+    basetemp = project.root / "basetemp"
+    result = project.run("-n", "2", "--overlord-roundtrip", "--basetemp", str(basetemp))
+    text = output(result)
+    assert result.returncode == 1, text
+    assert "INTERNALERROR" not in text and "Traceback" not in text, text
+    failures = text.split("short test summary info")[0]
+    assert failures.count("overlord-db: Migration 0006.bad failed to apply") == 7, text  # 0001-0006 and the full cycle
+    # The one worker that tried wrote the error down; the other items read it instead of trying again.
+    (shared,) = basetemp.glob("overlord-roundtrip-*.json")
+    assert json.loads(shared.read_text())["error"].startswith("Migration 0006.bad failed to apply"), shared.read_text()
+
+
 def test_failing_migration_under_xdist_is_one_paragraph_per_test(project):
     project.write("migrations/0006.bad.py", 'from yoyo import step\nstep("CREATE TABLE x (id int REFERENCES nowhere(id))", "DROP TABLE x")\n')
     project.write("test_it.py", USES_DB + USES_DB.replace("test_it", "test_other"))

@@ -9,7 +9,6 @@ from typer.testing import CliRunner
 
 from pytest_overlord_db import github
 from pytest_overlord_db.cli import app
-from pytest_overlord_db.plugin.items import SHARED_REPORT
 from pytest_overlord_db.verdicts import FULL_CYCLE, Report
 
 BROKEN = 'from yoyo import step\nstep("CREATE TABLE a (id int); CREATE TABLE b (id int)", "DROP TABLE a")\n'
@@ -76,7 +75,8 @@ def test_pytest_items_carry_the_verdict_in_junit_xml_and_annotate_under_xdist(pr
     # Both workers ran round-trip items, and every item carries the timings of the one round trip a worker ran and
     # left in the run's folder: the others read it instead of walking the chain again.
     assert {line.split()[0] for line in result.outlines if line.startswith("[gw") and "roundtrip[" in line} == {"[gw0]", "[gw1]"}, text
-    shared = Report.from_json((basetemp / SHARED_REPORT).read_text())
+    (path,) = basetemp.glob("overlord-roundtrip-*.json")  # named with a token of the run
+    shared = Report.from_json(path.read_text())
     assert len(shared.migrations) == 6
     for verdict in shared.migrations + shared.whole:
         name = "roundtrip[all-down-and-up]" if verdict.id == FULL_CYCLE else f"roundtrip[{verdict.id}]"

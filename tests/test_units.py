@@ -253,3 +253,24 @@ def test_a_report_reads_back_from_its_json():
     again = Report.from_json(report.to_json())
     assert again == report and not again.ok
     assert Report.from_json(Report([Verdict("0001.a")], None, [], 0.5).to_json()).whole == []
+
+
+def test_container_facts_read_from_docker_attrs():
+    from types import SimpleNamespace
+
+    from pytest_overlord_db.errors import ServerError
+    from pytest_overlord_db.servers import containers
+
+    def image(env, user=""):
+        return SimpleNamespace(attrs={"Config": {"Env": env, "User": user}})
+
+    assert containers.data_directory(image(["PATH=/bin", "PGDATA=/var/lib/postgresql/18/docker"])) == "/var/lib/postgresql/18/docker"
+    assert containers.data_directory(image(["PATH=/bin"])) == containers.DEFAULT_PGDATA
+    assert [containers._starts_as_root(image([], u)) for u in ("", "root", "0:0", "postgres", "999")] == [True, True, True, False, False]
+    published = SimpleNamespace(attrs={"NetworkSettings": {"Ports": {"5432/tcp": [{"HostIp": "127.0.0.1", "HostPort": "49153"}]}}})
+    assert containers._published_port(published, "img") == 49153
+    bare = SimpleNamespace(attrs={"NetworkSettings": {"Ports": {}}, "HostConfig": {"NetworkMode": "default"}})
+    with pytest.raises(ServerError) as failure:
+        containers._published_port(bare, "img")
+    assert "published no port for its PostgreSQL (network mode 'default';" in str(failure.value)
+    assert "--overlord-docker-network=host" in str(failure.value)

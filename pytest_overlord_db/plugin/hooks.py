@@ -15,7 +15,7 @@ import pytest
 from .. import config as config_mod
 from .. import github, interrupts
 from ..errors import ConfigError, OverlordError
-from . import fixtures, options, state
+from . import fixtures, options, shared_report, state
 from . import items as roundtrip_items
 
 BACKEND_INPUT = "overlord_backend"
@@ -64,10 +64,11 @@ def _to_terminal(config: pytest.Config, line: str) -> None:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
-    """xdist: the controller chooses the backend once and tells every worker."""
+    """xdist: the controller chooses the backend once and tells every worker, and where the round trip's report goes."""
     plugin = node.config.stash.get(state.STATE, None)
     if plugin is not None:
         node.workerinput[BACKEND_INPUT] = list(plugin.choose_backend())
+        shared_report.configure_node(node)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -1,20 +1,13 @@
 """``--overlord-roundtrip``: one test item per migration, one for the full cycle, one for the accepted list."""
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import pytest
-from filelock import FileLock
 
 from .. import github
 from ..errors import OverlordError
-from ..verdicts import Report
-from . import state
-
-SHARED_REPORT = "overlord-roundtrip.json"
+from . import shared_report, state
 
 
 class RoundtripFailure(Exception):
@@ -31,7 +24,7 @@ class RoundtripItem(pytest.Item):
         self.add_marker("overlord_roundtrip")
 
     def runtest(self) -> None:
-        report = roundtrip_report(self.config)
+        report = shared_report.get(self.config)
         # In JUnit XML (as <property> elements) and, through the reports, in the controller's GitHub output.
         self.user_properties.append(("overlord_roundtrip_file", self.path_hint))
         if self.verdict_id == "stale":
@@ -66,37 +59,6 @@ class RoundtripItem(pytest.Item):
         return self.path_hint, None, f"roundtrip {self.verdict_id}"
 
 
-def roundtrip_report(config: pytest.Config) -> Report:
-    """The round trip's report, computed once per run: under xdist the first worker to need it runs it and the
-    others wait for it and read it, instead of every worker walking the whole chain again."""
-    plugin = state.get(config)
-    if plugin.roundtrip is not None:
-        return plugin.roundtrip
-    shared = _run_folder(config)
-    if shared is None:
-        plugin.roundtrip = plugin.stack().roundtrip_report()
-        return plugin.roundtrip
-    path = shared / SHARED_REPORT
-    # A worker that dies while running it releases the lock with its process; the next one runs it again.
-    with FileLock(str(path.with_suffix(".lock")), mode=0o600):
-        if path.exists():
-            plugin.roundtrip = Report.from_json(path.read_text())
-        else:
-            plugin.roundtrip = plugin.stack().roundtrip_report()
-            fd, temporary = tempfile.mkstemp(dir=shared, prefix=".roundtrip-")  # 0600, renamed whole into place
-            with os.fdopen(fd, "w") as out:
-                out.write(plugin.roundtrip.to_json())
-            os.replace(temporary, path)
-    return plugin.roundtrip
-
-
-def _run_folder(config: pytest.Config) -> Path | None:
-    """An xdist worker's basetemp is ``<the run's basetemp>/popen-gwN``: its parent is this run's own, private (0700)
-    folder, made fresh by pytest for every run, which all the run's workers share."""
-    basetemp = getattr(config, "workerinput", None) is not None and config.option.basetemp
-    return Path(basetemp).parent if basetemp else None
-
-
 def add_items(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     plugin = state.get(config)
     from ..roundtrip import FULL_CYCLE, SEEDED
@@ -118,6 +80,8 @@ def add_items(session: pytest.Session, config: pytest.Config, items: list[pytest
     if plugin.settings.accepted or plugin.settings.irreversible:
         found.append(RoundtripItem.from_parent(session, name="roundtrip[accepted-exceptions]", verdict_id="stale",
                                                path_hint=str(github.declarations_file(plugin.settings))))
-    # First: xdist hands out consecutive items, so in most runs one worker gets them all (and runs the round trip
-    # once) while the others run the rest of the suite beside it.
-    items[:0] = found
+    # One first and the rest last: the worker that gets the first runs the round trip while the others run the
+    # suite, and by the time the rest are handed out the report is there to read (xdist hands out consecutive
+    # items in chunks, so a block of them at the front would keep several workers waiting on the one run).
+    items[:0] = found[:1]
+    items.extend(found[1:])

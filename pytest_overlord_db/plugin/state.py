@@ -7,6 +7,7 @@ from typing import Callable
 import pytest
 
 from ..config import Settings
+from ..errors import OverlordError
 from ..isolation import Isolation
 from ..migrators import Migrator, for_folder
 from ..verdicts import Report
@@ -21,7 +22,7 @@ class PluginState:
     accepted_seen: list[tuple[str, str]] = field(default_factory=list)
     report: Callable[[str], None] | None = None  # a line to the terminal, even while output is captured
     detail: Callable[[str], None] | None = None  # the same, for what only -v shows
-    roundtrip: Report | None = None  # --overlord-roundtrip's report, once made or read (plugin.items)
+    roundtrip: Report | OverlordError | None = None  # --overlord-roundtrip's report or its error (shared_report)
     _migrator: Migrator | None = None
 
     @property
