@@ -8,6 +8,8 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -235,28 +237,33 @@ def test_another_local_user_cannot_reach_the_relay(empty_db_url):
 def test_files_written_by_processes_at_once_are_whole_private_and_leave_no_temporary(tmp_path):
     # Two xdist workers starting the same server wrote its marker through one shared temporary name: one
     # renamed the other's file away, and that worker failed with "No such file or directory".
-    import multiprocessing
-
+    # New interpreters, not forked ones: a fork of this process (its relay and pool threads) can inherit a
+    # lock some thread held at that moment and hang for ever (it did, once, in a CI run).
     from pytest_overlord_db.servers.private import replace_file
 
-    target = tmp_path / "clients.json"
-    ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(4) as pool:
-        errors = pool.starmap(_write_many, [(target, n) for n in range(4)])
-    assert errors == [None] * 4
+    folder, go = tmp_path / "files", tmp_path / "go"
+    folder.mkdir()
+    target = folder / "clients.json"
+    writers = [subprocess.Popen([sys.executable, "-c", WRITE_MANY, str(target), str(n), str(go)], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True) for n in range(4)]
+    time.sleep(0.5)  # all four started and waiting: they then write at once
+    go.touch()
+    outputs = [w.communicate(timeout=60)[0] for w in writers]
+    assert [w.returncode for w in writers] == [0] * 4, outputs
     assert target.read_text() in {f"writer {n}\n" * 50 for n in range(4)}
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
-    assert [p.name for p in tmp_path.iterdir()] == ["clients.json"]
+    assert [p.name for p in folder.iterdir()] == ["clients.json"]
     replace_file(target, "last")
     assert target.read_text() == "last"
 
 
-def _write_many(target, n):
-    from pytest_overlord_db.servers.private import replace_file
-
-    try:
-        for _ in range(300):
-            replace_file(target, f"writer {n}\n" * 50)
-    except OSError as exc:
-        return repr(exc)
-    return None
+WRITE_MANY = """
+import sys
+from pathlib import Path
+from pytest_overlord_db.servers.private import replace_file
+target, n, go = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
+while not go.exists():
+    pass
+for _ in range(300):
+    replace_file(target, f"writer {n}\\n" * 50)
+"""
