@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 DECLARED = "declared_irreversible"
 STATUSES = ("ok", "irreversible", "rollback_failed", "reapply_failed", "apply_failed", "no_rollback", DECLARED)
@@ -61,7 +62,11 @@ class Report:
     @classmethod
     def from_json(cls, text: str) -> Report:
         """The report :meth:`to_json` wrote (under xdist one worker runs the round trip, the others read it)."""
-        data = json.loads(text)
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Report:
+        """The report from :meth:`to_json`'s JSON, already parsed."""
         def verdict(item: dict[str, object] | None) -> Verdict | None:
             return Verdict(**item) if item else None  # type: ignore[arg-type]
         return cls([Verdict(**item) for item in data["migrations"]], verdict(data["full_cycle"]),

@@ -11,9 +11,7 @@ written down as that error, so every item fails with it at once instead of runni
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ import pytest
 from filelock import FileLock
 
 from ..errors import OverlordError
+from ..servers.private import replace_file
 from ..verdicts import Report
 from . import state
 
@@ -61,25 +60,15 @@ def _shared(config: pytest.Config, plugin: state.PluginState) -> Report:
             found = json.loads(path.read_text())
             if "error" in found:
                 raise OverlordError(found["error"])
-            return Report.from_json(path.read_text())
+            return Report.from_dict(found)
+        # Written whole by rename (private, 0600): a reader never sees half a report.
         try:
             report = plugin.stack().roundtrip_report()
         except OverlordError as exc:
-            _write(path, json.dumps({"error": str(exc)}))
+            replace_file(path, json.dumps({"error": str(exc)}))
             raise
-        _write(path, report.to_json())
+        replace_file(path, report.to_json())
         return report
-
-
-def _write(path: Path, text: str) -> None:
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".overlord-roundtrip-")  # 0600
-    try:
-        with os.fdopen(fd, "w") as out:
-            out.write(text)
-        os.replace(temporary, path)  # whole, or not at all: a reader never sees half a report
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 _TOKEN = pytest.StashKey[str]()
