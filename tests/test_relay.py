@@ -8,6 +8,7 @@ import socket
 import struct
 import tempfile
 import time
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 import psycopg2
@@ -17,20 +18,46 @@ from pytest_overlord_db import urls
 from pytest_overlord_db.connections import protocol
 from pytest_overlord_db.connections.leftovers import sweep_stale
 from pytest_overlord_db.connections.relay import Relay
+from pytest_overlord_db.connections.sync import FRESH
+
+
+# Every test of the relay's guarantees runs against both kinds: a plain relay, and one that begins each
+# next client's transaction ahead, as the fixtures' relay does (with the fixtures' freshness limit).
+@pytest.fixture(params=[None, FRESH], ids=["plain", "begins-ahead"])
+def relay(empty_db_url, request):
+    relay = _relay(empty_db_url, request.param)
+    yield relay
+    relay.close()
+
+
+def _relay(url: str, begin_ahead: float | None) -> Relay:
+    parts = urls.dsn_parts(url)
+    relay = Relay(f"{parts['host']}/.s.PGSQL.{parts['port']}", begin_ahead=begin_ahead)
+    relay.start()
+    return relay
+
+
+def _through(relay: Relay, url: str) -> str:
+    """``url`` rewritten to go through ``relay``."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    query["host"] = os.path.dirname(relay.path)
+    query.pop("port", None)
+    netloc = parts.netloc.split("@")[0] + "@" if "@" in parts.netloc else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe="/"), ""))
 
 
 @pytest.fixture
-def relay(empty_db_url):
-    parts = urls.dsn_parts(empty_db_url)
-    relay = Relay(f"{parts['host']}/.s.PGSQL.{parts['port']}")
-    relay.start()
-    yield relay
+def ahead_url(empty_db_url):
+    """Through a relay whose begun transactions stay fresh for a minute: its own answer to BEGIN always applies."""
+    relay = _relay(empty_db_url, 60.0)
+    yield _through(relay, empty_db_url)
     relay.close()
 
 
 @pytest.fixture
 def relay_url(relay, empty_db_url):
-    return relay.url_for(empty_db_url)
+    return _through(relay, empty_db_url)
 
 
 def _raw_client(url: str) -> tuple[socket.socket, bytes]:
@@ -52,8 +79,8 @@ def _startup(user: str, database: str) -> bytes:
     return struct.pack("!I", len(body) + 4) + body
 
 
-def _messages(sock: socket.socket, until: bytes) -> list[tuple[bytes, bytes]]:
-    """Messages read from ``sock`` up to and including the first of type ``until``."""
+def _messages(sock: socket.socket, until: bytes, count: int = 1) -> list[tuple[bytes, bytes]]:
+    """Messages read from ``sock`` up to and including the ``count``-th of type ``until``."""
     buffer, seen = b"", []
     while True:
         chunk = sock.recv(65536)
@@ -62,7 +89,9 @@ def _messages(sock: socket.socket, until: bytes) -> list[tuple[bytes, bytes]]:
         for kind, message in messages:
             seen.append((kind, message))
             if kind == until:
-                return seen
+                count -= 1
+                if not count:
+                    return seen
 
 
 async def _session(url: str, *queries: str) -> list:
@@ -215,6 +244,75 @@ def test_the_reset_is_well_framed():
     messages, rest = protocol.split(protocol.RESET)
     assert [kind for kind, _ in messages] == [b"f", b"S", b"Q", b"Q"] and rest == b""
     assert sum(kind in (b"S", b"Q") for kind, _ in messages) == protocol.RESET_ANSWERS
+
+
+def test_the_relays_answer_to_begin_is_well_framed():
+    messages, rest = protocol.split(protocol.BEGUN)
+    assert [kind for kind, _ in messages] == [b"C", b"Z"] and rest == b""
+    assert messages[0][1][5:] == b"BEGIN\x00" and messages[1][1][5:] == b"T"  # in a transaction
+
+
+def test_what_the_relay_does_with_a_first_message_on_a_begun_backend():
+    begin, select, leave = (b"Q", protocol.BEGIN), (b"Q", protocol.query(b"SELECT 1")), (b"X", b"X\x00\x00\x00\x04")
+    assert protocol.first_on_begun([begin, select], fresh=True) == (protocol.BEGUN, [select], b"")
+    assert protocol.first_on_begun([begin], fresh=False) == (b"", [begin], protocol.ROLLBACK)
+    assert protocol.first_on_begun([select], fresh=True) == (b"", [select], protocol.ROLLBACK)
+    assert protocol.first_on_begun([leave], fresh=True) == (b"", [leave], b"")
+    assert protocol.reset(begin=True) == (protocol.RESET + protocol.BEGIN, protocol.RESET_ANSWERS + 1)
+
+
+def _lag_in_transaction(url: str, pause: float, **transaction: str) -> tuple[float, str, bool]:
+    """now()'s lag behind the clock in a second client's transaction, ``pause`` after the first left;
+    with its isolation level and whether both clients had the same backend."""
+    async def main():
+        first = await _session(url, "SELECT 1")
+        await asyncio.sleep(pause)
+        conn = await asyncpg.connect(url)
+        async with conn.transaction(**transaction):
+            lag = await conn.fetchval("SELECT extract(epoch FROM clock_timestamp() - now())")
+            level = await conn.fetchval("SHOW transaction_isolation")
+            pid = await conn.fetchval("SELECT pg_backend_pid()")
+        assert not conn.is_in_transaction()
+        await conn.close()
+        return float(lag), str(level), pid == first[-1]
+
+    return asyncio.run(main())
+
+
+def test_a_relay_that_begins_ahead_answers_begin_itself(ahead_url):
+    """The reset began the transaction: the client's BEGIN is answered without reaching the server, so
+    the transaction is as old as the pause (which the fixtures' relay keeps under 10 ms)."""
+    lag, level, same_backend = _lag_in_transaction(ahead_url, 0.4)
+    assert same_backend and level == "read committed"
+    assert lag >= 0.35
+
+
+def test_only_a_plain_begin_is_answered_by_the_relay(ahead_url):
+    """Any other first message (here a BEGIN with an isolation level) goes to the server after a ROLLBACK
+    of the relay's, and gets the server's own answer, in a transaction of its own."""
+    lag, level, same_backend = _lag_in_transaction(ahead_url, 0.4, isolation="serializable")
+    assert same_backend and level == "serializable"
+    assert lag < 0.3
+
+
+def test_a_relay_that_begins_ahead_keeps_the_rollback_it_sends_to_itself(ahead_url):
+    first, first_key = _raw_client(ahead_url)
+    first.sendall(protocol.BEGIN + protocol.query(b"CREATE TABLE rolled_back (id int)"))
+    answers = _messages(first, until=b"Z", count=2)  # the relay's answer to BEGIN, then the server's to CREATE
+    assert [kind for kind, _ in answers] == [b"C", b"Z", b"C", b"Z"]
+    assert answers[0][1][5:] == b"BEGIN\x00" and answers[2][1][5:] == b"CREATE TABLE\x00"
+    assert answers[1][1][5:] == answers[3][1][5:] == b"T"
+    first.sendall(b"X\x00\x00\x00\x04")  # leaves in its transaction: the reset rolls it back
+    first.close()
+    time.sleep(0.2)
+    second, second_key = _raw_client(ahead_url)
+    second.sendall(protocol.query(b"SELECT to_regclass('rolled_back') IS NULL"))
+    answers = _messages(second, until=b"Z")
+    assert _pid(second_key) == _pid(first_key)
+    # Only the answer to its own query: the ROLLBACK the relay put before it is not passed on.
+    assert [kind for kind, _ in answers] == [b"T", b"D", b"C", b"Z"] and answers[-1][1][5:] == b"I"
+    assert answers[1][1].endswith(b"t")
+    second.close()
 
 
 def test_a_client_that_stops_reading_stalls_only_itself(relay, relay_url):

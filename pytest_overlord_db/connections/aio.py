@@ -60,7 +60,7 @@ class AsyncConnections:
             parts = urls.dsn_parts(url)
             host = str(parts["host"] or "localhost")
             target: object = f"{host}/.s.PGSQL.{parts['port']}" if host.startswith("/") else (host, parts["port"])
-            self.relay = Relay(target)
+            self.relay = Relay(target, begin_ahead=FRESH)  # so the fixture's BEGIN costs no round trip
             self.relay.start()
             # Keywords rather than a DSN: asyncpg parses a DSN (and looks for a service file) on every connect.
             self._relayed = {"host": os.path.dirname(self.relay.path), "port": 5432, "user": parts["user"],

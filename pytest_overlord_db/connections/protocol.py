@@ -27,6 +27,28 @@ COPY_FAIL = b"f" + struct.pack("!I", 14) + b"abandoned\x00"
 RESET = COPY_FAIL + SYNC + query(b"ROLLBACK") + query(b"DISCARD ALL")
 RESET_ANSWERS = 3
 
+# A relay that begins ahead (see Relay) ends the reset with the next client's BEGIN, and answers that
+# client's own ``BEGIN;`` with what the server would have said. Any other first message gets a
+# ROLLBACK sent before it, whose answer the client never sees.
+BEGIN = query(b"BEGIN;")
+BEGUN = b"C\x00\x00\x00\x0aBEGIN\x00" + b"Z\x00\x00\x00\x05T"
+ROLLBACK = query(b"ROLLBACK")
+
+
+def reset(begin: bool) -> tuple[bytes, int]:
+    """What resets a backend a client has left, and how many ReadyForQuery answers it gets."""
+    return (RESET + BEGIN, RESET_ANSWERS + 1) if begin else (RESET, RESET_ANSWERS)
+
+
+def first_on_begun(messages: list[tuple[bytes, bytes]],
+                   fresh: bool) -> tuple[bytes, list[tuple[bytes, bytes]], bytes]:
+    """A client's first messages on a backend whose transaction the reset began: the relay's own answer
+    to them, the messages still to send, and what to send before those (a ROLLBACK whose answer the
+    client must not see). A client leaving at once needs nothing: the reset rolls back anyway."""
+    if messages[0][1] == BEGIN and fresh:
+        return BEGUN, messages[1:], b""
+    return b"", messages, (b"" if messages[0][0] == b"X" else ROLLBACK)
+
 
 def split(buffer: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
     """Whole typed messages at the front of ``buffer``, and the incomplete rest."""
@@ -123,3 +145,5 @@ class Backend:
     cancel_at: float | None = None  # when to cancel what that client left running
     broken: bool = False
     deadline: float | None = None
+    begun_at: float | None = None  # when the reset's own BEGIN was answered (a relay that begins ahead)
+    hidden: int = 0  # ReadyForQuery answers to a ROLLBACK of the relay's, not to be passed on

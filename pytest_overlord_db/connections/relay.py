@@ -25,7 +25,6 @@ import socket
 import tempfile
 import time
 from collections import deque
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from . import protocol
 from .leftovers import sweep_stale
@@ -41,8 +40,12 @@ WAIT_FOR_RESET = 0.05  # a client waiting that long for a backend being reset ge
 class Relay(SocketLoop):
     """Relay to the server at ``target``: a unix socket path or (host, port)."""
 
-    def __init__(self, target: object) -> None:
+    def __init__(self, target: object, begin_ahead: float | None = None) -> None:
+        """``begin_ahead``: a reset backend begins its next client's transaction, and that client's
+        ``BEGIN;`` is answered here within that many seconds of it (see protocol.first_on_begun): now()
+        is then up to that much older than its BEGIN, as in the psycopg2 fixture's transactions."""
         self.target = target
+        self.begin_ahead = begin_ahead
         self.path = ""
         self.greetings: dict[bytes, bytes] = {}  # startup packet -> the server's ParameterStatus messages
         self.idle: dict[bytes, list[Backend]] = {}
@@ -63,15 +66,6 @@ class Relay(SocketLoop):
         listener.listen(64)
         self._start_loop(listener)
         return folder
-
-    def url_for(self, url: str) -> str:
-        """``url`` rewritten to go through the relay."""
-        parts = urlsplit(url)
-        query = dict(parse_qsl(parts.query))
-        query["host"] = os.path.dirname(self.path)
-        query.pop("port", None)
-        netloc = parts.netloc.split("@")[0] + "@" if "@" in parts.netloc else ""
-        return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe="/"), ""))
 
     def close(self) -> None:
         self._stop_loop()
@@ -150,6 +144,12 @@ class Relay(SocketLoop):
             backend = session.backend
             messages, client.inbuf = protocol.split(client.inbuf)
             out = bytearray()
+            if messages and backend.begun_at is not None:  # its transaction begun by the reset
+                fresh = time.monotonic() - backend.begun_at <= (self.begin_ahead or 0.0)
+                answer, messages, before = protocol.first_on_begun(messages, fresh)
+                self._send(client, answer)
+                out += before
+                backend.hidden, backend.begun_at = backend.hidden + bool(before), None
             for kind, message in messages:
                 if kind == b"X":  # Terminate: the backend stays, the client goes
                     self._send(backend.server, bytes(out))
@@ -227,6 +227,10 @@ class Relay(SocketLoop):
                     self.pending.discard(session)
             self._send(session.client, bytes(out))
         elif backend.state == "active" and session is not None:
+            while backend.hidden and messages:  # the answer to the relay's own ROLLBACK
+                kind, _ = messages.pop(0)
+                if kind == b"Z":
+                    backend.hidden -= 1
             backend.owed -= sum(1 for kind, _ in messages if kind == b"Z")
             self._send(session.client, b"".join(message for _, message in messages))
         elif backend.state == "reset":
@@ -244,6 +248,7 @@ class Relay(SocketLoop):
                     self._close(server)
                 else:
                     backend.state, backend.deadline = "idle", None
+                    backend.begun_at = time.monotonic() if self.begin_ahead is not None else None
                     self.idle.setdefault(backend.startup, []).append(backend)
                 self._serve_waiting()
         elif any(kind == b"E" for kind, _ in messages):  # idle, and the server ended it
@@ -264,14 +269,16 @@ class Relay(SocketLoop):
         if backend.state != "active" or backend.server.closed:
             self._close(backend.server)  # half authenticated, or already lost: never reused
             return
-        backend.drain, backend.owed = max(backend.owed, 0), protocol.RESET_ANSWERS
+        running = max(backend.owed, 0)
+        backend.drain, backend.hidden, backend.begun_at = running + backend.hidden, 0, None
+        reset, backend.owed = protocol.reset(begin=self.begin_ahead is not None)
         # A query the client left running is cancelled if it is still running a little later
         # (not at once: most finish first, and a late cancel would hit the reset instead).
-        backend.cancel_at = time.monotonic() + CANCEL_AFTER if backend.drain else None
+        backend.cancel_at = time.monotonic() + CANCEL_AFTER if running else None
         backend.state, backend.deadline = "reset", time.monotonic() + RESET_TIMEOUT
         backend.server.reading = True
         self.resetting.add(backend)
-        self._send(backend.server, protocol.RESET)
+        self._send(backend.server, reset)
 
     def _cancel(self, backend: Backend | None) -> None:
         """Cancel what ``backend`` runs, with its real key (which no client has)."""
