@@ -59,21 +59,25 @@ def overlord_db_sync(_overlord_stack: Isolation) -> Iterator[SavepointConnection
         errors.fail_test(errors.SYNC_COMMITTED)
 
 
-@pytest_asyncio.fixture(name="_overlord_db_function_loop", loop_scope="function")
-async def _overlord_db_function_loop(_overlord_stack: Isolation, request: pytest.FixtureRequest) -> Any:
-    """``overlord_db`` for a test with a loop of its own: a connection through the relay, made in that loop."""
+@pytest_asyncio.fixture(name="_overlord_db_function_loop", loop_scope="function")  # type: ignore[type-var]  # its stubs allow only async functions
+def _overlord_db_function_loop(_overlord_stack: Isolation) -> Iterator[Any]:
+    """``overlord_db`` for a test with a loop of its own: a connection through the relay, made in that loop.
+
+    A synchronous pytest-asyncio fixture, which pytest-asyncio (1.4 and later) runs with its loop
+    scope's loop set as the current one: the connection is made on that (still idle) loop directly.
+    As an async fixture it would cost a wrapped loop run (a task, a context copy, signal handlers
+    set and put back) per test, and its teardown needs no await at all: a relayed connection is
+    just dropped."""
+    loop = asyncio.get_event_loop()
     error: OverlordError | None = None
     try:
-        test = await _overlord_stack.begin_async(keep=False)
+        test = loop.run_until_complete(_overlord_stack.begin_async(keep=False))
     except OverlordError as exc:
         error = exc
     if error is not None:
         errors.fail_test(f"overlord-db: {error}")
-
-    # A plain (sync) finalizer, not an async generator: dropping a relayed connection needs no
-    # await at all, and pytest-asyncio would spend a whole loop run on it.
-    request.addfinalizer(lambda: _end_async(_overlord_stack, test))
-    return test.conn
+    yield test.conn
+    _end_async(_overlord_stack, test)
 
 
 def _end_async(isolation: Isolation, test: AsyncTest) -> None:

@@ -3,12 +3,13 @@
 An asyncpg connection belongs to the loop that made it, and pytest-asyncio
 runs an async fixture in the loop of the fixture's own ``loop_scope``. It has
 no public way to say "the requesting test's loop", so the plugin defines one
-async fixture per loop scope and ``overlord_db`` (a plain fixture) asks for
-the one matching the test, by the same rule pytest-asyncio uses to pick the
-test's loop: the ``asyncio`` marker's ``loop_scope``, else the
+fixture per loop scope and ``overlord_db`` (a plain fixture) asks for the one
+matching the test, by the same rule pytest-asyncio uses to pick the test's
+loop: the ``asyncio`` marker's ``loop_scope``, else the
 ``asyncio_default_test_loop_scope`` ini option, else ``function``. No private
 name of pytest-asyncio is touched (1.2 is the first release that runs a test
-in its own scope's loop; see pyproject's lower bound).
+in its own scope's loop, 1.4 the first that documents a synchronous fixture
+seeing its loop scope's loop; see pyproject's lower bound).
 """
 from __future__ import annotations
 
