@@ -68,16 +68,7 @@ def _overlord_db_function_loop(_overlord_stack: Isolation) -> Iterator[Any]:
     As an async fixture it would cost a wrapped loop run (a task, a context copy, signal handlers
     set and put back) per test, and its teardown needs no await at all: a relayed connection is
     just dropped."""
-    loop = asyncio.get_event_loop()
-    error: OverlordError | None = None
-    try:
-        test = loop.run_until_complete(_overlord_stack.begin_async(keep=False))
-    except OverlordError as exc:
-        error = exc
-    if error is not None:
-        errors.fail_test(f"overlord-db: {error}")
-    yield test.conn
-    _end_async(_overlord_stack, test)
+    yield from _in_loop(_overlord_stack, asyncio.get_event_loop(), keep=False)
 
 
 def _end_async(isolation: Isolation, test: AsyncTest) -> None:
@@ -98,15 +89,16 @@ def _loop_fixture(scope: loops.LoopScope) -> Any:
     return fixture
 
 
-def _in_loop(isolation: Isolation, loop: asyncio.AbstractEventLoop) -> Iterator[Any]:
-    """``overlord_db`` for tests sharing a wider loop: one connection per loop, a transaction per test.
+def _in_loop(isolation: Isolation, loop: asyncio.AbstractEventLoop, keep: bool = True) -> Iterator[Any]:
+    """``overlord_db`` in ``loop``: for tests sharing a wider loop (``keep``), one connection per loop
+    and a transaction per test; for a test with a loop of its own, a relayed connection.
 
     A plain fixture that runs its two steps on the (idle) loop itself: as a pytest-asyncio
     fixture it would cost two wrapped loop runs per test, each with its signal handlers, which
     is more than the whole of a hand-written fixture's work."""
     error: OverlordError | None = None
     try:
-        test = isolation.begin_kept(loop)
+        test = isolation.begin_kept(loop) if keep else loop.run_until_complete(isolation.begin_async(keep=False))
     except OverlordError as exc:
         error = exc
     if error is not None:
