@@ -268,12 +268,15 @@ def _lag_in_transaction(url: str, pause: float, **transaction: str) -> tuple[flo
         first = await _session(url, "SELECT 1")
         await asyncio.sleep(pause)
         conn = await asyncpg.connect(url)
+        notices: list = []
+        conn.add_log_listener(lambda _conn, message: notices.append(message))
         async with conn.transaction(**transaction):
             lag = await conn.fetchval("SELECT extract(epoch FROM clock_timestamp() - now())")
             level = await conn.fetchval("SHOW transaction_isolation")
             pid = await conn.fetchval("SELECT pg_backend_pid()")
         assert not conn.is_in_transaction()
         await conn.close()
+        assert notices == []  # not even "there is already a transaction in progress"
         return float(lag), str(level), pid == first[-1]
 
     return asyncio.run(main())
@@ -313,6 +316,66 @@ def test_a_relay_that_begins_ahead_keeps_the_rollback_it_sends_to_itself(ahead_u
     assert [kind for kind, _ in answers] == [b"T", b"D", b"C", b"Z"] and answers[-1][1][5:] == b"I"
     assert answers[1][1].endswith(b"t")
     second.close()
+
+
+def test_answers_to_the_relays_own_rollbacks_are_never_passed_on_but_errors_are():
+    z, c, e = (b"Z", b"Z-I"), (b"C", b"C-ROLLBACK"), (b"E", b"E-FATAL")
+    select = [(b"T", b"T"), (b"D", b"D"), (b"C", b"C-SELECT"), z]
+    assert protocol.unhide([c, z] + select, hidden=1) == (select, 0)
+    assert protocol.unhide([c], hidden=1) == ([], 1)  # its ReadyForQuery is still to come
+    assert protocol.unhide([c, z, c, z], hidden=2) == ([], 0)
+    assert protocol.unhide([e, z], hidden=1) == ([e], 0)
+    assert protocol.unhide(select, hidden=0) == (select, 0)
+
+
+def test_a_client_leaving_before_the_answer_to_the_hidden_rollback(ahead_url):
+    """Its first query went after a ROLLBACK of the relay's, and it left before either was answered: the
+    next client on that backend still gets only the answer to its own query."""
+    first, first_key = _raw_client(ahead_url)
+    first.sendall(protocol.query(b"SELECT pg_sleep(0.2)") + b"X\x00\x00\x00\x04")
+    first.close()
+    time.sleep(0.4)
+    second, second_key = _raw_client(ahead_url)
+    second.sendall(protocol.query(b"SELECT 1"))
+    answers = _messages(second, until=b"Z")
+    assert _pid(second_key) == _pid(first_key)
+    assert [kind for kind, _ in answers] == [b"T", b"D", b"C", b"Z"] and answers[-1][1][5:] == b"I"
+    second.close()
+
+
+def _state_of(url: str, pid: int) -> str:
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT state FROM pg_stat_activity WHERE pid = %s", (pid,))
+        return str(cur.fetchone()[0])
+
+
+def test_a_pooled_backend_leaves_its_begun_transaction_when_it_is_no_longer_fresh(empty_db_url, ahead_url):
+    """The fixtures' relay keeps a begun transaction only for FRESH: a backend pooled longer is not left
+    idle in a transaction (which the server's timeouts would end, and which holds back vacuum)."""
+    fresh = _relay(empty_db_url, FRESH)
+    try:
+        for url, state in ((ahead_url, "idle in transaction"), (_through(fresh, empty_db_url), "idle")):
+            pid = asyncio.run(_session(url, "SELECT 1"))[-1]
+            time.sleep(0.3)
+            assert _state_of(empty_db_url, pid) == state
+    finally:
+        fresh.close()
+
+
+@pytest.mark.parametrize("timeout", ["idle_in_transaction_session_timeout", "transaction_timeout"])
+def test_a_pooled_backend_outlives_the_servers_transaction_timeouts(relay, relay_url, timeout):
+    """A client asking for a 50 ms timeout in its startup packet gets backends that are pooled for longer."""
+    async def pid() -> int:
+        conn = await asyncpg.connect(relay_url, server_settings={timeout: "50"})
+        try:
+            async with conn.transaction():
+                return int(await conn.fetchval("SELECT pg_backend_pid()"))
+        finally:
+            await conn.close()
+
+    first = asyncio.run(pid())
+    time.sleep(0.3)
+    assert asyncio.run(pid()) == first
 
 
 def test_a_client_that_stops_reading_stalls_only_itself(relay, relay_url):

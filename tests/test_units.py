@@ -1,9 +1,11 @@
 """Pure logic, no server: URLs, settings, yoyo.ini, backend choice, the Docker backend's pieces."""
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import pytest
@@ -274,3 +276,20 @@ def test_container_facts_read_from_docker_attrs():
         containers._published_port(bare, "img")
     assert "published no port for its PostgreSQL (network mode 'default';" in str(failure.value)
     assert "--overlord-docker-network=host" in str(failure.value)
+
+
+@pytest.mark.parametrize("version", [(3, 11, 7, "final", 0), (3, 11, 0, "final", 0), (3, 10, 4, "final", 0)])
+def test_the_function_loop_fixture_finds_its_loop_without_a_warning(version, monkeypatch):
+    """Under ``-W error``, on the versions whose get_event_loop() warns with a loop set and on the rest."""
+    from pytest_overlord_db.plugin import loops
+
+    loop = asyncio.new_event_loop()
+    try:
+        asyncio.set_event_loop(loop)
+        monkeypatch.setattr(sys, "version_info", version)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert loops.current_loop() is loop
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()

@@ -50,6 +50,18 @@ def first_on_begun(messages: list[tuple[bytes, bytes]],
     return b"", messages, (b"" if messages[0][0] == b"X" else ROLLBACK)
 
 
+def unhide(messages: list[tuple[bytes, bytes]], hidden: int) -> tuple[list[tuple[bytes, bytes]], int]:
+    """``messages`` without the answers to ``hidden`` ROLLBACKs of the relay's own, and how many are
+    still to come. An error is never hidden: it is how the server says it is ending the connection."""
+    kept = []
+    for kind, message in messages:
+        if hidden and kind != b"E":
+            hidden -= kind == b"Z"
+        else:
+            kept.append((kind, message))
+    return kept, hidden
+
+
 def split(buffer: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
     """Whole typed messages at the front of ``buffer``, and the incomplete rest."""
     messages, offset = [], 0

@@ -69,9 +69,8 @@ class Relay(SocketLoop):
 
     def close(self) -> None:
         self._stop_loop()
-        for backends in self.idle.values():
-            for backend in backends:
-                backend.server.sock.close()
+        for backend in [b for idle in self.idle.values() for b in idle]:
+            backend.server.sock.close()
         self.idle.clear()
         try:
             os.unlink(self.path)
@@ -100,9 +99,14 @@ class Relay(SocketLoop):
         return None
 
     def _next_deadline(self) -> float | None:
-        deadlines = [s.deadline for s in self.pending if s.deadline] + [
+        deadlines = [s.deadline for s in self.pending if s.deadline] + [due for due, _ in self._begun_idle()] + [
             t for b in self.resetting for t in (b.deadline, b.cancel_at) if t]
         return min(deadlines) if deadlines else None
+
+    def _begun_idle(self) -> list[tuple[float, Backend]]:
+        """Pooled backends in the reset's begun transaction, with when it stops being fresh."""
+        return [(b.begun_at + (self.begin_ahead or 0.0), b)
+                for idle in self.idle.values() for b in idle if b.begun_at is not None]
 
     def _expire(self, now: float) -> None:
         for session in [s for s in self.pending if s.deadline and s.deadline <= now]:
@@ -117,6 +121,10 @@ class Relay(SocketLoop):
             backend.cancel_at = None
             if backend.drain:
                 self._cancel(backend)
+        # Pooled backends leave begun transactions soon, so no idle_in_transaction/transaction_timeout ends them.
+        for backend in [b for due, b in self._begun_idle() if due <= now]:
+            backend.begun_at, backend.hidden = None, backend.hidden + 1
+            self._send(backend.server, protocol.ROLLBACK)
 
     # -- conversations -------------------------------------------------------------------------
     def _from_client(self, session: Session) -> None:
@@ -227,10 +235,7 @@ class Relay(SocketLoop):
                     self.pending.discard(session)
             self._send(session.client, bytes(out))
         elif backend.state == "active" and session is not None:
-            while backend.hidden and messages:  # the answer to the relay's own ROLLBACK
-                kind, _ = messages.pop(0)
-                if kind == b"Z":
-                    backend.hidden -= 1
+            messages, backend.hidden = protocol.unhide(messages, backend.hidden)
             backend.owed -= sum(1 for kind, _ in messages if kind == b"Z")
             self._send(session.client, b"".join(message for _, message in messages))
         elif backend.state == "reset":
@@ -251,8 +256,10 @@ class Relay(SocketLoop):
                     backend.begun_at = time.monotonic() if self.begin_ahead is not None else None
                     self.idle.setdefault(backend.startup, []).append(backend)
                 self._serve_waiting()
-        elif any(kind == b"E" for kind, _ in messages):  # idle, and the server ended it
-            self._discard_idle(backend)
+        else:  # idle: an answer to the relay's own ROLLBACK, or the server ending it
+            messages, backend.hidden = protocol.unhide(messages, backend.hidden)
+            if any(kind == b"E" for kind, _ in messages):
+                self._discard_idle(backend)
 
     def _end(self, session: Session) -> None:
         """The client is gone or done: close it, and reset (or close) the backend it held."""

@@ -68,7 +68,7 @@ def _overlord_db_function_loop(_overlord_stack: Isolation) -> Iterator[Any]:
     As an async fixture it would cost a wrapped loop run (a task, a context copy, signal handlers
     set and put back) per test, and its teardown needs no await at all: a relayed connection is
     just dropped."""
-    yield from _in_loop(_overlord_stack, asyncio.get_event_loop(), keep=False)
+    yield from _in_loop(_overlord_stack, loops.current_loop(), keep=False)
 
 
 def _end_async(isolation: Isolation, test: AsyncTest) -> None:

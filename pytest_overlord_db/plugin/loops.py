@@ -13,6 +13,9 @@ seeing its loop scope's loop; see pyproject's lower bound).
 """
 from __future__ import annotations
 
+import asyncio
+import sys
+import warnings
 from typing import Any, Literal
 
 import pytest_asyncio
@@ -27,3 +30,16 @@ def test_loop_scope(item: Any) -> str:
     scope = (marker.kwargs.get("loop_scope") or marker.kwargs.get("scope")) if marker else None
     return str(scope or item.config.getini("asyncio_default_test_loop_scope") or "function")
 
+
+
+def current_loop() -> asyncio.AbstractEventLoop:
+    """The loop pytest-asyncio set for a synchronous fixture (not running yet).
+
+    Python 3.10.0–3.10.8 and 3.11.0 warn on ``get_event_loop()`` outside a running loop even when a
+    loop is set, which ``-W error`` turns into a failure; pytest-asyncio silences it the same way.
+    Only those versions pay for the warnings filter (it resets every warning cache)."""
+    if (3, 10, 9) <= sys.version_info[:3] != (3, 11, 0):
+        return asyncio.get_event_loop()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return asyncio.get_event_loop()
