@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable
 
 from . import catalog, tabledata
-from .catalog import USER_NS as _USER_NS
 from .catalog import prepared
 from .catalog.changed import Marks, marks
 
@@ -50,7 +49,7 @@ def take(conn: "psycopg2.extensions.connection", *, data: bool = True, bookkeepi
             table_data: dict[str, tuple[int, str]] = {}
             rows: dict[str, tabledata.Rows] = {}
             if data:
-                table_data, rows = tabledata.read(cur, table_names(objects), _USER_NS)
+                table_data, rows = tabledata.read(cur, table_names(objects))
     finally:
         conn.rollback()
         conn.autocommit = previous_autocommit
@@ -91,7 +90,7 @@ def with_data(conn: "psycopg2.extensions.connection", snapshot: Snapshot, tables
     try:
         with conn.cursor() as cur:
             cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            table_data, rows = tabledata.read(cur, sorted(set(tables) & set(table_names(snapshot.objects))), _USER_NS)
+            table_data, rows = tabledata.read(cur, sorted(set(tables) & set(table_names(snapshot.objects))))
     finally:
         conn.rollback()
         conn.autocommit = previous_autocommit

@@ -23,16 +23,17 @@ class _Raw(str):
     """A JSON number, kept as PostgreSQL printed it (7.50 stays 7.50)."""
 
 
-def read(cur: Any, tables: list[str], user_ns: str) -> tuple[dict[str, tuple[int, str]], dict[str, Rows]]:
-    """Counts and digests of ``tables`` (qualified names), and the rows of the small ones."""
+def read(cur: Any, tables: list[str]) -> tuple[dict[str, tuple[int, str]], dict[str, Rows]]:
+    """Counts and digests of ``tables`` (qualified names, as quote_ident prints them), and the rows of the
+    small ones. The catalog is asked about these tables only: asking about all (the size of every table's
+    file) made a snapshot that re-reads a few tables cost time in proportion to the schema."""
     data = {"data " + name: (0, "") for name in tables}
     rows: dict[str, Rows] = {}
     if not tables:
         return data, rows
-    name_sql = "quote_ident(n.nspname) || '.' || quote_ident(c.relname)"
-    cur.execute(f"SELECT {name_sql} FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                f"WHERE c.relkind = 'r' AND {user_ns} AND pg_relation_size(c.oid) > 0")
-    filled = sorted({row[0] for row in cur.fetchall()} & set(tables))
+    cur.execute("SELECT t.name FROM unnest(%s::text[]) t(name) JOIN pg_class c ON c.oid = to_regclass(t.name) "
+                "WHERE pg_relation_size(c.oid) > 0", (tables,))
+    filled = sorted({row[0] for row in cur.fetchall()})
     # One statement reads the first rows of many tables: a small table is then known whole (its digest taken
     # here), and only the big ones are read again, by count and digest on the server.
     found: dict[str, list[str]] = {name: [] for name in filled}
@@ -52,11 +53,10 @@ def read(cur: Any, tables: list[str], user_ns: str) -> tuple[dict[str, tuple[int
     small = [name for name in filled if len(found[name]) <= ROW_LIMIT]
     if not small:
         return data, rows
-    cur.execute(f"SELECT {name_sql}, array_agg(a.attname::text ORDER BY k.i) FROM pg_index i "
-                "JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+    cur.execute("SELECT t.name, array_agg(a.attname::text ORDER BY k.i) FROM unnest(%s::text[]) t(name) "
+                "JOIN pg_index i ON i.indrelid = to_regclass(t.name) AND i.indisprimary "
                 "CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY k(attnum, i) "
-                "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum "
-                f"WHERE i.indisprimary AND {user_ns.replace('%', '%%')} AND {name_sql} = ANY(%s) GROUP BY 1", (small,))
+                "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum GROUP BY 1", (small,))
     keys = {name: list(columns) for name, columns in cur.fetchall()}
     for name in small:
         texts = sorted(found[name])

@@ -147,6 +147,38 @@ def test_a_watch_that_cannot_tell_answers_none(base: Base, wal: WalWatch) -> Non
             lsn, database = cur.fetchone()
     finally:
         conn.close()
-    assert wal.written(database, lsn, lsn) == set()
-    assert wal.written(database, "0/10", lsn) is None  # recycled long ago, or too much WAL: read the tables
-    assert wal.written(database, lsn, "0/10") is None  # backwards
+    assert wal.blocks(database, lsn, lsn) == {}
+    assert wal.blocks(database, "0/10", lsn) is None  # recycled long ago, or too much WAL: read the tables
+    assert wal.blocks(database, lsn, "0/10") is None  # backwards
+
+
+CATALOG_CHANGES = [
+    "CREATE TABLE app.later (id integer PRIMARY KEY, note text)",
+    "ALTER TABLE app.items RENAME COLUMN note TO remark",
+    "COMMENT ON TABLE app.items IS 'now with a comment'",
+    "VACUUM FULL pg_class",  # a catalog in a new file: read whole, once
+    "VACUUM FULL pg_attribute",
+]
+
+
+@pytest.mark.parametrize("statement", CATALOG_CHANGES)
+def test_reading_only_the_catalog_blocks_the_wal_names_gives_the_whole_snapshots_objects(
+        base: Base, wal: WalWatch, statement: str) -> None:
+    walk = Walk(base, wal=wal)
+    try:
+        assert walk.step("SELECT 1") == ""  # the walk's marks are now the copy's own
+        assert walk.step(statement) == ""
+        assert walk.step("CREATE TABLE app.after_it (id integer)") == ""
+    finally:
+        walk.close()
+
+
+def test_the_catalog_half_reads_only_the_blocks_the_wal_names(base: Base, wal: WalWatch, monkeypatch) -> None:
+    """A watch that names no block written hides a new table: what is read is only what the WAL names."""
+    walk = Walk(base, wal=wal)
+    try:
+        assert walk.step("SELECT 1") == ""
+        monkeypatch.setattr(wal, "blocks", lambda database, start, end: {})
+        assert "table app.unseen: whole present, incremental absent" in walk.step("CREATE TABLE app.unseen (id integer)")
+    finally:
+        walk.close()

@@ -29,6 +29,7 @@ from pytest_overlord_db.config import resolve
 from pytest_overlord_db.servers import postmaster
 from pytest_overlord_db.servers.base import ServerFacts
 from pytest_overlord_db.template import Templates
+from pytest_overlord_db.walwatch import WalWatch
 
 EXAMPLES = int(os.environ.get("OVERLORD_ORACLE_EXAMPLES", "6"))
 _NOISE = re.compile(r"^(--.*|\\(un)?restrict \S+|)$")  # comments, blank lines, PostgreSQL 18's random restrict key
@@ -75,19 +76,23 @@ class State:
     """A copy of the base database, its last dump and snapshot; ``step`` applies a change and says what went
     wrong if the two verdicts on it differ."""
 
-    def __init__(self, base: Base) -> None:
+    def __init__(self, base: Base, wal: WalWatch) -> None:
         self.templates, self.name = base.templates, base.templates.clone(base.name, "oracle")
         self.url = base.templates.url(self.name)
         self.conn = psycopg2.connect(self.url)  # kept open, as the round trip's walker keeps its own
+        self.wal = wal
         # A copy's catalogs are the base's, row for row (their xmins too), so the base's dump and snapshot are
-        # the copy's: taken once, not once per change.
-        self.dump, self.snap, self.error = base.dump, base.snap, None
+        # the copy's: taken once, not once per change. The copy's own marks (its WAL position, its database)
+        # come from a first incremental snapshot, so each change's is read as the walk's are: by the catalog
+        # blocks the WAL names.
+        self.dump, self.error = base.dump, None
+        self.snap = incremental.take(self.conn, base.snap, data=False, wal=wal)
 
     def step(self, name: str, statement: str, history: list[str]) -> str | None:
         self.error = run(self.url, statement)
         # The round trip's walk takes incremental snapshots (re-reading only what can have changed): each must
         # equal a whole one, and the whole one is what faces pg_dump.
-        part = incremental.take(self.conn, self.snap, data=False)
+        part = incremental.take(self.conn, self.snap, data=False, wal=self.wal)
         new_dump, new_snap = dump(self.url, self.name), schema.take(self.conn, data=False)
         history.append(name)
         if part.objects != new_snap.objects:
@@ -137,9 +142,17 @@ def base(overlord_server) -> Iterator[Base]:
     templates.close()
 
 
+@pytest.fixture(scope="module")
+def oracle_wal(base: Base) -> Iterator[WalWatch]:
+    watch = WalWatch(base.templates)
+    assert watch.usable, "pg_walinspect is in the embedded server and we are its superuser"
+    yield watch
+    watch.close()
+
+
 @pytest.mark.parametrize("change", CHANGES, ids=[name for name, _ in CHANGES])
-def test_each_change_agrees_with_pg_dump(base: Base, change: tuple[str, str]) -> None:
-    state = State(base)
+def test_each_change_agrees_with_pg_dump(base: Base, oracle_wal: WalWatch, change: tuple[str, str]) -> None:
+    state = State(base, oracle_wal)
     try:
         wrong = state.step(*change, [])
         assert state.error is None, f"the change does not run on the base schema: {state.error}"
@@ -151,8 +164,8 @@ def test_each_change_agrees_with_pg_dump(base: Base, change: tuple[str, str]) ->
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(steps=st.lists(st.sampled_from(CHANGES), min_size=2, max_size=5))
-def test_drawn_sequences_of_changes_agree_with_pg_dump(base: Base, steps: list[tuple[str, str]]) -> None:
-    state, history = State(base), []
+def test_drawn_sequences_of_changes_agree_with_pg_dump(base: Base, oracle_wal: WalWatch, steps: list[tuple[str, str]]) -> None:
+    state, history = State(base, oracle_wal), []
     try:
         for change, statement in steps:
             wrong = state.step(change, statement, history)
