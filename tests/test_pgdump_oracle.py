@@ -129,7 +129,8 @@ def base(overlord_server) -> Iterator[Base]:
     admin.autocommit = True
     with admin.cursor() as cur:
         for role in ROLES:  # cluster-wide, so made once and kept (another worker may be using them)
-            cur.execute(f"DO $$BEGIN CREATE ROLE {role}; EXCEPTION WHEN duplicate_object THEN NULL; END$$")
+            # two workers creating the same role at once: the later one fails on pg_authid's unique index
+            cur.execute(f"DO $$BEGIN CREATE ROLE {role}; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END$$")
     admin.close()
     name = templates.create_empty("oracle")
     error = run(templates.url(name), BASE)
