@@ -31,44 +31,61 @@ def take(conn: "psycopg2.extensions.connection", before: schema.Snapshot | None,
         with conn.cursor() as cur:
             cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             now = changed.marks(cur)
-            objects: dict[str, str] = {}
             written = wal.blocks(now.database, before.marks.lsn, now.lsn) if wal is not None else None
+            changed.read_lists(cur, now, before.marks, written)
             # The catalog queries on their generic plans: a walker's connection runs each one three times,
             # and PostgreSQL plans the first five runs anew; planning the column query took 1.5 ms where
             # running its generic plan (index scans on the few relations) takes 0.14 ms.
             cur.execute("SET LOCAL plan_cache_mode = force_generic_plan")
             relations = changed.dirty(cur, before.marks, now, written)
+            objects: dict[str, str] = {}
             if relations is None:
                 schema.read_objects(cur, catalog.queries(skip, conn.server_version), objects, now)
+                now.tables = frozenset(schema.table_names(objects))
             else:
-                _copy_unchanged(cur, before, before.marks, relations, objects, now)
-                schema.read_objects(cur, catalog.narrowed(skip, conn.server_version), objects, now, relations)
+                dropped = _copy_unchanged(before, before.marks, relations, objects, now)
+                fresh: dict[str, str] = {}
+                schema.read_objects(cur, catalog.narrowed(skip, conn.server_version), fresh, now, relations)
+                objects.update(fresh)
+                now.tables = (before.marks.tables - {k[len("table "):] for k in dropped if k.startswith("table ")}) | {
+                    k[len("table "):] for k in fresh if k.startswith("table ")}
             cur.execute("SET LOCAL plan_cache_mode TO DEFAULT")
             table_data: dict[str, tuple[int, str]] = {}
             rows: dict[str, tabledata.Rows] = {}
             if data:
-                names = schema.table_names(objects)
-                again = _written(cur, before, before.marks, relations, names, written, now) if written is not None else None
-                table_data, rows = tabledata.read(cur, names if again is None else sorted(again))
-                if again is not None:
-                    for name in names:
-                        key = "data " + name
-                        if name not in again:
-                            table_data[key] = before.data[key]
-                            if key in before.rows:
-                                rows[key] = before.rows[key]
+                # Copied only from a snapshot that read every table's data.
+                again = (_written(cur, before.marks, relations, now.tables, written, now)
+                         if written is not None and len(before.data) == len(before.marks.tables) else None)
+                if again is None:
+                    table_data, rows = tabledata.read(cur, sorted(now.tables))
+                else:
+                    table_data, rows = dict(before.data), dict(before.rows)
+                    for name in (before.marks.tables - now.tables) | again:
+                        table_data.pop("data " + name, None)
+                        rows.pop("data " + name, None)
+                    fresh_data, fresh_rows = tabledata.read(cur, sorted(again))
+                    table_data.update(fresh_data)
+                    rows.update(fresh_rows)
     finally:
         conn.rollback()
         conn.autocommit = previous_autocommit
     return schema.Snapshot(objects, table_data, rows, now)
 
 
+# The tables the WAL names ($2: file numbers) and those whose definitions changed ($1), each found through an
+# index (scanning pg_class made each snapshot's cost grow with the schema), and the tables that can change
+# without their files showing in the WAL ($3): unlogged ones, and those in a tablespace of their own (a file
+# number alone names a file in the database's tablespace).
 _WRITTEN = """
-SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_class c
+SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), c.oid, c.relpersistence <> 'p' OR c.reltablespace <> 0
+FROM (SELECT unnest($1::oid[]) UNION SELECT pg_filenode_relation(0, f) FROM unnest($2::oid[]) f
+      UNION SELECT unnest($3::oid[])) o(oid)
+CROSS JOIN LATERAL (SELECT * FROM pg_class c WHERE c.oid = o.oid AND c.relkind = 'r' OFFSET 0) c
 JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind = 'r' AND (c.oid = ANY($1::oid[]) OR c.relfilenode = ANY($2::oid[]) OR c.relpersistence <> 'p')
-UNION ALL SELECT NULL FROM pg_stat_activity
+UNION ALL SELECT NULL, NULL, NULL FROM pg_stat_activity
 WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_xid IS NOT NULL"""
+_SPECIAL = ("SELECT coalesce(array_agg(oid), '{}') FROM pg_class "
+            "WHERE oid >= 16384 AND relkind = 'r' AND (relpersistence <> 'p' OR reltablespace <> 0)")
 
 # Tables whose rows print differently when another object changes (a composite type's new attribute shows
 # in every row of a column of that type) are the one way rows change without a WAL record for them. Whether
@@ -87,9 +104,9 @@ _COMPOSITES_ALL = _COMPOSITES.format(among="true")
 _COMPOSITES_AMONG = _COMPOSITES.format(among="r.oid = ANY($1::oid[])")
 
 
-def _written(cur: Any, before: schema.Snapshot, marks: changed.Marks, relations: set[int] | None, names: list[str],
-             written: dict[tuple[int, int], set[int]], now: changed.Marks) -> set[str] | None:
-    """The tables whose rows can differ from ``before``'s (its ``marks``); None when that cannot be told (read
+def _written(cur: Any, marks: changed.Marks, relations: set[int] | None, names: frozenset[str],
+             written: dict[tuple[int, int], set[int]], now: changed.Marks) -> frozenset[str] | None:
+    """The tables whose rows can differ from those of the snapshot before (its ``marks``); None when that cannot be told (read
     them all). Someone else writing in the database as the snapshot is taken is one such case: nobody should,
     in the databases the round trip walks."""
     if relations is None:
@@ -101,24 +118,37 @@ def _written(cur: Any, before: schema.Snapshot, marks: changed.Marks, relations:
     now.composites = bool(cur.fetchone()[0])
     if now.composites:
         return None
+    special = marks.special
+    if special is None:  # once a walk, on its first incremental snapshot
+        prepared.execute(cur, _SPECIAL)
+        special = frozenset(int(oid) for oid in cur.fetchone()[0])
     files = {node for database, node in written if database == now.database}
-    prepared.execute(cur, _WRITTEN, [prepared.oids(relations), prepared.oids(files)])
-    found = [name for (name,) in cur.fetchall()]
-    if None in found:
+    prepared.execute(cur, _WRITTEN, [prepared.oids(relations), prepared.oids(files), prepared.oids(special)])
+    found = cur.fetchall()
+    if any(name is None for name, _, _ in found):
         return None
-    return (set(found) & set(names)) | {name for name in names if "data " + name not in before.data}
+    # A table turns unlogged or moves only by a change of its definition: it is then among ``relations``.
+    now.special = (special - relations) | {int(oid) for _, oid, always in found if always}
+    return names.intersection(name for name, _, _ in found) | (names - marks.tables)
 
 
-def _copy_unchanged(cur: object, before: schema.Snapshot, marks: changed.Marks, relations: set[int],
-                    objects: dict[str, str], now: changed.Marks) -> None:
+def _copy_unchanged(before: schema.Snapshot, marks: changed.Marks, relations: set[int], objects: dict[str, str],
+                    now: changed.Marks) -> list[str]:
     """Into ``objects``, ``before``'s objects of relations not in ``relations`` (which gains the relations
-    whose objects are gone); domain constraints, which belong to none, are always read again."""
-    lost = changed.gone(cur, marks.selves)
-    relations.update(marks.selves[catalog_name][oid] for catalog_name, oid in lost)
+    whose objects are gone), with their marks into ``now``; the keys of ``before``'s that were left out.
+    Domain constraints, which belong to none, are always read again."""
+    relations.update(marks.selves[self] for self in changed.gone(marks, now))
     relations.add(0)
-    for key, owner in marks.owners.items():
-        if owner not in relations:
-            objects[key] = before.objects[key]
-            now.owners[key] = owner
-    for catalog_name, selves in marks.selves.items():
-        now.selves[catalog_name] = {oid: owner for oid, owner in selves.items() if owner not in relations}
+    objects.update(before.objects)
+    for key in marks.others:
+        objects.pop(key, None)
+    now.keys_of, now.selves, now.selves_of = dict(marks.keys_of), dict(marks.selves), dict(marks.selves_of)
+    dropped: list[str] = []
+    for owner in relations:
+        keys = now.keys_of.pop(owner, ())
+        for key in keys:
+            objects.pop(key, None)
+        dropped.extend(keys)
+        for self in now.selves_of.pop(owner, ()):
+            now.selves.pop(self, None)
+    return dropped

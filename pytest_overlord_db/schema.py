@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from . import catalog, tabledata
 from .catalog import prepared
-from .catalog.changed import Marks, marks
+from .catalog.changed import Marks, marks, read_lists
 
 if TYPE_CHECKING:
     import psycopg2.extensions
@@ -44,12 +44,14 @@ def take(conn: "psycopg2.extensions.connection", *, data: bool = True, bookkeepi
         with conn.cursor() as cur:
             cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             found = marks(cur)
+            read_lists(cur, found)
             objects: dict[str, str] = {}
             read_objects(cur, catalog.queries(tuple(sorted(bookkeeping)), conn.server_version), objects, found)
+            found.tables = frozenset(table_names(objects))
             table_data: dict[str, tuple[int, str]] = {}
             rows: dict[str, tabledata.Rows] = {}
             if data:
-                table_data, rows = tabledata.read(cur, table_names(objects))
+                table_data, rows = tabledata.read(cur, sorted(found.tables))
     finally:
         conn.rollback()
         conn.autocommit = previous_autocommit
@@ -60,22 +62,35 @@ def read_objects(cur: Any, queries: dict[str, str], objects: dict[str, str], fou
                  relations: set[int] | None = None) -> None:
     """Run the catalog ``queries`` into ``objects``, noting in ``found`` which relation each object of a
     relation kind belongs to; given ``relations``, the queries are ``catalog.narrowed``'s, prepared."""
+    keys_of: dict[int, list[str]] = {}
+    selves_of: dict[int, list[tuple[str, int]]] = {}
+    others: list[str] = []
     for kind, query in queries.items():
         if relations is None:
             cur.execute(query)
         else:
             prepared.execute(cur, query, [prepared.oids(relations)] if kind in catalog.RELATION_KINDS else [])
         own_catalog = catalog.RELATION_KINDS[kind][1] if kind in catalog.RELATION_KINDS else None
-        selves = found.selves.setdefault(own_catalog, {}) if own_catalog else None
         for row in cur.fetchall():
             key = row[0]
             if key is None:
                 continue
             objects[key] = row[1] or ""
             if len(row) > 2:
-                found.owners[key] = int(row[2])
-                if selves is not None:
-                    selves[int(row[3])] = int(row[2])
+                owner = int(row[2])
+                keys_of.setdefault(owner, []).append(key)
+                if own_catalog is not None:
+                    self = (own_catalog, int(row[3]))
+                    found.selves[self] = owner
+                    selves_of.setdefault(owner, []).append(self)
+            else:
+                others.append(key)
+    # A narrowed read reads the relations the caller took out of ``found``: nothing here extends a copied entry.
+    for owner, keys in keys_of.items():
+        found.keys_of[owner] = found.keys_of.get(owner, ()) + tuple(keys)
+    for owner, selves in selves_of.items():
+        found.selves_of[owner] = found.selves_of.get(owner, ()) + tuple(selves)
+    found.others = tuple(others)
 
 
 def table_names(objects: dict[str, str]) -> list[str]:
@@ -90,7 +105,8 @@ def with_data(conn: "psycopg2.extensions.connection", snapshot: Snapshot, tables
     try:
         with conn.cursor() as cur:
             cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            table_data, rows = tabledata.read(cur, sorted(set(tables) & set(table_names(snapshot.objects))))
+            known = snapshot.marks.tables if snapshot.marks is not None else frozenset(table_names(snapshot.objects))
+            table_data, rows = tabledata.read(cur, sorted(known.intersection(tables)))
     finally:
         conn.rollback()
         conn.autocommit = previous_autocommit
@@ -144,14 +160,19 @@ def _data_text(value: tuple[int, str], counts_only: bool) -> str:
 def compare(before: Snapshot, after: Snapshot, *, counts_only: bool = False) -> Diff:
     """What differs between two snapshots; data by row count (and content unless ``counts_only``)."""
     left, missing, changed = {}, {}, {}
-    for key in after.objects.keys() - before.objects.keys():
-        left[key] = after.objects[key]
-    for key in before.objects.keys() - after.objects.keys():
-        missing[key] = before.objects[key]
-    for key in before.objects.keys() & after.objects.keys():
-        if before.objects[key] != after.objects[key]:
-            changed[key] = (before.objects[key], after.objects[key])
-    row_changes = {}
+    row_changes: dict[str, list[str]] = {}
+    # Equal dicts compare at C speed (an incremental snapshot shares most definition strings with the one before,
+    # and a string compares equal to itself at once); only when they differ are the keys gone through.
+    if before.objects != after.objects:
+        for key in after.objects.keys() - before.objects.keys():
+            left[key] = after.objects[key]
+        for key in before.objects.keys() - after.objects.keys():
+            missing[key] = before.objects[key]
+        for key, old in before.objects.items() - after.objects.items():
+            if key in after.objects:
+                changed[key] = (old, after.objects[key])
+    if before.data == after.data:
+        return Diff(left, missing, changed, row_changes)
     for key in before.data.keys() & after.data.keys():
         old, new = _data_text(before.data[key], counts_only), _data_text(after.data[key], counts_only)
         if old != new:

@@ -43,7 +43,8 @@ class Walk:
 
     def step(self, statement: str) -> str:
         """Run ``statement``; what the incremental snapshot after it got wrong ("" when nothing)."""
-        run(self.url, statement)
+        error = run(self.url, statement)
+        assert error is None, f"{statement}: {error}"
         part = incremental.take(self.conn, self.last, wal=self.wal)
         whole = schema.take(self.conn)
         self.last = part
@@ -127,6 +128,36 @@ def test_reading_only_the_tables_the_wal_names_gives_the_whole_snapshots_data(ba
         assert wal.answers > answers and wal.fallbacks == fallbacks
     finally:
         walk.close()
+
+
+TO_TABLESPACE = "ALTER TABLE app.scratch SET LOGGED; ALTER TABLE app.scratch SET TABLESPACE overlord_in_place"
+
+
+@pytest.mark.parametrize("before, step", [
+    ("", "SELECT 1"),  # unlogged from the start: found by the walk's first incremental snapshot
+    ("", TO_TABLESPACE),  # a file number alone names a file in the database's tablespace; moved on the way
+    ("; " + TO_TABLESPACE, "SELECT 1"),  # there from the start
+], ids=["unlogged", "moved to a tablespace", "in a tablespace"])
+def test_tables_the_wal_may_not_name_are_read_again_at_every_later_snapshot(base: Base, wal: WalWatch, before: str,
+                                                                           step: str) -> None:
+    admin = psycopg2.connect(base.templates.admin_url)  # a tablespace is the server's
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute("SET allow_in_place_tablespaces = on")
+        cur.execute("CREATE TABLESPACE overlord_in_place LOCATION ''")
+    try:
+        walk = Walk(base, rows=WAL_SETUP + before, wal=wal)
+        try:
+            assert walk.step(step) == ""
+            assert walk.step("SELECT 1") == ""  # what that snapshot found is carried on
+            assert walk.step("UPDATE app.scratch SET v = 'c'") == ""
+            assert walk.step("UPDATE app.scratch SET v = 'd'") == ""
+        finally:
+            walk.close()
+    finally:
+        with admin.cursor() as cur:
+            cur.execute("DROP TABLESPACE overlord_in_place")
+        admin.close()
 
 
 def test_rows_of_a_composite_type_are_read_again_when_any_definition_changes(base: Base, wal: WalWatch) -> None:

@@ -16,9 +16,10 @@ import functools
 from . import database, relations, routines, types
 from .sql import USER_NS
 
-__all__ = ["RELATION_KINDS", "USER_NS", "queries", "narrowed"]
+__all__ = ["OTHERS", "RELATION_KINDS", "USER_NS", "narrowed", "queries"]
 
 RELATION_KINDS = relations.SELF
+OTHERS = "objects not hung on a relation"
 
 
 @functools.lru_cache(maxsize=16)
@@ -39,6 +40,12 @@ def queries(bookkeeping: tuple[str, ...] = (), version: int = 180000) -> dict[st
 @functools.lru_cache(maxsize=16)
 def narrowed(bookkeeping: tuple[str, ...] = (), version: int = 180000) -> dict[str, str]:
     """The queries of ``RELATION_KINDS`` narrowed to the relations of the oid[] parameter $1, and the
-    others whole (without parameters)."""
-    return {kind: query.replace("{_ONLY}", relations.only(kind, "$1::oid[]") if kind in RELATION_KINDS else "")
-            for kind, query in _all(bookkeeping, version).items()}
+    others whole, in one query (without parameters) under the kind ``OTHERS``."""
+    found = _all(bookkeeping, version)
+    picked = {kind: query.replace("{_ONLY}", relations.only(kind, "$1::oid[]")) for kind, query in found.items()
+              if kind in RELATION_KINDS}
+    # An incremental snapshot reads these ~25 kinds whole each time, most of them empty: one statement instead
+    # of one each saves their round trips (2.5 ms a snapshot, three snapshots a migration).
+    picked[OTHERS] = " UNION ALL ".join(f"SELECT k::text, d::text FROM ({query.replace('{_ONLY}', '')}) o{i}(k, d)"
+                                        for i, (kind, query) in enumerate(found.items()) if kind not in RELATION_KINDS)
+    return picked

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import prepared
+from .relations import SELF
 
 # Catalogs whose rows are objects of their own (classid = the catalog, objid = the row's oid).
 _OBJECTS = ("pg_class", "pg_attrdef", "pg_constraint", "pg_trigger", "pg_rewrite", "pg_policy", "pg_statistic_ext",
@@ -43,6 +44,7 @@ _BELONGS = (("pg_class", "pg_depend", "x.classid = d.classid AND x.objid = d.obj
 _UNFOLLOWED = ("pg_namespace", "pg_authid", "pg_tablespace")
 _FOLLOWED = tuple(sorted(set(_OBJECTS) | {c for c, _, _ in _PARTS}))
 _SCANNED = _FOLLOWED + _UNFOLLOWED
+_SELVES = tuple(sorted({c for _, c in SELF.values() if c}))  # the catalogs a relation kind's objects are rows of
 
 # A row is new when its xmin is at or after the horizon ($1). Given the blocks of a catalog the WAL says were
 # written since (``walwatch``), only those are read, one TID range scan each: every insert or update of a
@@ -69,26 +71,48 @@ class Marks:
 
     horizon: int  # 32-bit xid: rows written at or after it are new
     schemas: tuple[str, ...]  # current_schemas(false)
-    lists: dict[str, frozenset[tuple[int, int]]]  # what can vanish alone: name -> (classid, objid)
     members: int  # rows tying objects to extensions
     lsn: str  # the WAL's insert position as the snapshot was taken (``walwatch``)
     database: int  # the database's oid
-    owners: dict[str, int] = field(default_factory=dict)  # key of a relation kind -> the relation's oid
-    selves: dict[str, dict[int, int]] = field(default_factory=dict)  # catalog -> object oid -> relation's oid
-    composites: bool | None = None  # a table has a column of a composite type (None: not looked at)
     files: dict[str, tuple[int, int]] = field(default_factory=dict)  # catalog -> (its database or 0, file number)
+    # What can vanish alone (``_LISTS``): name -> catalog block -> the (classid, objid) its rows name
+    lists: dict[str, dict[int, frozenset[tuple[int, int]]]] = field(default_factory=dict)
+    looked: dict[str, frozenset[int]] | None = None  # the blocks of each list read again (None: all of them)
+    # Kept as the objects are read (``schema.read_objects``), so that copying a snapshot's unchanged part
+    # costs no Python loop over all of its objects:
+    keys_of: dict[int, tuple[str, ...]] = field(default_factory=dict)  # relation oid -> keys of its objects
+    selves: dict[tuple[str, int], int] = field(default_factory=dict)  # (catalog, object oid) -> relation oid
+    selves_of: dict[int, tuple[tuple[str, int], ...]] = field(default_factory=dict)  # relation oid -> its selves
+    others: tuple[str, ...] = ()  # keys of the kinds not hung on a relation (always read again)
+    tables: frozenset[str] = frozenset()  # the tables' qualified names
+    composites: bool | None = None  # a table has a column of a composite type (None: not looked at)
+    special: frozenset[int] | None = None  # tables whose writes the WAL may not name (None: not looked at)
 
 
+# What can vanish without its owner's rows changing, each drawn from one catalog's rows: name -> (catalog, the
+# (classid, objid) a row names, which rows count). Comments, sequence ownership and inheritance, and the
+# objects themselves (``gone``), of each catalog a relation kind's objects live in.
 _LISTS = {
-    "comments": "SELECT classoid, objoid FROM pg_description WHERE objoid >= 16384",
-    "owned": ("SELECT 'pg_class'::regclass::oid, d.objid FROM pg_depend d JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S' "
-              "WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')"),
-    "inherits": "SELECT 'pg_class'::regclass::oid, inhrelid FROM pg_inherits",
+    "comments": ("pg_description", "x.classoid, x.objoid", "x.objoid >= 16384"),
+    "owned": ("pg_depend", "'pg_class'::regclass::oid, x.objid",
+              "x.classid = 'pg_class'::regclass AND x.refclassid = 'pg_class'::regclass AND x.deptype IN ('a', 'i') "
+              "AND EXISTS (SELECT 1 FROM pg_class s WHERE s.oid = x.objid AND s.relkind = 'S')"),
+    "inherits": ("pg_inherits", "'pg_class'::regclass::oid, x.inhrelid", "true"),
+    **{"rows of " + c: (c, f"'{c}'::regclass::oid, x.oid", "x.oid >= 16384") for c in _SELVES},
 }
+_BLOCK = "(x.ctid::text::point)[0]::int"
+_WHOLE_LISTS = " UNION ALL ".join(f"SELECT {i}, {_BLOCK}, {items} FROM {c} x WHERE {cond}"
+                                  for i, (c, items, cond) in enumerate(_LISTS.values()))
+# Given the blocks of each list's catalog written since the snapshot before (``walwatch``), only those are read
+# again: every insert, update or delete of a catalog row writes a WAL record naming its block.
+_LISTS_IN_BLOCKS = " UNION ALL ".join(
+    f"SELECT {i}, b, y.* FROM unnest(${i + 1}::int[]) b CROSS JOIN LATERAL "
+    f"(SELECT {items} FROM {c} x WHERE {_IN_BLOCK} AND {cond} OFFSET 0) y" for i, (c, items, cond) in enumerate(_LISTS.values()))
 
 
 def marks(cur: Any) -> Marks:
-    """The marks of the snapshot being taken in ``cur``'s transaction (relation owners are added by the caller)."""
+    """The marks of the snapshot being taken in ``cur``'s transaction, without its lists (``read_lists``) and
+    objects (``schema.read_objects``)."""
     prepared.execute(cur, "SELECT (pg_snapshot_xmin(pg_current_snapshot())::text::numeric % 4294967296)::bigint, "
                      f"current_schemas(false)::text[], (SELECT count(*) FROM pg_depend x WHERE {_MEMBERS}), "
                      "pg_current_wal_insert_lsn()::text, d.oid, (SELECT json_object_agg(relname, ARRAY[CASE WHEN "
@@ -96,23 +120,51 @@ def marks(cur: Any) -> Marks:
                      f"'pg_catalog'::regnamespace AND relname IN ({', '.join(repr(c) for c in _SCANNED)})) "
                      "FROM pg_database d WHERE d.datname = current_database()")
     horizon, schemas, members, lsn, database, files = cur.fetchone()
-    lists = {}
-    for name, query in _LISTS.items():
-        prepared.execute(cur, query)
-        lists[name] = frozenset((int(a), int(b)) for a, b in cur.fetchall())
-    return Marks(int(horizon), tuple(schemas), lists, int(members), lsn, int(database),
+    return Marks(int(horizon), tuple(schemas), int(members), lsn, int(database),
                  files={name: (int(db), int(node)) for name, (db, node) in (files or {}).items()})
 
 
-def gone(cur: Any, selves: dict[str, dict[int, int]]) -> set[tuple[str, int]]:
-    """The (catalog, oid) of objects in ``selves`` that no longer exist."""
-    catalogs = sorted(selves)
-    if not catalogs:
-        return set()
-    prepared.execute(cur, " UNION ALL ".join(
-        f"SELECT '{catalog}', o FROM unnest(${number}::oid[]) o WHERE NOT EXISTS (SELECT 1 FROM {catalog} x WHERE x.oid = o)"
-        for number, catalog in enumerate(catalogs, 1)), [prepared.oids(selves[c]) for c in catalogs])
-    return {(catalog, int(oid)) for catalog, oid in cur.fetchall()}
+def by_block(before: Marks, now: Marks, written: dict[tuple[int, int], set[int]] | None) -> bool:
+    """Whether the WAL's ``written`` blocks tell what changed in every catalog since ``before``: a catalog whose file
+    changed (VACUUM FULL) has all its blocks in the WAL, but is simpler read whole."""
+    return written is not None and len(now.files) == len(_SCANNED) and now.files == before.files
+
+
+def read_lists(cur: Any, now: Marks, before: Marks | None = None,
+               written: dict[tuple[int, int], set[int]] | None = None) -> None:
+    """Fill ``now.lists``: whole, or, when ``by_block``, ``before``'s with the written blocks read again."""
+    names = list(_LISTS)
+    if before is None or not by_block(before, now, written):
+        prepared.execute(cur, _WHOLE_LISTS)
+        now.lists, now.looked = {name: {} for name in names}, None
+        looked: dict[str, frozenset[int]] = {}
+    else:
+        assert written is not None
+        looked = {name: frozenset(written.get(now.files[c], ())) for name, (c, _, _) in _LISTS.items()}
+        prepared.execute(cur, _LISTS_IN_BLOCKS, [_blocks(written, now.files[c]) for c, _, _ in _LISTS.values()])
+        now.lists = {name: {b: items for b, items in before.lists[name].items() if b not in looked[name]} for name in names}
+        now.looked = looked
+    found: dict[tuple[int, int], set[tuple[int, int]]] = {}
+    for number, block, classid, objid in cur.fetchall():
+        found.setdefault((number, block), set()).add((int(classid), int(objid)))
+    for (number, block), items in found.items():
+        now.lists[names[number]][block] = frozenset(items)
+
+
+def vanished(before: Marks, now: Marks, name: str) -> set[tuple[int, int]]:
+    """What list ``name`` held at ``before`` and holds no more at ``now``."""
+    looked = None if now.looked is None else now.looked[name]
+    old = before.lists[name].values() if looked is None else [before.lists[name].get(b, frozenset()) for b in looked]
+    new = now.lists[name].values() if looked is None else [now.lists[name].get(b, frozenset()) for b in looked]
+    return set().union(*old) - set().union(*new)
+
+
+def gone(before: Marks, now: Marks) -> set[tuple[str, int]]:
+    """The (catalog, oid) of the objects of ``before.selves`` that no longer exist at ``now``."""
+    lost: set[tuple[str, int]] = set()
+    for catalog in _SELVES:
+        lost.update((catalog, oid) for _, oid in vanished(before, now, "rows of " + catalog))
+    return lost & before.selves.keys()
 
 
 def dirty(cur: Any, before: Marks, now: Marks, written: dict[tuple[int, int], set[int]] | None = None) -> set[int] | None:
@@ -122,18 +174,17 @@ def dirty(cur: Any, before: Marks, now: Marks, written: dict[tuple[int, int], se
     if now.schemas != before.schemas or len(now.schemas) > 1:
         return None
     horizon = str(before.horizon)
-    # The blocks of a catalog whose file changed (VACUUM FULL) are all in the WAL, but simpler read whole.
-    by_block = written is not None and len(now.files) == len(_SCANNED) and now.files == before.files
-    param = {c: 2 + i for i, c in enumerate(_UNFOLLOWED)} if by_block else {}
-    blocks = [_blocks(written, now.files[c]) for c in _UNFOLLOWED] if written is not None and by_block else []
+    block_mode = by_block(before, now, written)
+    param = {c: 2 + i for i, c in enumerate(_UNFOLLOWED)} if block_mode else {}
+    blocks = [_blocks(written, now.files[c]) for c in _UNFOLLOWED] if written is not None and block_mode else []
     prepared.execute(cur, f"SELECT (SELECT count(*) FROM pg_depend x WHERE {_MEMBERS} AND NOT {_NEW}), "
                      + ", ".join(f"EXISTS ({_new_rows(c, '1', param.get(c))})" for c in _UNFOLLOWED), [horizon, *blocks])
     old_members, *unfollowed = cur.fetchone()
     if old_members < before.members or any(unfollowed):
         return None
-    vanished = set().union(*(before.lists[name] - now.lists[name] for name in before.lists))
-    param = {c: 4 + i for i, c in enumerate(_FOLLOWED)} if by_block else {}
-    blocks = [_blocks(written, now.files[c]) for c in _FOLLOWED] if written is not None and by_block else []
+    lost = set().union(*(vanished(before, now, name) for name in _LISTS if not name.startswith("rows of ")))
+    param = {c: 4 + i for i, c in enumerate(_FOLLOWED)} if block_mode else {}
+    blocks = [_blocks(written, now.files[c]) for c in _FOLLOWED] if written is not None and block_mode else []
     fresh = [_new_rows(c, f"'{c}'::regclass::oid, x.oid", param.get(c)) for c in _OBJECTS]
     fresh += [_new_rows(c, f"{classid}, x.{column}", param.get(c)) for c, classid, column in _PARTS]
     fresh.append("SELECT * FROM unnest($2::oid[], $3::oid[])")
@@ -148,8 +199,8 @@ def dirty(cur: Any, before: Marks, now: Marks, written: dict[tuple[int, int], se
             UNION SELECT dep.* FROM dirty d CROSS JOIN LATERAL (
                 SELECT x.classid, x.objid FROM pg_depend x WHERE x.refclassid = d.classid AND x.refobjid = d.objid OFFSET 0) dep)
         SELECT objid FROM dirty WHERE classid = 'pg_class'::regclass UNION {' UNION '.join(belongs)}""",
-                     [horizon, "{" + ",".join(str(a) for a, _ in sorted(vanished)) + "}",
-                      "{" + ",".join(str(b) for _, b in sorted(vanished)) + "}", *blocks])
+                     [horizon, "{" + ",".join(str(a) for a, _ in sorted(lost)) + "}",
+                      "{" + ",".join(str(b) for _, b in sorted(lost)) + "}", *blocks])
     return {int(oid) for (oid,) in cur.fetchall() if oid}
 
 
