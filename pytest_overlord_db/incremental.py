@@ -30,6 +30,7 @@ def take(conn: "psycopg2.extensions.connection", before: schema.Snapshot | None,
     try:
         with conn.cursor() as cur:
             cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            prepared.planned_for(cur, len(before.objects))
             now = changed.marks(cur)
             written = wal.blocks(now.database, before.marks.lsn, now.lsn) if wal is not None else None
             changed.read_lists(cur, now, before.marks, written)

@@ -10,6 +10,7 @@ import pytest
 from test_pgdump_oracle import Base, base, drop_copy, run
 
 from pytest_overlord_db import incremental, schema
+from pytest_overlord_db.catalog import prepared
 from pytest_overlord_db.walwatch import WalWatch
 
 __all__ = ["base"]  # the fixture, shared with the oracle test
@@ -211,5 +212,28 @@ def test_the_catalog_half_reads_only_the_blocks_the_wal_names(base: Base, wal: W
         assert walk.step("SELECT 1") == ""
         monkeypatch.setattr(wal, "blocks", lambda database, start, end: {})
         assert "table app.unseen: whole present, incremental absent" in walk.step("CREATE TABLE app.unseen (id integer)")
+    finally:
+        walk.close()
+
+
+def test_catalog_statements_are_planned_again_when_the_database_has_doubled(base: Base) -> None:
+    """A generic plan made on the empty database (sequential scans of one-page catalogs) must not serve the big one."""
+    walk = Walk(base)
+    query = "SELECT count(*) FROM pg_class WHERE relnamespace = $1::oid"
+    try:
+        with walk.conn.cursor() as cur:
+            def prepared_at(objects: int) -> object:
+                prepared.planned_for(cur, objects)
+                prepared.execute(cur, query, ["11"])
+                cur.execute("SELECT prepare_time FROM pg_prepared_statements WHERE statement LIKE %s", ("%relnamespace = $1%",))
+                (time,), = cur.fetchall()
+                return time
+
+            first = prepared_at(100)  # size class 7
+            assert prepared_at(127) == first
+            doubled = prepared_at(200)  # class 8: planned again
+            assert doubled != first
+            assert prepared_at(100) == doubled  # one class down: a rollback's moment, kept
+            assert prepared_at(40) != doubled  # two down: planned again
     finally:
         walk.close()
