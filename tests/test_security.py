@@ -267,3 +267,26 @@ while not go.exists():
 for _ in range(300):
     replace_file(target, f"writer {n}\\n" * 50)
 """
+
+
+def test_workers_creating_the_server_user_at_once_agree_on_its_uid(tmp_path):
+    """On a fresh machine every xdist worker finds the server's OS user missing; two useradds at once both
+    succeed here, the second giving the user the next uid, and the first worker's data folder then belongs
+    to nobody. Run with a user of its own so the real one is untouched."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create OS users")
+    name = f"ovl_race_{uuid.uuid4().hex[:6]}"
+    go = tmp_path / "go"
+    code = ("import os, sys, time\nfrom pytest_overlord_db.servers import embedded\nembedded.SYSTEM_USER = sys.argv[1]\n"
+            "while not os.path.exists(sys.argv[2]):\n    time.sleep(0.001)\nprint(embedded._server_user()[1][0])\n")
+    workers = [subprocess.Popen([sys.executable, "-c", code, name, str(go)], stdout=subprocess.PIPE, text=True)
+               for _ in range(3)]
+    try:
+        time.sleep(1.0)  # all three are past their imports and waiting
+        go.touch()
+        uids = {int(w.communicate(timeout=60)[0]) for w in workers}
+        import pwd
+
+        assert uids == {pwd.getpwnam(name).pw_uid}
+    finally:
+        subprocess.run(["userdel", "--remove", name], capture_output=True)

