@@ -7,6 +7,7 @@ import shutil
 import socket
 import struct
 import tempfile
+import threading
 import time
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -391,6 +392,60 @@ def test_a_client_that_stops_reading_stalls_only_itself(relay, relay_url):
     sock.close()
 
 
+def test_a_server_gone_before_the_relay_writes_to_it_ends_only_its_client(tmp_path):
+    """The relay writes to a backend whose other end closed a moment before, between two of its selects: the
+    client holding it gets an error, and the relay serves the next one (once, that write ended its thread and
+    every later client of the run waited forever). A stand-in server makes the moment exact."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(tmp_path / "server"))
+    listener.listen(8)
+    listener.settimeout(5)
+    relay = Relay(str(tmp_path / "server"))
+    relay.start()
+    hold, held, go = threading.Event(), threading.Event(), threading.Event()
+    select = relay.selector.select
+
+    def held_select(timeout=None):
+        if hold.is_set():
+            held.set()
+            go.wait(5)
+        return select(timeout)
+
+    relay.selector.select = held_select  # type: ignore[method-assign]
+    address = os.path.join(os.path.dirname(relay.path), ".s.PGSQL.5432")
+
+    def client_and_backend() -> tuple[socket.socket, socket.socket]:
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.settimeout(5)
+        client.connect(address)
+        client.sendall(_startup("u", "d"))
+        backend, _ = listener.accept()
+        backend.settimeout(5)
+        backend.recv(65536)  # the startup packet, passed on
+        backend.sendall(protocol.AUTH_OK + b"K" + struct.pack("!III", 12, 7, 9) + protocol.READY_IDLE)
+        assert _messages(client, until=b"Z")[-1][0] == b"Z"
+        return client, backend
+
+    try:
+        client, backend = client_and_backend()
+        hold.set()
+        socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).connect(address)  # wakes the relay, which stops at `held`
+        assert held.wait(5)
+        client.sendall(protocol.query(b"SELECT 1"))  # read first by the relay, and passed on to ...
+        backend.close()  # ... a backend already gone
+        hold.clear()
+        go.set()
+        left = client.recv(65536)
+        assert left == b"" or left[:1] == b"E", left
+        assert relay.thread.is_alive()
+        client2, _ = client_and_backend()  # the next client is served
+        client2.close()
+    finally:
+        go.set()
+        relay.close()
+        listener.close()
+
+
 def _cancel(url: str, key: bytes) -> None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(urls.dsn_parts(url)["host"] + "/.s.PGSQL.5432")
@@ -535,3 +590,28 @@ def test_a_relay_sweeps_before_it_starts(empty_db_url, monkeypatch):
     finally:
         relay.close()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_relay_whose_thread_died_is_replaced_for_the_next_connection(empty_db_url):
+    """A defect that ends the relay's thread must not leave every later function-loop test waiting on it."""
+    from pytest_overlord_db.connections import AsyncConnections
+
+    conns = AsyncConnections(lambda: empty_db_url)
+
+    async def one() -> int:
+        conn = await conns.get(keep=False)
+        try:
+            return await conn.fetchval("SELECT 41 + 1")
+        finally:
+            await conn.close()
+
+    assert asyncio.run(one()) == 42
+    dead = conns.relay
+    assert dead is not None
+    dead._stop = True
+    dead._wake_w.send(b"x")  # as an exception would, the loop returns and the thread ends
+    dead.thread.join(5)
+    assert not dead.thread.is_alive()
+    assert asyncio.run(asyncio.wait_for(one(), 10)) == 42
+    assert conns.relay is not dead and conns.relay is not None and conns.relay.thread.is_alive()
+    conns.relay.close()

@@ -136,6 +136,12 @@ class SocketLoop:
                 del peer.out[:peer.sock.send(peer.out)]
             except BlockingIOError:
                 pass
+            except OSError:
+                # Its other end closed before the loop read that: a backend terminated between two selects (the
+                # ROLLBACK sent to a pooled one), a client gone. The peer is lost; raised from the handler of a
+                # loss already under way, it ended the relay's thread, and every later client waited forever.
+                self._lost(peer)
+                return
         if peer.close_when_sent and not peer.out and not peer.connecting:
             self._close(peer)
             return
