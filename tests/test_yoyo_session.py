@@ -44,7 +44,9 @@ def test_runs_in_a_session_share_a_connection_and_nothing_else(tmp_path: Path, e
     first, second = migrator.chain()
     with migrator.session(empty_db_url) if in_session else _Nothing():
         migrator.apply(empty_db_url, [first], lock=False, quiet=True)
-        assert _others(empty_db_url) == (1 if in_session else 0)  # the kept backend, idle between runs
+        if in_session:
+            migrator._sessions._spares[empty_db_url].take()  # made ahead on a thread: wait until it is there
+        assert _others(empty_db_url) == (2 if in_session else 0)  # the kept backend and the next copy, idle between runs
         migrator.apply(empty_db_url, [second], lock=False, quiet=True)
     assert _others(empty_db_url) == 0
     assert len({pid for (pid,) in _rows(empty_db_url, "SELECT pid FROM pids")}) == 2  # each migration's own
@@ -59,6 +61,25 @@ def test_a_setting_of_its_own_does_not_reach_the_next_migration(tmp_path: Path, 
     with migrator.session(empty_db_url):
         migrator.apply(empty_db_url, migrator.chain(), lock=False, quiet=True)
     assert _rows(empty_db_url, "SELECT flag FROM seen") == [(None,)]
+
+
+@pytest.mark.parametrize("in_session", [True, False])
+def test_a_migration_sees_the_database_settings_the_one_before_it_made(tmp_path: Path, empty_db_url: str,
+                                                                     in_session: bool) -> None:
+    """The next migration's connection is made ahead, while the walk takes its snapshots, but only once the run
+    before it is over: a setting that run gave the database (read when a connection starts) is in it."""
+    set_flag = "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET app.flag = %L', current_database(), 'on'); END $$"
+    unset = "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I RESET app.flag', current_database()); END $$"
+    migrator = _write(tmp_path / "migrations", [(set_flag, unset), (
+        "CREATE TABLE seen AS SELECT current_setting('app.flag', true) AS flag", "DROP TABLE seen")])
+    first, second = migrator.chain()
+    try:
+        with migrator.session(empty_db_url) if in_session else _Nothing():
+            migrator.apply(empty_db_url, [first], lock=False, quiet=True)
+            migrator.apply(empty_db_url, [second], lock=False, quiet=True)
+        assert _rows(empty_db_url, "SELECT flag FROM seen") == [("on",)]
+    finally:
+        migrator.rollback(empty_db_url, [first], lock=False, quiet=True)
 
 
 def test_a_failure_in_a_session_is_reported_and_the_next_run_starts_afresh(tmp_path: Path, empty_db_url: str) -> None:

@@ -163,7 +163,7 @@ class YoyoMigrator(Migrator):
         ours = {m.id: m for m in migrations}
         kept = self._sessions.backend(url)
         be = kept if kept is not None else _backend(url)
-        copies = cancellable_copies(be)
+        copies = cancellable_copies(be, functools.partial(self._sessions.spare, url)) if kept is not None else cancellable_copies(be)
         done: list[Applied] = []
         try:
             with (_yoyo_lock(be, url) if lock else contextlib.nullcontext()), _rows_output(quiet):
@@ -185,8 +185,10 @@ class YoyoMigrator(Migrator):
                     seconds = time.perf_counter() - started
                     record_timing(conn, migration.id, seconds if direction == "apply" else None)
                     done.append(Applied(migration.id, seconds))
+                    self._sessions.prepare(url)  # the next migration's connection (or the post-apply steps')
                 if direction == "apply" and todo:
                     be.run_post_apply(todo)
+                    self._sessions.prepare(url)
         except BaseException:
             if kept is not None:
                 self._sessions.give_up(url)
