@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from . import datagen, schema, seedwalk
+from . import datagen, fullcycle, schema, seedwalk
 from .config import Settings
 from .errors import MigrationError
 from .migrators import Migration, Migrator
@@ -99,12 +99,8 @@ def run(
                 on_verdict(verdict)
         full = seeded = None
         if applied:
-            # On a database of its own, without generated rows: rolling everything back drops their tables,
-            # so they could never come back.
             level = floor[0] if floor else 0
-            walker.fresh(applied[:level])
-            bottom = walker.snapshot()
-            full = _full_cycle(walker, applied[level:], bottom, accepted, used)
+            full = fullcycle.on(walker, applied, level, accepted, used)
             if floor:
                 full.accepted.insert(0, {"object": f"rolled back only down to {floor[1]}", "reason": declared[floor[1]]})
         if seed_files and applied:
@@ -238,36 +234,3 @@ def _check_declared(walker: Walker, migration: Migration, before: schema.Snapsho
     except MigrationError:
         return False, False
     return False, not schema.compare(before, walker.snapshot())  # either way, rebuilt at the new level
-
-
-def _full_cycle(walker: Walker, applied: list[Migration], bottom: schema.Snapshot,
-                accepted: list[dict[str, str]], used: set[int]) -> Verdict:
-    t0 = time.perf_counter()
-    verdict = Verdict(FULL_CYCLE)
-    try:
-        walker.migrator.apply(walker.url, applied, lock=False, quiet=True)
-    except MigrationError as exc:
-        verdict.status, verdict.error = "apply_failed", f"Applying them all in one run failed: {exc}"
-        verdict.seconds = time.perf_counter() - t0
-        return verdict
-    top = walker.snapshot()
-    try:
-        walker.migrator.rollback(walker.url, applied, lock=False, quiet=True)
-    except MigrationError as exc:
-        verdict.status, verdict.error = "rollback_failed", str(exc)
-    else:
-        diff = accept(schema.compare(bottom, walker.snapshot()), accepted, used, verdict)
-        if diff:
-            verdict.status, verdict.diff = "irreversible", diff.render("bottom of the walk", "after rolling everything back")
-        try:
-            walker.migrator.apply(walker.url, applied, lock=False, quiet=True)
-        except MigrationError as exc:
-            # What the rollback left behind is the cause: keep "irreversible" when it said so, as _check does.
-            verdict.status = "reapply_failed" if verdict.ok else verdict.status
-            verdict.error = f"Re-applying after the rollback failed: {exc}"
-        else:
-            diff2 = schema.compare(top, walker.snapshot(), counts_only=True).without(a["object"] for a in accepted)
-            if diff2 and verdict.ok:
-                verdict.status, verdict.diff = "reapply_failed", diff2.render("first apply", "re-apply")
-    verdict.seconds = time.perf_counter() - t0
-    return verdict

@@ -12,7 +12,7 @@ LAYERS = [
     {"servers"},
     {"migrators"},
     {"seeds", "leases", "template", "catalog", "tabledata", "schema", "incremental", "walwatch", "datagen"},
-    {"verdicts", "walker", "seedwalk", "roundtrip", "github", "runtime", "stepper"},
+    {"verdicts", "walker", "seedwalk", "fullcycle", "roundtrip", "github", "runtime", "stepper"},
     {"connections", "isolation"},
     {"plugin", "cli", "cli_cache", "cli_output", "api"},
 ]
