@@ -29,7 +29,7 @@ def queries(version: int) -> dict[str, str]:
                          CASE WHEN p.prokind = 'a' THEN {_AGGREGATE} END,
                          {owner_acl_comment('p.proowner', "coalesce(p.proacl, acldefault('f', p.proowner))", 'p.oid', 'pg_proc')})
         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-        WHERE {USER_NS} AND {not_ext('pg_proc', 'p.oid')}""",
+        WHERE p.oid >= 16384 AND {USER_NS} AND {not_ext('pg_proc', 'p.oid')}""",
         "language": f"""
         SELECT 'language ' || quote_ident(l.lanname),
                concat_ws(E'\\n', concat_ws(' ', 'trusted', l.lanpltrusted, 'handler', {_proc('l.lanplcallfoid')},

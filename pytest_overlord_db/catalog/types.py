@@ -11,7 +11,7 @@ def _named(kind: str, catalog: str, alias: str, name: str, namespace: str, detai
         SELECT '{kind} ' || quote_ident(n.nspname) || '.' || {name},
                concat_ws(E'\\n', {details})
         FROM {catalog} {alias} JOIN pg_namespace n ON n.oid = {alias}.{namespace}
-        WHERE {USER_NS} AND {not_ext(catalog, alias + '.oid')} {extra_where}"""
+        WHERE {alias}.oid >= 16384 AND {USER_NS} AND {not_ext(catalog, alias + '.oid')} {extra_where}"""
 
 
 def queries(version: int) -> dict[str, str]:
@@ -44,7 +44,7 @@ def queries(version: int) -> dict[str, str]:
                       'collatable', t.typcollation <> 0, 'default', t.typdefault) END,
                  {owner_acl_comment('t.typowner', "coalesce(t.typacl, acldefault('T', t.typowner))", 't.oid', 'pg_type')})
         FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
-        WHERE t.typtype IN ('e', 'd', 'r', 'b') AND {USER_NS}
+        WHERE t.oid >= 16384 AND t.typtype IN ('e', 'd', 'r', 'b') AND {USER_NS}
           AND {not_ext('pg_type', 't.oid')}
           AND NOT EXISTS (SELECT 1 FROM pg_type arr WHERE arr.typarray = t.oid)""",
         "collation": _named("collation", "pg_collation", "co", "quote_ident(co.collname)", "collnamespace", f"""
