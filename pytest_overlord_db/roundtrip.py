@@ -6,8 +6,9 @@ snapshot A2. R must equal S (schema and data) and A2 must equal A (schema and
 row counts: re-applied rows may carry new uuids and timestamps). After a
 failure the walk carries on from a clean database brought to that level, so
 one bad migration never hides the verdicts of the others. Finally everything
-is rolled back to empty and applied again, and, given seed files, the walk
-down from the top with the seed data loaded (``seedwalk``) is folded in.
+is rolled back to empty and applied again (``fullcycle``: on the walk's own
+database when it was never rebuilt), and, given seed files, the walk down
+from the top with the seed data loaded (``seedwalk``) is folded in.
 
 A migration the project declares irreversible on purpose is applied and never
 required to roll back: its verdict is ``declared_irreversible``, which passes.
@@ -61,6 +62,8 @@ def run(
     verdicts: list[Verdict] = []
     walker = Walker(templates, migrator)
     applied: list[Migration] = []
+    # Since which level the walk's database has not been rebuilt, and its snapshot there.
+    bottom: tuple[int, schema.Snapshot] | None = None
     try:
         walker.fresh([])
         before = walker.snapshot()
@@ -70,6 +73,8 @@ def run(
             entries = [a for a in accepted if a["migration"] == migration.id]
             if rows:
                 before = _fill(walker, before, rows, data_seed, gaps, migration.id)
+            if bottom is None:
+                bottom = (len(applied), before)
             if migration.id in declared:
                 clean, rolls_back = _check_declared(walker, migration, before, verdict, declared[migration.id])
                 level_snapshot = None
@@ -80,6 +85,7 @@ def run(
             if verdict.status != "apply_failed":
                 applied.append(migration)
             if not clean:
+                bottom = None  # a new database
                 try:
                     walker.fresh(applied)  # carry on from a clean database at this level
                 except MigrationError as exc:
@@ -100,7 +106,10 @@ def run(
         full = seeded = None
         if applied:
             level = floor[0] if floor else 0
-            full = fullcycle.on(walker, applied, level, accepted, used)
+            if bottom is not None and bottom[0] == level:
+                full = fullcycle.down_and_up(walker, applied[level:], bottom[1], before, accepted, used)
+            else:
+                full = fullcycle.on(walker, applied, level, accepted, used)
             if floor:
                 full.accepted.insert(0, {"object": f"rolled back only down to {floor[1]}", "reason": declared[floor[1]]})
         if seed_files and applied:

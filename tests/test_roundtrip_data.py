@@ -84,6 +84,41 @@ def test_a_lost_column_can_be_accepted_explicitly(templates, tmp_path):
     assert report.migrations[1].accepted == [{"object": "data public.a", "reason": "scores are recomputed nightly"}]
 
 
+def test_when_every_migration_passes_the_full_cycle_runs_on_the_walks_own_database(templates, tmp_path, monkeypatch):
+    """From the top of the walk, rows and all: no new database applied to from the bottom first."""
+    made: list[str] = []
+    create = templates.create_empty
+    monkeypatch.setattr(templates, "create_empty", lambda kind: made.append(kind) or create(kind))
+    folder = write(tmp_path / "migrations", step("CREATE TABLE b (id int PRIMARY KEY, a_id int REFERENCES a(id))", "DROP TABLE b"))
+    report = roundtrip.run(templates, for_folder(folder))
+    assert report.ok and report.full_cycle is not None and report.full_cycle.ok, report.render()
+    assert made.count("roundtrip") == 1, made  # the walk's; the full cycle had a second one
+
+
+def test_the_full_cycle_on_the_walks_database_gives_back_the_rows_at_its_bottom(templates, tmp_path):
+    """Rolled back from the top, every row the walk had at the bottom must be there again."""
+    from pytest_overlord_db import fullcycle
+    from pytest_overlord_db.walker import Walker
+
+    folder = write(tmp_path / "migrations", step("CREATE TABLE b (id int)", "DROP TABLE b; DELETE FROM a WHERE id = 2"))
+    migrator = for_folder(folder)
+    chain = migrator.chain()
+    walker = Walker(templates, migrator)
+    try:
+        walker.fresh(chain[:1])
+        conn = walker.connection()
+        with conn.cursor() as cur:
+            cur.execute("INSERT INTO a (name, score) SELECT 'n' || g, g FROM generate_series(1, 3) g")
+        conn.commit()
+        bottom = walker.snapshot()
+        migrator.apply(walker.url, chain[1:], lock=False, quiet=True)
+        verdict = fullcycle.down_and_up(walker, chain[1:], bottom, walker.snapshot(), [], set())
+    finally:
+        walker.end()
+    assert verdict.status == "irreversible", verdict
+    assert re.search(r"public\.a id=2: gone", verdict.diff), verdict.diff
+
+
 def test_a_table_without_generated_rows_is_named_with_the_reason(templates, tmp_path):
     folder = write(tmp_path / "migrations", step(
         "CREATE TABLE odd (id int PRIMARY KEY, spot point NOT NULL); "
