@@ -44,7 +44,7 @@ def take(conn: "psycopg2.extensions.connection", before: schema.Snapshot | None,
                 schema.read_objects(cur, catalog.queries(skip, conn.server_version), objects, now)
                 now.tables = frozenset(schema.table_names(objects))
             else:
-                dropped = _copy_unchanged(before, before.marks, relations, objects, now)
+                objects, dropped = _copy_unchanged(before, before.marks, relations, now)
                 fresh: dict[str, str] = {}
                 schema.read_objects(cur, catalog.narrowed(skip, conn.server_version), fresh, now, relations)
                 objects.update(fresh)
@@ -133,17 +133,17 @@ def _written(cur: Any, marks: changed.Marks, relations: set[int] | None, names: 
     return names.intersection(name for name, _, _ in found) | (names - marks.tables)
 
 
-def _copy_unchanged(before: schema.Snapshot, marks: changed.Marks, relations: set[int], objects: dict[str, str],
-                    now: changed.Marks) -> list[str]:
-    """Into ``objects``, ``before``'s objects of relations not in ``relations`` (which gains the relations
-    whose objects are gone), with their marks into ``now``; the keys of ``before``'s that were left out.
-    Domain constraints, which belong to none, are always read again."""
+def _copy_unchanged(before: schema.Snapshot, marks: changed.Marks, relations: set[int],
+                    now: changed.Marks) -> tuple[dict[str, str], list[str]]:
+    """``before``'s objects of relations not in ``relations`` (which gains the relations whose objects are
+    gone), with their marks into ``now``, and the keys of ``before``'s that were left out. Domain constraints,
+    which belong to none, are always read again."""
     relations.update(marks.selves[self] for self in changed.gone(marks, now))
     relations.add(0)
-    objects.update(before.objects)
+    objects = before.objects.copy()  # copy() clones a dict's table whole; update() into an empty one inserts key by key
     for key in marks.others:
         objects.pop(key, None)
-    now.keys_of, now.selves, now.selves_of = dict(marks.keys_of), dict(marks.selves), dict(marks.selves_of)
+    now.keys_of, now.selves, now.selves_of = marks.keys_of.copy(), marks.selves.copy(), marks.selves_of.copy()
     dropped: list[str] = []
     for owner in relations:
         keys = now.keys_of.pop(owner, ())
@@ -152,4 +152,4 @@ def _copy_unchanged(before: schema.Snapshot, marks: changed.Marks, relations: se
         dropped.extend(keys)
         for self in now.selves_of.pop(owner, ()):
             now.selves.pop(self, None)
-    return dropped
+    return objects, dropped

@@ -4,6 +4,7 @@ compares the two, on the clone it makes anyway); here: the fallbacks, what chang
 from __future__ import annotations
 
 import difflib
+import uuid
 
 import psycopg2
 import pytest
@@ -131,7 +132,7 @@ def test_reading_only_the_tables_the_wal_names_gives_the_whole_snapshots_data(ba
         walk.close()
 
 
-TO_TABLESPACE = "ALTER TABLE app.scratch SET LOGGED; ALTER TABLE app.scratch SET TABLESPACE overlord_in_place"
+TO_TABLESPACE = "ALTER TABLE app.scratch SET LOGGED; ALTER TABLE app.scratch SET TABLESPACE {tablespace}"
 
 
 @pytest.mark.parametrize("before, step", [
@@ -141,15 +142,17 @@ TO_TABLESPACE = "ALTER TABLE app.scratch SET LOGGED; ALTER TABLE app.scratch SET
 ], ids=["unlogged", "moved to a tablespace", "in a tablespace"])
 def test_tables_the_wal_may_not_name_are_read_again_at_every_later_snapshot(base: Base, wal: WalWatch, before: str,
                                                                            step: str) -> None:
-    admin = psycopg2.connect(base.templates.admin_url)  # a tablespace is the server's
+    # A tablespace is the server's: a name of its own, or two workers (or a run killed before its cleanup) meet.
+    tablespace = f"overlord_in_place_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(base.templates.admin_url)
     admin.autocommit = True
     with admin.cursor() as cur:
         cur.execute("SET allow_in_place_tablespaces = on")
-        cur.execute("CREATE TABLESPACE overlord_in_place LOCATION ''")
+        cur.execute(f"CREATE TABLESPACE {tablespace} LOCATION ''")
     try:
-        walk = Walk(base, rows=WAL_SETUP + before, wal=wal)
+        walk = Walk(base, rows=WAL_SETUP + before.format(tablespace=tablespace), wal=wal)
         try:
-            assert walk.step(step) == ""
+            assert walk.step(step.format(tablespace=tablespace)) == ""
             assert walk.step("SELECT 1") == ""  # what that snapshot found is carried on
             assert walk.step("UPDATE app.scratch SET v = 'c'") == ""
             assert walk.step("UPDATE app.scratch SET v = 'd'") == ""
@@ -157,7 +160,7 @@ def test_tables_the_wal_may_not_name_are_read_again_at_every_later_snapshot(base
             walk.close()
     finally:
         with admin.cursor() as cur:
-            cur.execute("DROP TABLESPACE overlord_in_place")
+            cur.execute(f"DROP TABLESPACE {tablespace}")
         admin.close()
 
 
