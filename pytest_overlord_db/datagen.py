@@ -57,7 +57,7 @@ _COLUMNS = """
     LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
     WHERE c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped AND NOT c.relispartition
       AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%%'
-      AND c.relname <> ALL(%(skip)s) AND (%(only)s::text[] IS NULL OR c.oid = ANY(%(only)s::text[]::regclass[]))
+      AND c.relname <> ALL(%(skip)s) {only}
       AND (NOT %(empty)s OR pg_relation_size(c.oid) = 0)
       AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
     ORDER BY c.oid, a.attnum"""
@@ -68,8 +68,7 @@ _CHECKS = f"""
     SELECT {_NAME.format('con.conrelid')},
            a.attname, pg_get_constraintdef(con.oid)
     FROM pg_constraint con JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = con.conkey[1]
-    WHERE con.contype = 'c' AND array_length(con.conkey, 1) = 1
-      AND (%(only)s::text[] IS NULL OR con.conrelid = ANY(%(only)s::text[]::regclass[]))"""
+    WHERE con.contype = 'c' AND array_length(con.conkey, 1) = 1 {{only}}"""
 _FKEYS = f"""
     SELECT {_NAME.format('con.conrelid')},
            {_NAME.format('con.confrelid')},
@@ -77,8 +76,7 @@ _FKEYS = f"""
               JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n),
            (SELECT array_agg(a.attname ORDER BY k.i) FROM unnest(con.confkey) WITH ORDINALITY k(n, i)
               JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n)
-    FROM pg_constraint con WHERE con.contype = 'f'
-      AND (%(only)s::text[] IS NULL OR con.conrelid = ANY(%(only)s::text[]::regclass[]))"""
+    FROM pg_constraint con WHERE con.contype = 'f' {{only}}"""
 
 
 @dataclass
@@ -171,17 +169,22 @@ def read_tables(conn: Any, bookkeeping: Iterable[str] = (), *, empty_only: bool 
     of these qualified names (reading every table's columns grew with the schema)."""
     tables: dict[str, Table] = {}
     params = {"skip": list(bookkeeping), "empty": empty_only, "only": None if only is None else sorted(only)}
+    # The condition on ``only`` is written in only when given: as "%(only)s IS NULL OR ..." the planner could not
+    # use the catalogs' indexes, and read every column of every table (2 ms a migration at 500 tables).
+    def among(column: str) -> str:
+        return "" if only is None else f"AND {column} = ANY(%(only)s::text[]::regclass[])"
+
     with conn.cursor() as cur:
-        cur.execute(_COLUMNS, params)
+        cur.execute(_COLUMNS.format(only=among("c.oid")), params)
         for name, col, sql_type, not_null, by_server, base, typmod, element, element_kind, labels, kind in cur.fetchall():
             tables.setdefault(name, Table(name)).columns.append(
                 Column(col, sql_type, not_null, by_server, base, typmod, element, element_kind, labels, kind))
-        cur.execute(_CHECKS, params)
+        cur.execute(_CHECKS.format(only=among("con.conrelid")), params)
         for name, col, definition in cur.fetchall():
             column = next((c for c in tables[name].columns if c.name == col), None) if name in tables else None
             if column is not None:
                 _narrow(column, definition)
-        cur.execute(_FKEYS, params)
+        cur.execute(_FKEYS.format(only=among("con.conrelid")), params)
         for child, parent, columns, parent_columns in cur.fetchall():
             if child in tables:
                 tables[child].parents.append((columns, parent, parent_columns))
