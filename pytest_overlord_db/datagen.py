@@ -237,6 +237,10 @@ def _draw(strategy: st.SearchStrategy[Any], at: int) -> Any:
         if data.draw(st.booleans()):
             drawn.append(data.draw(strategy))
 
+    # Hypothesis names a test's examples in its database by a digest of the test's source, tokenized anew
+    # for every new function: 1.6 ms of a 2.2 ms draw. There is no database here; a name it takes as given
+    # where it finds one (a private one: without it, the digest is made, as before) saves that work.
+    run._hypothesis_internal_database_key = b"overlord-db rows"  # type: ignore[attr-defined]
     with _without_local_constants():
         run()
     return drawn[-1]
