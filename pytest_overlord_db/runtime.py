@@ -65,17 +65,19 @@ class FreshDatabase:
 class FreshPool:
     """Fresh clones for ``overlord_fresh_db``, one kept ready ahead of time.
 
-    Cloning (~8 ms) and dropping (~4 ms) happen in a background thread with its
-    own connection: while a test runs, its predecessor's clone is dropped and
-    its successor's is made. A test that does work of its own then waits for
-    neither.
+    Cloning (~10 ms) and dropping (~6 ms) happen in background threads, each with its own connection: while
+    a test runs, its predecessor's clone is dropped and its successor's is made, at the same time (a clone
+    and a drop side by side took 11.7 ms here, one after the other 14.7). A test that does work of its own
+    then waits for neither.
     """
 
     def __init__(self, templates: Templates, template: str) -> None:
         self.template = template
         self.foreground = templates
-        self.background = Templates(templates.admin_url, templates.settings, templates.facts, templates.migrator)
-        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="overlord-fresh")
+        self.cloning = Templates(templates.admin_url, templates.settings, templates.facts, templates.migrator)
+        self.dropping = Templates(templates.admin_url, templates.settings, templates.facts, templates.migrator)
+        self.cloner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="overlord-fresh")
+        self.dropper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="overlord-drop")
         self.spare: Future[str] | None = None
 
     def take(self) -> str:
@@ -88,22 +90,20 @@ class FreshPool:
             self.spare = None
         if name is None:
             name = self.foreground.clone(self.template, "fresh")
-        self.spare = self.worker.submit(self.background.clone, self.template, "fresh")
+        self.spare = self.cloner.submit(self.cloning.clone, self.template, "fresh")
         return name
 
     def give_back(self, name: str) -> None:
-        self.worker.submit(self.background.drop, name)
+        self.dropper.submit(self.dropping.drop, name)
 
     def close(self) -> None:
         spare, self.spare = self.spare, None
-        if spare is not None:
-            self.worker.submit(self._drop_unused, spare)
-        self.worker.shutdown(wait=True)
-        self.background.close()
-
-    def _drop_unused(self, spare: Future[str]) -> None:
-        if spare.exception() is None:  # done: the worker made it before this
-            self.background.drop(spare.result())
+        self.cloner.shutdown(wait=True)  # the spare is made by now, or failed
+        if spare is not None and spare.exception() is None:
+            self.dropper.submit(self.dropping.drop, spare.result())
+        self.dropper.shutdown(wait=True)
+        self.cloning.close()
+        self.dropping.close()
 
 
 class Runtime:
