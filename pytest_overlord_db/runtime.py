@@ -92,9 +92,10 @@ class FreshPool:
         name = None
         while self.spares and name is None:
             try:
-                name = self.spares.popleft().result()
+                name = self.spares[0].result()  # left in the queue until made: on Ctrl-C here close() drops it
             except Exception:
                 name = None  # made again below, in the foreground, where its error is reported
+            self.spares.popleft()
         if name is None:
             name = self.foreground.clone(self.template, "fresh")
         while len(self.spares) < self.AHEAD:

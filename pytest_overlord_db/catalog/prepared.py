@@ -36,6 +36,7 @@ def execute(cur: Any, query: str, args: Sequence[str] = ()) -> None:
     planned = names.get(name)
     if planned is None or not planned - 1 <= size <= planned:
         if planned is not None:
+            del names[name]  # forgotten first: a PREPARE that fails (a cancel) must be made again next time
             cur.execute(f"DEALLOCATE {name}")
         cur.execute(f"PREPARE {name} AS {query}")
         names[name] = size

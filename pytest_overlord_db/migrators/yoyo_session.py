@@ -103,8 +103,12 @@ class Sessions:
 
     def spare(self, url: str) -> Any | None:
         """The copy made ahead for ``url``, if any (taken: the next is made after this run)."""
-        made = self._spares.pop(url, None)
-        return made.take() if made is not None else None
+        made = self._spares.get(url)
+        if made is None:
+            return None
+        copy = made.take()  # still listed while it is made: on Ctrl-C here give_up closes it
+        del self._spares[url]
+        return copy
 
     def give_up(self, url: str) -> None:
         """Close ``url``'s kept connections (after a failure, or when the session ends)."""

