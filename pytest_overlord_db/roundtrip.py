@@ -99,6 +99,7 @@ def run(
             before = level_snapshot if clean and level_snapshot is not None else walker.snapshot()
             if verdict.status == DECLARED:
                 floor = (len(applied), migration.id)
+                bottom = None  # the full cycle's bottom is now here
             verdict.seconds = time.perf_counter() - t0
             verdicts.append(verdict)
             if on_verdict:

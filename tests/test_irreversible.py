@@ -67,6 +67,21 @@ def test_undeclared_it_fails_declared_it_passes_and_the_walk_goes_on(templates, 
     assert json.loads(report.to_json())["migrations"][1]["status"] == "declared_irreversible"
 
 
+@pytest.mark.parametrize("rollback", [None, "ALTER TABLE a ADD COLUMN payload text"], ids=["without rollback", "with one"])
+def test_the_full_cycle_above_a_declared_one_runs_on_the_walks_own_database(templates, tmp_path, monkeypatch, rollback):
+    """From the walk's top down to the declared migration, rows and all: no database migrated from empty for it."""
+    made: list[str] = []
+    create = templates.create_empty
+    monkeypatch.setattr(templates, "create_empty", lambda kind: made.append(kind) or create(kind))
+    second = DROP_PAYLOAD if rollback is None else f'from yoyo import step\nstep("ALTER TABLE a DROP COLUMN payload", "{rollback}")\n'
+    folder = write(tmp_path / "migrations", second=second)
+    (folder / "0004.more.py").write_text('from yoyo import step\nstep("CREATE TABLE more (id int)", "DROP TABLE more")\n')
+    report = roundtrip.run(templates, for_folder(folder), irreversible=declared("0002.drop-payload"))
+    assert report.ok and report.full_cycle is not None and report.full_cycle.ok, report.render()
+    # The walk's first database, and (a declared migration with a rollback is tried on it) the one rebuilt after it.
+    assert made.count("roundtrip") == (1 if rollback is None else 2), made
+
+
 def test_a_broken_migration_after_the_declared_one_is_still_caught(templates, tmp_path):
     folder = write(tmp_path / "migrations", third='from yoyo import step\nstep("CREATE TABLE later (id int)", "SELECT 1")\n')
     report = roundtrip.run(templates, for_folder(folder), irreversible=declared("0002.drop-payload"))
