@@ -25,12 +25,38 @@ from .migrators import Migration
 from .verdicts import FULL_CYCLE, Verdict
 from .walker import Walker, accept
 
+_RUN: dict[str, Any] = {"lock": False, "quiet": True}
+
+
+def run(walker: Walker, applied: list[Migration], level: int, walked: tuple[int, schema.Snapshot] | None,
+        top: schema.Snapshot, accepted: list[dict[str, str]], used: set[int]) -> Verdict:
+    """The full cycle of ``applied[level:]``. ``walked``: since which level the walk's database (now at ``top``)
+    was not rebuilt, and its snapshot there; the cycle runs on it when that level is the bottom, and stands
+    if it passes."""
+    if walked is not None and walked[0] == level:
+        tried: set[int] = set()
+        verdict = down_and_up(walker, applied[level:], walked[1], top, accepted, tried)
+        if verdict.ok:
+            used |= tried
+            return verdict
+    return on(walker, applied, level, accepted, used)
+
 
 def on(walker: Walker, applied: list[Migration], level: int, accepted: list[dict[str, str]], used: set[int]) -> Verdict:
     """The full cycle of ``applied[level:]`` on a new database of ``walker`` at ``applied[:level]``."""
     # Without generated rows: rolling everything back drops their tables, so they could never come back.
     walker.fresh(applied[:level])
-    return check(walker, applied[level:], walker.snapshot(), accepted, used)
+    bottom = walker.snapshot()
+    t0 = time.perf_counter()
+    verdict = Verdict(FULL_CYCLE)
+    try:
+        walker.migrator.apply(walker.url, applied[level:], **_RUN)
+    except MigrationError as exc:
+        verdict.status, verdict.error = "apply_failed", f"Applying them all in one run failed: {exc}"
+    else:
+        _down_and_up(walker, applied[level:], bottom, walker.snapshot(), verdict, accepted, used, schema_only=False)
+    verdict.seconds = time.perf_counter() - t0
+    return verdict
 
 
 def down_and_up(walker: Walker, applied: list[Migration], bottom: schema.Snapshot, top: schema.Snapshot,
@@ -41,33 +67,15 @@ def down_and_up(walker: Walker, applied: list[Migration], bottom: schema.Snapsho
     (each migration's re-apply was checked for its row counts in the walk)."""
     t0 = time.perf_counter()
     verdict = Verdict(FULL_CYCLE)
-    _down_and_up(walker, applied, bottom, top, verdict, accepted, used, "top of the walk", schema_only=True)
-    verdict.seconds = time.perf_counter() - t0
-    return verdict
-
-
-def check(walker: Walker, applied: list[Migration], bottom: schema.Snapshot, accepted: list[dict[str, str]],
-          used: set[int]) -> Verdict:
-    t0 = time.perf_counter()
-    verdict = Verdict(FULL_CYCLE)
-    run: dict[str, Any] = {"lock": False, "quiet": True}
-    try:
-        walker.migrator.apply(walker.url, applied, **run)
-    except MigrationError as exc:
-        verdict.status, verdict.error = "apply_failed", f"Applying them all in one run failed: {exc}"
-        verdict.seconds = time.perf_counter() - t0
-        return verdict
-    _down_and_up(walker, applied, bottom, walker.snapshot(), verdict, accepted, used, "first apply")
+    _down_and_up(walker, applied, bottom, top, verdict, accepted, used, schema_only=True)
     verdict.seconds = time.perf_counter() - t0
     return verdict
 
 
 def _down_and_up(walker: Walker, applied: list[Migration], bottom: schema.Snapshot, top: schema.Snapshot,
-                 verdict: Verdict, accepted: list[dict[str, str]], used: set[int], top_is: str,
-                 schema_only: bool = False) -> None:
-    run: dict[str, Any] = {"lock": False, "quiet": True}
+                 verdict: Verdict, accepted: list[dict[str, str]], used: set[int], *, schema_only: bool) -> None:
     try:
-        walker.migrator.rollback(walker.url, applied, **run)
+        walker.migrator.rollback(walker.url, applied, **_RUN)
     except MigrationError as exc:
         verdict.status, verdict.error = "rollback_failed", str(exc)
         return
@@ -75,7 +83,7 @@ def _down_and_up(walker: Walker, applied: list[Migration], bottom: schema.Snapsh
     if diff:
         verdict.status, verdict.diff = "irreversible", diff.render("bottom of the walk", "after rolling everything back")
     try:
-        walker.migrator.apply(walker.url, applied, **run)
+        walker.migrator.apply(walker.url, applied, **_RUN)
     except MigrationError as exc:
         # What the rollback left behind is the cause: keep "irreversible" when it said so, as the walk does.
         verdict.status = "reapply_failed" if verdict.ok else verdict.status
@@ -86,4 +94,4 @@ def _down_and_up(walker: Walker, applied: list[Migration], bottom: schema.Snapsh
         top, again = schema.Snapshot(top.objects), schema.Snapshot(again.objects)
     diff2 = schema.compare(top, again, counts_only=True).without(a["object"] for a in accepted)
     if diff2 and verdict.ok:
-        verdict.status, verdict.diff = "reapply_failed", diff2.render(top_is, "re-apply")
+        verdict.status, verdict.diff = "reapply_failed", diff2.render("top of the walk" if schema_only else "first apply", "re-apply")

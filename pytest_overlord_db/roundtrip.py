@@ -107,18 +107,7 @@ def run(
         full = seeded = None
         if applied:
             level = floor[0] if floor else 0
-            full = None
-            if bottom is not None and bottom[0] == level:
-                tried: set[int] = set()
-                full = fullcycle.down_and_up(walker, applied[level:], bottom[1], before, accepted, tried)
-                if full.ok:
-                    used |= tried
-                else:
-                    # Rows generated during the walk can meet rollbacks that never saw them (a table emptied by one
-                    # migration and filled again before the next): what fails there is checked as before.
-                    full = None
-            if full is None:
-                full = fullcycle.on(walker, applied, level, accepted, used)
+            full = fullcycle.run(walker, applied, level, bottom, before, accepted, used)
             if floor:
                 full.accepted.insert(0, {"object": f"rolled back only down to {floor[1]}", "reason": declared[floor[1]]})
         if seed_files and applied:

@@ -55,7 +55,7 @@ class AsyncConnections:
     _tests: dict[Any, _Kept] = field(default_factory=dict, repr=False)
 
     def _relay_kwargs(self) -> dict[str, Any]:
-        if self._relayed is None or self.relay is None or not self.relay.thread.is_alive():
+        if self.relay is None or self._relayed is None or not self.relay.thread.is_alive():
             # A relay whose thread has died (a defect in it) is replaced: its clients would wait forever.
             if self.relay is not None:
                 self.relay.close()

@@ -163,7 +163,7 @@ class YoyoMigrator(Migrator):
         ours = {m.id: m for m in migrations}
         kept = self._sessions.backend(url)
         be = kept if kept is not None else _backend(url)
-        copies = cancellable_copies(be, functools.partial(self._sessions.spare, url)) if kept is not None else cancellable_copies(be)
+        copies = cancellable_copies(be, functools.partial(self._sessions.spare, url))  # none outside a session
         done: list[Applied] = []
         try:
             with (_yoyo_lock(be, url) if lock else contextlib.nullcontext()), _rows_output(quiet):
