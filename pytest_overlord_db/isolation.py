@@ -162,11 +162,9 @@ class Isolation:
             if test.keep and not conn.is_closed():
                 assert self.async_conns is not None
                 committed = not test.loop.run_until_complete(self.async_conns.end_test(conn))
-            elif not conn.is_closed():
-                committed = not conn.is_in_transaction()
-                # A relayed connection: just drop it. The relay rolls its backend back
-                # (and resets it) in the background; no round trip here.
-                conn.terminate()
+            elif not test.keep:
+                assert self.async_conns is not None
+                committed = not self.async_conns.release(conn)  # its backend is reset in the background
         except ASYNC_LOST as exc:
             self._lost_async(conn)
             self.ensure_runtime()[0].check_alive(exc)

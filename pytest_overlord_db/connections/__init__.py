@@ -1,5 +1,5 @@
-"""Per-test connections that never leak a test's writes, for each driver; the relay that makes new asyncpg
-connections cheap. Usable without pytest."""
+"""Per-test connections that never leak a test's writes, for each driver; the kept backends (handoff, or the
+relay) that make new asyncpg connections cheap. Usable without pytest."""
 from __future__ import annotations
 
 from .aio import ASYNC_LOST, AsyncConnections

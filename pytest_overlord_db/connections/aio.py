@@ -12,6 +12,7 @@ import asyncpg
 from .. import urls
 from ..errors import ServerError
 from . import vectors as vector_types
+from .handoff import Handoff
 from .relay import Relay
 from .sync import END_AND_BEGIN, FRESH, RENEW, RESET_SESSION, SAVEPOINT
 
@@ -35,17 +36,21 @@ class AsyncConnections:
     """asyncpg connections keyed by event loop: an asyncpg connection belongs to the loop that made it.
 
     With a wider loop scope one connection serves every test of that loop. With
-    a function-scoped loop every test needs a new connection; it goes through
-    the in-process relay, which keeps PostgreSQL backends between tests (a new
-    backend costs ~1.3 ms, a relayed connection ~0.3 ms).
+    a function-scoped loop every test needs a new connection: it is lent a
+    PostgreSQL backend kept from an earlier test (see ``handoff``; a new backend
+    costs ~1.3 ms), or, in a loop the handoff cannot hook, it goes through the
+    in-process relay, which keeps backends the same way but stands between.
     """
 
     url: Callable[[], str] = field(repr=False)
     by_loop: dict[Any, asyncpg.Connection] = field(default_factory=dict, repr=False)
-    relay: Relay | None = None
+    handoff: Handoff | None = None
+    relay: Relay | None = None  # for loops the handoff cannot hook
     vectors: bool = False  # register pgvector's codecs on each new connection (when the package is there)
     # connect() keywords through the relay, parsed once; holds the password, so never in a repr
     _relayed: dict[str, Any] | None = field(default=None, repr=False)
+    # The same to the server itself, for the handoff: the URL they are for, the keywords, the backends' key.
+    _direct: tuple[str, dict[str, Any], str] | None = field(default=None, repr=False)
     _vector_schema: tuple[str | None] | None = field(default=None, repr=False)  # looked up on the first connection
     _connection_class: Any = field(default=None, repr=False)
     # Per kept connection: the transaction asyncpg began on its first test, and when the last test's end began
@@ -70,6 +75,42 @@ class AsyncConnections:
                              "password": parts["password"], "database": parts["dbname"]}
         return self._relayed
 
+    def _direct_kwargs(self) -> dict[str, Any]:
+        return self._direct_for(self.url())[1]
+
+    def _direct_key(self) -> str:
+        """What the lent backends are kept by: where the connections go (the URL without its password)."""
+        return self._direct_for(self.url())[2]
+
+    def _direct_for(self, raw: str) -> tuple[str, dict[str, Any], str]:
+        if self._direct is None or self._direct[0] != raw:
+            url = urls.normalize(raw)
+            parts = urls.dsn_parts(url)
+            # Keywords rather than a DSN: asyncpg parses a DSN (and looks for a service file) on every connect.
+            # No TLS: the socket it gets is a local backend's, as the relay's are.
+            self._direct = (raw, {"host": str(parts["host"] or "localhost"), "port": parts["port"],
+                                  "user": parts["user"], "password": parts["password"], "database": parts["dbname"],
+                                  "ssl": False}, urls.mask(url))
+        return self._direct
+
+    def _lender(self) -> Handoff:
+        if self.handoff is None:
+            kwargs = self._direct_kwargs()
+            host, port = kwargs["host"], kwargs["port"]
+            self.handoff = Handoff(f"{host}/.s.PGSQL.{port}" if host.startswith("/") else (host, port),
+                                   begin_ahead=FRESH)  # so the fixture's BEGIN costs no round trip
+        return self.handoff
+
+    def release(self, conn: asyncpg.Connection) -> bool:
+        """End a connection of a test with a loop of its own: whether the test's transaction was still open."""
+        still_open = self.handoff.release(conn) if self.handoff is not None else None
+        if still_open is None:  # through the relay, which rolls its backend back in the background
+            if conn.is_closed():
+                return True  # by the test: what it did is not known
+            still_open = conn.is_in_transaction()
+            conn.terminate()
+        return still_open
+
     async def get(self, keep: bool) -> asyncpg.Connection:
         """The running loop's connection (made now if it has none), or a new relayed one."""
         loop = asyncio.get_running_loop()
@@ -83,6 +124,10 @@ class AsyncConnections:
         if keep:
             conn = await asyncpg.connect(urls.normalize(self.url()), **extra)
             self.by_loop[loop] = conn
+        elif Handoff.lendable(loop):
+            # No local holds the keywords (or the URL): they carry the password, and --showlocals shows locals.
+            conn = await self._lender().connect(self._direct_key(), lambda: asyncpg.connect(**self._direct_kwargs(),
+                                                                                               **extra))
         else:
             conn = await asyncpg.connect(**self._relay_kwargs(), **extra)
         if vectors:
@@ -131,6 +176,8 @@ class AsyncConnections:
 
     def forget(self, conn: asyncpg.Connection) -> None:
         self._tests.pop(conn, None)
+        if self.handoff is not None:
+            self.handoff.discard(conn)
         for loop, known in list(self.by_loop.items()):
             if known is conn:
                 del self.by_loop[loop]
@@ -169,4 +216,7 @@ class AsyncConnections:
         if self.relay is not None:
             self.relay.close()
             self.relay = None
-        self._relayed = None
+        if self.handoff is not None:
+            self.handoff.close()
+            self.handoff = None
+        self._relayed = self._direct = None
