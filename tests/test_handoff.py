@@ -6,7 +6,11 @@ it, and the release outside it (with the loop idle, not yet closed), as the fixt
 from __future__ import annotations
 
 import asyncio
+import itertools
+import os
+import resource
 import socket
+import struct
 import threading
 import time
 from typing import Any, Awaitable, Callable
@@ -14,29 +18,39 @@ from typing import Any, Awaitable, Callable
 import asyncpg
 import psycopg2
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pytest_overlord_db import urls
+from pytest_overlord_db.connections import protocol
 from pytest_overlord_db.connections.handoff import Handoff
 from pytest_overlord_db.connections.sync import FRESH
 
 
-@pytest.fixture(params=["unix", "tcp"])
-def lender(empty_db_url, request):
-    """A handoff to the server's unix socket, or over TCP (as to a container's server) on 127.0.0.1."""
-    parts = urls.dsn_parts(empty_db_url)
+def lend_to(url: str, where: str, tcp_to: Any = None, hold: float = 0.0) -> tuple[Handoff, dict[str, Any]]:
+    """A handoff to the server's unix socket, or over TCP to a forwarder on 127.0.0.1 or ::1."""
+    parts = urls.dsn_parts(url)
     path = f"{parts['host']}/.s.PGSQL.{parts['port']}"
-    target: object = path if request.param == "unix" else request.getfixturevalue("tcp_to")(path)
-    host, port = (parts["host"], parts["port"]) if request.param == "unix" else target  # type: ignore[misc]
-    handoff = Handoff(target, begin_ahead=FRESH)
+    target: Any = path if where == "unix" else tcp_to(path, "::1" if where == "tcp6" else "127.0.0.1", hold)
+    host, port = (parts["host"], parts["port"]) if where == "unix" else target
     kwargs = {"host": host, "port": port, "user": parts["user"], "password": parts["password"],
               "database": parts["dbname"], "ssl": False}
+    return Handoff(target, begin_ahead=FRESH), kwargs
+
+
+@pytest.fixture(params=["unix", "tcp", "tcp6"])
+def lender(empty_db_url, request):
+    """A handoff to the server's unix socket, or over TCP (as to a container's server) on loopback."""
+    tcp_to = request.getfixturevalue("tcp_to") if request.param != "unix" else None
+    handoff, kwargs = lend_to(empty_db_url, request.param, tcp_to)
     yield handoff, kwargs
     handoff.close()
 
 
 @pytest.fixture
 def tcp_to():
-    """A TCP port on 127.0.0.1 whose connections are passed on, byte for byte, to a unix socket."""
+    """A TCP port on loopback whose connections are passed on, byte for byte, to a unix socket; every one
+    after the first held back ``hold`` seconds first (a cancel request slow on its way)."""
     listeners: list[socket.socket] = []
 
     def pump(source: socket.socket, sink: socket.socket) -> None:
@@ -51,22 +65,29 @@ def tcp_to():
             except OSError:
                 pass
 
-    def serve(listener: socket.socket, path: str) -> None:
-        while True:
+    def pass_on(client: socket.socket, path: str, hold: float) -> None:
+        time.sleep(hold)
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.connect(path)
+        for a, b in ((client, server), (server, client)):
+            threading.Thread(target=pump, args=(a, b), daemon=True).start()
+
+    def serve(listener: socket.socket, path: str, hold: float) -> None:
+        for n in itertools.count():
             try:
                 client, _ = listener.accept()
             except OSError:
                 return
-            server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            server.connect(path)
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=pump, args=(a, b), daemon=True).start()
+            threading.Thread(target=pass_on, args=(client, path, hold if n else 0.0), daemon=True).start()
 
-    def forward(path: str) -> tuple[str, int]:
-        listener = socket.create_server(("127.0.0.1", 0))
+    def forward(path: str, host: str = "127.0.0.1", hold: float = 0.0) -> tuple[str, int]:
+        try:
+            listener = socket.create_server((host, 0), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+        except OSError as exc:
+            pytest.skip(f"no loopback address {host} here: {exc}")
         listeners.append(listener)
-        threading.Thread(target=serve, args=(listener, path), daemon=True).start()
-        return "127.0.0.1", listener.getsockname()[1]
+        threading.Thread(target=serve, args=(listener, path, hold), daemon=True).start()
+        return host, listener.getsockname()[1]
 
     yield forward
     for listener in listeners:
@@ -189,6 +210,24 @@ def test_the_release_says_whether_the_tests_transaction_was_still_open(lender):
     assert one_test(lender, failed)[1] is True  # aborted, but still the test's own
 
 
+def test_a_transaction_is_still_open_when_the_server_has_not_said_ready_since(lender):
+    running: list[asyncio.Task[Any]] = []
+
+    async def prepared(conn):
+        await begin(conn)
+        await conn.prepare("SELECT 1")  # Parse, Describe and Flush: answered without a ReadyForQuery
+
+    async def left_running(conn):
+        await begin(conn)
+        # A new statement: its description comes back, then its execution runs on past the test's end.
+        running.append(asyncio.ensure_future(conn.fetchval("SELECT pg_sleep(5)")))
+        await asyncio.sleep(0.2)
+
+    assert one_test(lender, prepared)[1] is True
+    assert one_test(lender, left_running)[1] is True
+    assert isinstance(running[0].exception(), asyncpg.ConnectionDoesNotExistError)
+
+
 def test_a_backend_left_in_a_query_is_not_lent_again_and_its_query_is_cancelled(lender, empty_db_url):
     running: list[asyncio.Task[Any]] = []
 
@@ -284,20 +323,143 @@ def test_only_loops_whose_methods_can_be_replaced_are_lendable():
         loop.close()
 
 
-def test_a_ready_for_query_split_between_two_reads_is_seen():
-    """Whether the server is waiting is read from its last six bytes, wherever the reads split them."""
-    from pytest_overlord_db.connections.handoff import _Lend
+def message(kind: bytes, body: bytes) -> bytes:
+    return kind + struct.pack("!I", len(body) + 4) + body
 
-    class Inner:
-        got = b""
 
-        def data_received(self, data: bytes) -> None:
-            self.got += data
+# What a server says: results whose rows may hold bytes that look like a ReadyForQuery, and answers.
+MESSAGES = st.one_of(
+    st.sampled_from([b"I", b"T", b"E"]).map(lambda status: message(b"Z", status)),
+    st.binary(max_size=40).map(lambda row: message(b"D", b"\x00\x01" + struct.pack("!I", len(row)) + row)),
+    st.just(message(b"D", b"\x00\x01\x00\x00\x00\x06Z\x00\x00\x00\x05I")),
+    st.just(message(b"C", b"SELECT 1\x00")), st.just(message(b"1", b"")), st.just(message(b"T", b"\x00\x00")))
 
-    lend = _Lend(None, None)
-    lend.inner, lend.greeted, lend.quiet = Inner(), True, False
-    lend.data_received(b"C\x00\x00\x00\x0dSELECT 1\x00Z\x00\x00")
-    assert not lend.quiet
-    lend.data_received(b"\x00\x05T")
-    assert lend.quiet and lend.in_transaction()
-    assert lend.inner.got == b"C\x00\x00\x00\x0dSELECT 1\x00Z\x00\x00\x00\x05T"
+
+@given(st.lists(MESSAGES, min_size=1, max_size=12), st.data())
+@settings(max_examples=300, deadline=None)
+def test_the_servers_status_is_read_from_whole_messages_wherever_the_reads_split_them(messages, data):
+    stream = b"".join(messages)
+    cuts = sorted(data.draw(st.sets(st.integers(1, len(stream) - 1), max_size=8)) if len(stream) > 1 else [])
+    ends = list(itertools.accumulate(map(len, messages)))
+    watch = protocol.Watch()
+    for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+        watch.feed(stream[a:b])
+        # Waiting only when the read ended just after a ReadyForQuery; the status is that of the last whole one.
+        done = [m for m, end in zip(messages, ends, strict=True) if end <= b]
+        assert watch.ready == (b in ends and done[-1][:1] == b"Z")
+        assert watch.status == next((m[5:6] for m in reversed(done) if m[:1] == b"Z"), b"I")
+
+
+def test_a_connection_the_test_closes_ends_its_session_for_the_server_at_once(lender, empty_db_url):
+    direct(empty_db_url, "CREATE TABLE IF NOT EXISTS handoff_locked (id int)")
+
+    def try_both() -> tuple[bool, str]:
+        other = psycopg2.connect(empty_db_url)
+        other.autocommit = True
+        try:
+            with other.cursor() as cur:
+                cur.execute("SET lock_timeout = '2s'")
+                cur.execute("SELECT pg_try_advisory_lock(777)")
+                advisory = cur.fetchone()[0]
+                cur.execute("SELECT pg_advisory_unlock_all()")
+                cur.execute("SELECT count(*) FROM handoff_locked")
+                return advisory, "read"
+        except psycopg2.errors.LockNotAvailable:
+            return advisory, "blocked"
+        finally:
+            other.close()
+
+    async def body(conn):
+        await conn.execute("SELECT pg_advisory_lock(777)")  # held by the session, not a transaction
+        await begin(conn)
+        await conn.execute("LOCK TABLE handoff_locked IN ACCESS EXCLUSIVE MODE")
+        await conn.close()
+        return await asyncio.get_running_loop().run_in_executor(None, try_both)
+
+    assert one_test(lender, body)[0] == (True, "read")
+
+
+def test_a_cancel_still_on_its_way_when_the_test_ends_keeps_its_backend_from_the_next(empty_db_url, tcp_to):
+    # Over a forwarder that holds every connection after the first 0.6 s: asyncpg's cancel request for a
+    # query that timed out arrives long after the query ended by itself, and after the test did.
+    handoff, kwargs = lend_to(empty_db_url, "tcp", tcp_to, hold=0.6)
+
+    async def timed_out(conn):
+        await begin(conn)
+        with pytest.raises(asyncio.TimeoutError):
+            await conn.execute("SELECT pg_sleep(0.2)", timeout=0.05)
+        await asyncio.sleep(0.3)
+
+    async def later(conn):
+        await begin(conn)
+        try:
+            await conn.execute("SELECT pg_sleep(1)")
+            return "ran"
+        except asyncpg.QueryCanceledError:
+            return "cancelled by the earlier test's request"
+
+    try:
+        _, _, pid = one_test((handoff, kwargs), timed_out)
+        outcome, _, other = one_test((handoff, kwargs), later)
+    finally:
+        handoff.close()
+    assert (outcome, other != pid) == ("ran", True)
+
+
+def test_a_relayed_connections_commit_is_seen_though_others_were_lent(empty_db_url, monkeypatch):
+    from pytest_overlord_db.connections import AsyncConnections
+
+    conns = AsyncConnections(lambda: empty_db_url)
+    lendable = True
+    monkeypatch.setattr(Handoff, "lendable", staticmethod(lambda loop: lendable))
+
+    def run(body: Callable[[asyncpg.Connection], Awaitable[Any]]) -> bool:
+        loop = asyncio.new_event_loop()
+        try:
+            conn = loop.run_until_complete(conns.get(keep=False))
+            loop.run_until_complete(begin(conn))
+            loop.run_until_complete(body(conn))
+            return conns.release(conn)
+        finally:
+            loop.close()
+
+    try:
+        assert run(lambda conn: conn.fetchval("SELECT 1")) is True  # lent: the handoff now exists
+        lendable = False  # a loop like uvloop's: through the relay
+        assert run(lambda conn: conn.execute("COMMIT")) is False
+        assert run(lambda conn: conn.fetchval("SELECT 1")) is True
+    finally:
+        conns.close_all()
+
+
+def test_a_default_socket_timeout_does_not_change_how_kept_backends_are_read(lender):
+    before = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(2.0)  # a common guard in conftests; kept sockets must not inherit it
+    try:
+        pid = one_test(lender, begin)[2]
+        started = time.monotonic()
+        again = one_test(lender, begin)[2]
+        took = time.monotonic() - started
+    finally:
+        socket.setdefaulttimeout(before)
+    assert again == pid and took < 1.5
+
+
+def test_a_backend_on_a_descriptor_above_1024_is_waited_for(lender):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2048:
+        pytest.skip("the descriptor limit cannot be raised to 2048")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2048), hard))
+    fds = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]  # the next descriptors are above 1024
+
+    async def slow_reset(conn):  # many temporary tables: the reset's DISCARD ALL takes a while to answer
+        await conn.execute("DO $$ BEGIN FOR i IN 1..1500 LOOP "
+                           "EXECUTE format('CREATE TEMP TABLE t%s (a int)', i); END LOOP; END $$")
+
+    try:
+        pid = one_test(lender, slow_reset)[2]
+        assert one_test(lender, begin)[2] == pid
+    finally:
+        for fd in fds:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import select
 import socket
 import time
 from dataclasses import dataclass, field
@@ -27,7 +26,6 @@ from typing import Any, Awaitable, Callable
 from . import protocol
 
 TERMINATE = b"X\x00\x00\x00\x04"
-READY = b"Z\x00\x00\x00\x05"
 RESET_TIMEOUT = 5.0  # a backend whose reset has not been answered by then is closed
 HOOKED = ("create_unix_connection", "create_connection")
 
@@ -44,7 +42,7 @@ class _Backend:
 class _Lend(asyncio.Protocol):
     """One asyncpg connection's socket: asyncpg's transport, and the protocol of the loop's transport."""
 
-    def __init__(self, backend: _Backend | None, begun: bool | None) -> None:
+    def __init__(self, backend: _Backend | None, begun: bool | None, reset: bytes) -> None:
         self.backend = backend  # None: a new backend, whose handshake goes through both ways
         self.begun = begun  # the reset began a transaction: True when fresh enough to answer BEGIN with
         self.inner: Any = None  # asyncpg's protocol
@@ -56,9 +54,11 @@ class _Lend(asyncio.Protocol):
         self.handshake = b""
         self.hidden = 0  # answers to a ROLLBACK of ours still to take out of what the server says
         self.held = b""  # what arrived while some were
-        self.tail = b""  # the last six bytes the server said, ReadyForQuery when it is waiting
+        self.said = protocol.Watch()  # what the server (or we, for it) said to asyncpg
         self.quiet = True  # nothing sent since the server last said it was ready
-        self.kept: socket.socket | None = None  # the backend's socket, taken back from the loop
+        self.reset = reset  # sent as the backend is taken back: the session ends then, as with a real close
+        self.kept: socket.socket | None = None  # the backend's socket, taken back from the loop and reset
+        self.reset_at = 0.0
         self.startup_sent = False  # asyncpg's first write is its startup packet
 
     # -- to the loop: the protocol of its transport ---------------------------------------------
@@ -73,8 +73,8 @@ class _Lend(asyncio.Protocol):
             data = self._unhide(data)
             if not data:
                 return
-        self.tail = data[-6:] if len(data) >= 6 else (self.tail + data)[-6:]
-        self.quiet = self.tail[:5] == READY
+        self.said.feed(data)
+        self.quiet = self.said.ready
         self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
@@ -138,7 +138,7 @@ class _Lend(asyncio.Protocol):
 
     def _answer(self, data: bytes) -> None:
         """What the server would have said, said by us: the same way, from the loop, after this write."""
-        self.tail = data[-6:]
+        self.said.feed(data)
         asyncio.get_running_loop().call_soon(self.inner.data_received, data)
 
     def writelines(self, buffers: Any) -> None:
@@ -151,13 +151,22 @@ class _Lend(asyncio.Protocol):
         self._detach()
 
     def _detach(self) -> None:
-        """Take the backend's socket back (when it is waiting for a query) and end the loop's transport."""
+        """Take the backend's socket back and reset it (when it is waiting for a query); end the loop's transport."""
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        if self.quiet and self.greeted and not self.failed and not self.hidden:
+        if self.quiet and self.greeted and not self.failed and not self.hidden and self.startup is not None:
             sock = transport.get_extra_info("socket")
-            self.kept = socket.socket(sock.family, sock.type, fileno=os.dup(sock.fileno()))
+            kept = socket.socket(sock.family, sock.type, fileno=os.dup(sock.fileno()))
+            kept.setblocking(False)  # whatever socket.setdefaulttimeout() says
+            try:
+                sent = kept.send(self.reset)
+            except OSError:
+                sent = 0
+            if sent == len(self.reset):
+                self.kept, self.reset_at = kept, time.monotonic()
+            else:
+                kept.close()
         transport.abort()
 
     def is_closing(self) -> bool:
@@ -173,7 +182,7 @@ class _Lend(asyncio.Protocol):
         self.transport.resume_reading()
 
     def in_transaction(self) -> bool:
-        return self.tail[5:] in (b"T", b"E")
+        return self.said.in_transaction()
 
 
 @dataclass(eq=False)
@@ -194,7 +203,7 @@ class Handoff:
         call with the same ``key`` (which must stand for the same connection parameters), if there is one."""
         loop = asyncio.get_running_loop()
         backend, begun = self._take(key)
-        lend = _Lend(backend, begun)
+        lend = _Lend(backend, begun, protocol.reset(begin=self.begin_ahead is not None)[0])
         originals = {name: getattr(loop, name) for name in HOOKED}
 
         def restore() -> None:
@@ -233,25 +242,21 @@ class Handoff:
     def release(self, conn: Any) -> bool | None:
         """End ``conn`` and keep its backend: whether the test's transaction was still open (None: not lent)."""
         key, lend = self.lent.pop(conn, (None, None))
-        conn.terminate()
         if key is None or lend is None:
             return None
+        # A cancel request of asyncpg's still on its way would reach whatever query the backend runs next.
+        cancelling = any(not task.done() for task in getattr(conn, "_cancellations", ()))
+        conn.terminate()
         open_ = lend.in_transaction()
-        sock = lend.kept
-        if sock is None:
+        if lend.kept is None:
             if not lend.quiet:
                 self._cancel(bytes(lend.greeting))
-            return open_
-        reset, owed = protocol.reset(begin=self.begin_ahead is not None)
-        try:
-            sent = sock.send(reset)
-        except OSError:
-            sent = 0
-        if sent != len(reset) or lend.startup is None:
-            sock.close()
+        elif cancelling or lend.startup is None:
+            lend.kept.close()
         else:
-            self.idle.setdefault(key, []).append(_Backend(sock, lend.startup, bytes(lend.greeting), owed,
-                                                          time.monotonic()))
+            owed = protocol.reset(begin=self.begin_ahead is not None)[1]
+            self.idle.setdefault(key, []).append(_Backend(lend.kept, lend.startup, bytes(lend.greeting), owed,
+                                                          lend.reset_at))
         return open_
 
     def discard(self, conn: Any) -> None:
@@ -276,22 +281,20 @@ class Handoff:
         """The reset's answers read and without an error, and nothing after them: not even the end."""
         sock, buffer, failed = backend.sock, b"", False
         deadline = time.monotonic() + RESET_TIMEOUT
-        while backend.owed > 0:
-            try:
+        try:
+            while backend.owed > 0:
+                sock.settimeout(max(deadline - time.monotonic(), 0.0))  # a wait by poll(): any descriptor
                 chunk = sock.recv(65536)
-            except BlockingIOError:
-                left = deadline - time.monotonic()
-                if left <= 0 or not select.select([sock], [], [], left)[0]:
+                if not chunk:
                     return False
-                continue
-            except OSError:
-                return False
-            if not chunk:
-                return False
-            messages, buffer = protocol.split(buffer + chunk)
-            for kind, _ in messages:
-                failed |= kind == b"E"
-                backend.owed -= kind == b"Z"
+                messages, buffer = protocol.split(buffer + chunk)
+                for kind, _ in messages:
+                    failed |= kind == b"E"
+                    backend.owed -= kind == b"Z"
+        except OSError:  # the wait's end among them
+            return False
+        finally:
+            sock.setblocking(False)
         if failed or buffer:
             return False
         try:
@@ -308,11 +311,14 @@ class Handoff:
         key = next((message for kind, message in messages if kind == b"K"), None)
         if key is None:
             return
-        family = socket.AF_UNIX if isinstance(self.target, str) else socket.AF_INET
         try:
-            with socket.socket(family, socket.SOCK_STREAM) as sock:
+            if isinstance(self.target, str):
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 sock.settimeout(1.0)
-                sock.connect(self.target)  # type: ignore[arg-type]
+                sock.connect(self.target)
+            else:  # IPv4 or IPv6, as the address says
+                sock = socket.create_connection(self.target, timeout=1.0)  # type: ignore[arg-type]
+            with sock:
                 sock.sendall(protocol.cancel_request(key))
         except OSError:
             pass

@@ -75,6 +75,36 @@ def split(buffer: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
     return messages, buffer[offset:]
 
 
+@dataclass(eq=False)
+class Watch:
+    """Where the server is in what it says, followed across reads by message headers alone (a long result
+    is skipped over, not parsed): the status of its last ReadyForQuery, and whether that is the last thing
+    it said, so it is waiting for a query. Bytes inside a row that look like ReadyForQuery are not one."""
+
+    status: bytes = b"I"  # I idle, T in a transaction, E in a failed one
+    ready: bool = True
+    skip: int = 0  # bytes of the current message still to come
+    part: bytes = b""  # the start of a header split across reads
+
+    def feed(self, data: bytes) -> None:
+        if self.part:
+            data, self.part = self.part + data, b""
+        pos, end = self.skip, len(data)
+        while pos < end:
+            if end - pos < 5 or (data[pos] == 0x5A and end - pos < 6):
+                self.part, self.ready = data[pos:], False
+                break
+            (length,) = struct.unpack_from("!I", data, pos + 1)
+            self.ready = data[pos] == 0x5A
+            if self.ready:
+                self.status = data[pos + 5: pos + 6]
+            pos += 1 + length
+        self.skip = max(pos - end, 0)
+
+    def in_transaction(self) -> bool:
+        return self.status in (b"T", b"E")
+
+
 def split_startup(buffer: bytes) -> tuple[bytes | None, bytes]:
     """The first untyped startup-phase packet (startup, SSL, GSS or cancel request) and the rest."""
     if len(buffer) < 8:
