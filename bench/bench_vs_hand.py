@@ -24,6 +24,9 @@ of tests, minus the same slope for tests without a database; the last column is
 ours / hand-written (the targets: at most 1.0 for the transactional fixtures,
 1.5 for ``overlord_db`` under a function-scoped loop against the hand-written
 session-loop fixture).
+Under each pair, the same from pytest's own timing of each test's setup, call
+and teardown (the median of the runs at the largest size, the first and last
+test left out), which the interpreter's start and collection do not disturb.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ import argparse
 import importlib.util
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import uuid
@@ -39,7 +43,7 @@ from pathlib import Path
 import psycopg2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_fixtures import REPO, make_project, run, run_timed, slope  # noqa: E402
+from bench_fixtures import REPO, in_test_seconds, make_project, run, run_timed, slope  # noqa: E402
 
 CONFTEST = '''
 import itertools, os
@@ -187,13 +191,17 @@ def main() -> None:
                 path.write_text("import pytest\n\n" + "\n".join(body.format(i=i) for i in range(n)))
                 files[(kind, n)] = path
         best: dict[tuple[str, int], float] = {}
+        inside: dict[str, list[float]] = {}  # per test, setup + call + teardown, at the largest size
         for _ in range(args.repeat):
             for kind in kinds:
                 for n in args.sizes:
                     t, _cpu = run_timed(work, datadir, files[(kind, n)], extra_env=env)
                     best[(kind, n)] = min(best.get((kind, n), t), t)
+                    if n == max(args.sizes):
+                        inside.setdefault(kind, []).append(in_test_seconds(work))
         per_test = {k: slope(args.sizes, [best[(k, n)] for n in args.sizes]) for k in kinds}
         overhead = {k: per_test[k] - per_test[BASELINE[k]] for k in wanted if k in kinds}
+        phases = {k: statistics.median(inside[k]) - statistics.median(inside[BASELINE[k]]) for k in wanted if k in kinds}
         print(f"per-test overhead over the same tests without a database; sizes {args.sizes}, best of {args.repeat}")
         print(f"{'ours':28} {'ms':>7}   {'hand-written':34} {'ms':>7} {'ratio':>6}  target")
         for ours, hand, target in pairs:
@@ -202,6 +210,9 @@ def main() -> None:
             verdict = ("ok" if ratio <= target else "MISSED") if measurable else "noise: run again"
             print(f"{ours:28} {overhead[ours] * 1000:7.3f}   {hand:34} {overhead[hand] * 1000:7.3f} {ratio:6.2f}  "
                   f"<= {target:g} {verdict}")
+            inner = phases[ours] / phases[hand] if phases[ours] > 0 and phases[hand] > 0 else float("nan")
+            print(f"{'  in the tests phases':28} {phases[ours] * 1000:7.3f}   {'':34} {phases[hand] * 1000:7.3f} "
+                  f"{inner:6.2f}")
         admin.close()
     finally:
         server.stop()
