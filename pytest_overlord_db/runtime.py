@@ -134,6 +134,7 @@ class Runtime:
         self.templates: Templates | None = None
         self.info: ServerInfo | None = None
         self._work_db: str | None = None
+        self._work_url = ""
         self._fresh: FreshPool | None = None
         self.gone: ServerGone | None = None  # the server stopped mid-run: every later use says so
 
@@ -197,7 +198,8 @@ class Runtime:
         assert self.templates and self.info
         if self._work_db is None:
             self._work_db = self.templates.clone(self.info.template, "work")
-        return self.templates.url(self._work_db)
+            self._work_url = self.templates.url(self._work_db)  # asked for by every test: built once
+        return self._work_url
 
     def reset_work_db(self) -> None:
         """Throw the work database away (a test committed into it); the next use clones anew."""
