@@ -145,7 +145,7 @@ class Isolation:
                 if keep:
                     await self.async_conns.begin_test(conn)
                 else:
-                    await conn.transaction().start()
+                    await self.async_conns.begin_alone(conn)
                 return AsyncTest(conn, keep, asyncio.get_running_loop())
             except ASYNC_LOST as exc:
                 self._lost_async(conn)
@@ -164,7 +164,7 @@ class Isolation:
                 committed = not test.loop.run_until_complete(self.async_conns.end_test(conn))
             elif not test.keep:
                 assert self.async_conns is not None
-                committed = not self.async_conns.release(conn)  # its backend is reset in the background
+                committed = not self.async_conns.release(conn, test.loop)  # its backend is reset in the background
         except ASYNC_LOST as exc:
             self._lost_async(conn)
             self.ensure_runtime()[0].check_alive(exc)

@@ -1,6 +1,7 @@
 """Database URLs: one place that normalises schemes, masks passwords and swaps databases."""
 from __future__ import annotations
 
+import ipaddress
 import re
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
@@ -97,3 +98,27 @@ def dsn_parts(url: str) -> dict[str, object]:
         "password": parts.get("password"),
         "dbname": parts.get("dbname"),
     }
+
+
+# What a connection to a kept backend carries: where, who, which database. It reaches the server without
+# TLS, so only over a unix socket or loopback, and only for a URL that asks for nothing more.
+_KEPT = {"host", "port", "user", "password", "dbname"}
+_PLAIN = {"disable", "allow", "prefer"}
+
+
+def keepable(url: str) -> bool:
+    """Whether connections to ``url`` may be lent backends kept between tests (or go through the relay):
+    one host, a unix socket or a loopback address, no sslmode that asks for TLS and no other parameters
+    (``application_name``, ``options``, …); any other URL gets a connection of its own, as it says."""
+    parts = psycopg2.extensions.parse_dsn(normalize(url))
+    if set(parts) - _KEPT - {"sslmode"} or parts.get("sslmode", "prefer") not in _PLAIN:
+        return False
+    host, port = parts.get("host") or "localhost", parts.get("port") or ""
+    if "," in host or "," in port:
+        return False
+    if host.startswith("/") or host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: where it leads is not known here
+        return False

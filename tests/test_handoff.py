@@ -205,9 +205,37 @@ def test_the_release_says_whether_the_tests_transaction_was_still_open(lender):
         with pytest.raises(asyncpg.DivisionByZeroError):
             await conn.execute("SELECT 1 / 0")
 
+    async def committed_and_begun(conn):
+        await begin(conn)
+        await conn.execute("COMMIT")
+        await conn.execute("BEGIN")
+
+    async def rolled_back_and_begun(conn):  # what ran between, outside any transaction, stays
+        await begin(conn)
+        await conn.execute("ROLLBACK")
+        await conn.execute("BEGIN")
+
+    async def in_one_string(conn):
+        await begin(conn)
+        await conn.execute("SELECT 1; COMMIT; BEGIN")
+
+    async def chained(conn):  # its transaction never says idle
+        await begin(conn)
+        await conn.execute("COMMIT AND CHAIN")
+
+    async def savepoints(conn):
+        await begin(conn)
+        with pytest.raises(asyncpg.DivisionByZeroError):
+            async with conn.transaction():
+                await conn.execute("SELECT 1 / 0")
+        async with conn.transaction():
+            await conn.execute("SELECT 1")
+
     assert one_test(lender, begin)[1] is True
     assert one_test(lender, committed)[1] is False
     assert one_test(lender, failed)[1] is True  # aborted, but still the test's own
+    assert [one_test(lender, body)[1] for body in (committed_and_begun, rolled_back_and_begun, in_one_string, chained)] == [False] * 4
+    assert one_test(lender, savepoints)[1] is True
 
 
 def test_a_transaction_is_still_open_when_the_server_has_not_said_ready_since(lender):
@@ -332,7 +360,9 @@ MESSAGES = st.one_of(
     st.sampled_from([b"I", b"T", b"E"]).map(lambda status: message(b"Z", status)),
     st.binary(max_size=40).map(lambda row: message(b"D", b"\x00\x01" + struct.pack("!I", len(row)) + row)),
     st.just(message(b"D", b"\x00\x01\x00\x00\x00\x06Z\x00\x00\x00\x05I")),
-    st.just(message(b"C", b"SELECT 1\x00")), st.just(message(b"1", b"")), st.just(message(b"T", b"\x00\x00")))
+    st.just(message(b"D", b"\x00\x01\x00\x00\x00\x0bC\x00\x00\x00\x0bCOMMIT\x00")),
+    st.just(message(b"C", b"SELECT 1\x00")), st.just(message(b"C", b"COMMIT\x00")), st.just(message(b"C", b"INSERT\x00")),
+    st.just(message(b"1", b"")), st.just(message(b"T", b"\x00\x00")))
 
 
 @given(st.lists(MESSAGES, min_size=1, max_size=12), st.data())
@@ -347,7 +377,12 @@ def test_the_servers_status_is_read_from_whole_messages_wherever_the_reads_split
         # Waiting only when the read ended just after a ReadyForQuery; the status is that of the last whole one.
         done = [m for m, end in zip(messages, ends, strict=True) if end <= b]
         assert watch.ready == (b in ends and done[-1][:1] == b"Z")
-        assert watch.status == next((m[5:6] for m in reversed(done) if m[:1] == b"Z"), b"I")
+        statuses = [m[5:6] for m in done if m[:1] == b"Z"]
+        assert watch.status == (statuses[-1] if statuses else b"I")
+        # A transaction has ended: a COMMIT, or an idle ReadyForQuery after one that said T or E.
+        opened = [i for i, status in enumerate(statuses) if status != b"I"]
+        ended = message(b"C", b"COMMIT\x00") in done or (bool(opened) and b"I" in statuses[opened[0]:])
+        assert watch.ended == ended
 
 
 def test_a_connection_the_test_closes_ends_its_session_for_the_server_at_once(lender, empty_db_url):
@@ -406,30 +441,139 @@ def test_a_cancel_still_on_its_way_when_the_test_ends_keeps_its_backend_from_the
     assert (outcome, other != pid) == ("ran", True)
 
 
-def test_a_relayed_connections_commit_is_seen_though_others_were_lent(empty_db_url, monkeypatch):
+def run_alone(conns: Any, body: Callable[[asyncpg.Connection], Awaitable[Any]]) -> tuple[Any, bool]:
+    """One test with a loop of its own, as the fixture runs it: ``body``'s result and what the release said."""
+    loop = asyncio.new_event_loop()
+    try:
+        conn = loop.run_until_complete(conns.get(keep=False))
+        loop.run_until_complete(conns.begin_alone(conn))
+        result = loop.run_until_complete(body(conn))
+        return result, conns.release(conn, loop)
+    finally:
+        loop.close()
+
+
+async def commit_and_begin(conn: asyncpg.Connection) -> None:
+    await conn.execute("COMMIT")
+    await conn.execute("BEGIN")
+
+
+def test_a_commit_is_seen_on_relayed_connections_too_though_others_were_lent(empty_db_url, monkeypatch):
     from pytest_overlord_db.connections import AsyncConnections
 
     conns = AsyncConnections(lambda: empty_db_url)
     lendable = True
     monkeypatch.setattr(Handoff, "lendable", staticmethod(lambda loop: lendable))
-
-    def run(body: Callable[[asyncpg.Connection], Awaitable[Any]]) -> bool:
-        loop = asyncio.new_event_loop()
-        try:
-            conn = loop.run_until_complete(conns.get(keep=False))
-            loop.run_until_complete(begin(conn))
-            loop.run_until_complete(body(conn))
-            return conns.release(conn)
-        finally:
-            loop.close()
-
     try:
-        assert run(lambda conn: conn.fetchval("SELECT 1")) is True  # lent: the handoff now exists
+        assert run_alone(conns, lambda conn: conn.fetchval("SELECT 1"))[1] is True  # lent: the handoff exists
         lendable = False  # a loop like uvloop's: through the relay
-        assert run(lambda conn: conn.execute("COMMIT")) is False
-        assert run(lambda conn: conn.fetchval("SELECT 1")) is True
+        assert run_alone(conns, lambda conn: conn.execute("COMMIT"))[1] is False
+        assert run_alone(conns, commit_and_begin)[1] is False
+        assert run_alone(conns, lambda conn: conn.fetchval("SELECT 1"))[1] is True
+        lendable = True
+        assert run_alone(conns, commit_and_begin)[1] is False
     finally:
         conns.close_all()
+
+
+@pytest.mark.parametrize("query", ["sslmode=require", "application_name=from_url", "options=-c%20work_mem%3D7MB"])
+def test_a_url_asking_for_more_than_kept_backends_carry_gets_connections_of_its_own(empty_db_url, tcp_to, query):
+    from pytest_overlord_db.connections import AsyncConnections
+
+    parts = urls.dsn_parts(empty_db_url)
+    host, port = tcp_to(f"{parts['host']}/.s.PGSQL.{parts['port']}")  # TCP, as a remote server is
+    url = f"postgresql://{parts['user']}@{host}:{port}/{parts['dbname']}?{query}"
+    assert not urls.keepable(url) and urls.keepable(f"postgresql://{parts['user']}@{host}:{port}/{parts['dbname']}")
+    conns = AsyncConnections(lambda: url)
+    sql = "SELECT current_setting('application_name') || ' ' || current_setting('work_mem')"
+    try:
+        if query.startswith("sslmode"):  # the test server has no TLS: asked for, the connection is refused
+            with pytest.raises((ConnectionError, asyncpg.PostgresError)):
+                run_alone(conns, lambda conn: conn.fetchval(sql))
+            return
+        pids = [run_alone(conns, lambda conn: conn.fetchval("SELECT pg_backend_pid()")) for _ in range(2)]
+        said, still_open = run_alone(conns, lambda conn: conn.fetchval(sql))
+        assert still_open and pids[0][1] and pids[0][0] != pids[1][0]  # new backends, commit detection as ever
+        assert said == ("from_url 4MB" if "application_name" in query else " 7MB")
+        assert conns.handoff is None and conns.relay is None
+    finally:
+        conns.close_all()
+
+
+def test_urls_that_kept_backends_serve():
+    assert [urls.keepable(url) for url in (
+        "postgresql://u@/db?host=/run/pg", "postgresql://u:p@localhost/db", "postgresql://u@127.0.0.2:5433/db",
+        "postgresql://u@[::1]/db?sslmode=disable", "postgresql://u@localhost/db?sslmode=prefer",
+    )] == [True] * 5
+    assert [urls.keepable(url) for url in (
+        "postgresql://u@db.example/db", "postgresql://u@10.0.0.1/db", "postgresql://u@localhost/db?sslmode=verify-full",
+        "postgresql://u@a,b/db", "postgresql://u@localhost/db?target_session_attrs=read-write",
+    )] == [False] * 5
+
+
+def test_a_patch_of_the_loops_own_stays_and_is_used(lender):
+    handoff, kwargs = lender
+    loop = asyncio.new_event_loop()
+    calls: list[str] = []
+    patched = {}
+    for name in ("create_connection", "create_unix_connection"):
+        original = getattr(loop, name)
+
+        async def recording(*args: Any, _original: Any = original, _name: str = name, **kw: Any) -> Any:
+            calls.append(_name)  # what a user's fixture might install: a recorder, a fault injector
+            return await _original(*args, **kw)
+
+        patched[name] = recording
+        setattr(loop, name, recording)
+    try:
+        for _ in range(2):  # a new backend, then a kept one
+            conn = loop.run_until_complete(handoff.connect("work", lambda: asyncpg.connect(**kwargs)))
+            assert loop.run_until_complete(conn.fetchval("SELECT 1")) == 1
+            assert handoff.release(conn) is False
+            assert {name: vars(loop).get(name) for name in patched} == patched
+        assert len(calls) == 2
+    finally:
+        loop.close()
+
+
+def test_a_connection_asyncpg_makes_after_a_failed_first_address_is_its_own(empty_db_url, tcp_to):
+    parts = urls.dsn_parts(empty_db_url)
+    host, port = tcp_to(f"{parts['host']}/.s.PGSQL.{parts['port']}")
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))
+    dead_port = dead.getsockname()[1]
+    dead.close()  # nothing listens there: refused
+    kwargs = {"host": ["127.0.0.1", host], "port": [dead_port, port], "user": parts["user"],
+              "database": parts["dbname"], "ssl": False}
+    handoff = Handoff((host, port), begin_ahead=FRESH)
+    loop = asyncio.new_event_loop()
+    try:
+        for _ in range(2):
+            conn = loop.run_until_complete(handoff.connect("work", lambda: asyncpg.connect(**kwargs)))
+            loop.run_until_complete(begin(conn))
+            assert conn not in handoff.lent and handoff.release(conn) is None  # the caller asks the server itself
+            assert loop.run_until_complete(conn.fetchval("SELECT 1")) == 1 and conn.is_in_transaction()
+            conn.terminate()
+    finally:
+        loop.close()
+        handoff.close()
+
+
+def test_a_backend_lent_when_its_handoff_closes_is_closed_not_kept(lender, empty_db_url):
+    handoff, kwargs = lender
+    loop = asyncio.new_event_loop()
+    try:
+        conn = loop.run_until_complete(handoff.connect("work", lambda: asyncpg.connect(**kwargs)))
+        pid = conn.get_server_pid()
+        handoff.close()  # the work database is rebuilt while a test runs
+        assert handoff.release(conn) is False and handoff.idle == {}
+        loop.run_until_complete(asyncio.sleep(0))  # the loop's transport ends (as pytest-asyncio's loop runs on close)
+    finally:
+        loop.close()
+    deadline = time.monotonic() + 10
+    while direct(empty_db_url, f"SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert direct(empty_db_url, f"SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}") == 0
 
 
 def test_a_default_socket_timeout_does_not_change_how_kept_backends_are_read(lender):
@@ -463,3 +607,34 @@ def test_a_backend_on_a_descriptor_above_1024_is_waited_for(lender):
         for fd in fds:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+SNEAKY = '''
+import pytest
+
+@pytest.mark.asyncio
+async def test_commits_then_begins_again(overlord_db):
+    await overlord_db.execute("INSERT INTO tags (name) VALUES ('leaked')")
+    await overlord_db.execute("COMMIT")
+    await overlord_db.execute("BEGIN")
+
+@pytest.mark.asyncio
+async def test_prepares_last(overlord_db):
+    await overlord_db.execute("INSERT INTO tags (name) VALUES ('rolled back')")
+    await overlord_db.prepare("SELECT name FROM tags")
+
+@pytest.mark.asyncio
+async def test_sees_nothing_of_them(overlord_db):
+    assert await overlord_db.fetchval("SELECT count(*) FROM tags") == 0
+'''
+
+
+@pytest.mark.parametrize("lent", [True, False], ids=["lent", "relayed"])
+def test_a_commit_behind_a_new_begin_fails_its_test_and_leaks_nothing(project, lent):
+    project.write("test_inner.py", SNEAKY)
+    if not lent:  # a loop like uvloop's
+        project.write("conftest.py", "from pytest_overlord_db.connections.handoff import Handoff\n"
+                                     "Handoff.lendable = staticmethod(lambda loop: False)\n")
+    result = project.result("-q", "-p", "no:randomly", "test_inner.py")
+    result.assert_outcomes(passed=3, errors=1)
+    assert any("ERROR at teardown of test_commits_then_begins_again" in line for line in result.outlines)

@@ -49,8 +49,9 @@ class AsyncConnections:
     vectors: bool = False  # register pgvector's codecs on each new connection (when the package is there)
     # connect() keywords through the relay, parsed once; holds the password, so never in a repr
     _relayed: dict[str, Any] | None = field(default=None, repr=False)
-    # The same to the server itself, for the handoff: the URL they are for, the keywords, the backends' key.
-    _direct: tuple[str, dict[str, Any], str] | None = field(default=None, repr=False)
+    # The same to the server itself, for the handoff: the URL they are for, the keywords (None: a URL that
+    # backends kept between tests cannot serve, see urls.keepable), the backends' key.
+    _direct: tuple[str, dict[str, Any] | None, str] | None = field(default=None, repr=False)
     _vector_schema: tuple[str | None] | None = field(default=None, repr=False)  # looked up on the first connection
     _connection_class: Any = field(default=None, repr=False)
     # Per kept connection: the transaction asyncpg began on its first test, and when the last test's end began
@@ -75,41 +76,64 @@ class AsyncConnections:
                              "password": parts["password"], "database": parts["dbname"]}
         return self._relayed
 
-    def _direct_kwargs(self) -> dict[str, Any]:
+    def _direct_kwargs(self) -> dict[str, Any] | None:
         return self._direct_for(self.url())[1]
 
     def _direct_key(self) -> str:
         """What the lent backends are kept by: where the connections go (the URL without its password)."""
         return self._direct_for(self.url())[2]
 
-    def _direct_for(self, raw: str) -> tuple[str, dict[str, Any], str]:
+    def _direct_for(self, raw: str) -> tuple[str, dict[str, Any] | None, str]:
         if self._direct is None or self._direct[0] != raw:
             url = urls.normalize(raw)
-            parts = urls.dsn_parts(url)
-            # Keywords rather than a DSN: asyncpg parses a DSN (and looks for a service file) on every connect.
-            # No TLS: the socket it gets is a local backend's, as the relay's are.
-            self._direct = (raw, {"host": str(parts["host"] or "localhost"), "port": parts["port"],
-                                  "user": parts["user"], "password": parts["password"], "database": parts["dbname"],
-                                  "ssl": False}, urls.mask(url))
+            kwargs = None
+            if urls.keepable(url):
+                parts = urls.dsn_parts(url)
+                # Keywords rather than a DSN: asyncpg parses a DSN (and looks for a service file) on every
+                # connect. No TLS: the socket is a local backend's (see urls.keepable), as the relay's are.
+                kwargs = {"host": str(parts["host"] or "localhost"), "port": parts["port"], "user": parts["user"],
+                          "password": parts["password"], "database": parts["dbname"], "ssl": False}
+            self._direct = (raw, kwargs, urls.mask(url))
         return self._direct
 
     def _lender(self) -> Handoff:
         if self.handoff is None:
             kwargs = self._direct_kwargs()
+            assert kwargs is not None
             host, port = kwargs["host"], kwargs["port"]
             self.handoff = Handoff(f"{host}/.s.PGSQL.{port}" if host.startswith("/") else (host, port),
                                    begin_ahead=FRESH)  # so the fixture's BEGIN costs no round trip
         return self.handoff
 
-    def release(self, conn: asyncpg.Connection) -> bool:
-        """End a connection of a test with a loop of its own: whether the test's transaction was still open."""
+    def lent(self, conn: asyncpg.Connection) -> bool:
+        """Whether ``conn`` talks to a lent backend (whose end says itself whether its test committed)."""
+        return self.handoff is not None and conn in self.handoff.lent
+
+    async def begin_alone(self, conn: asyncpg.Connection) -> None:
+        """Begin the transaction of a test with a loop of its own; on a connection not lent, a savepoint
+        too, which the test's end asks the server about (``release``)."""
+        await conn.transaction().start()
+        if not self.lent(conn):
+            await conn.execute(f"SAVEPOINT {SAVEPOINT}")
+
+    def release(self, conn: asyncpg.Connection, loop: asyncio.AbstractEventLoop) -> bool:
+        """End a connection of a test with a loop of its own (``loop``, idle): whether the test's transaction
+        was still open. A connection not lent began a savepoint after its BEGIN, and the server says
+        whether it is still there: a COMMIT, even one followed by a new BEGIN, took it away."""
         still_open = self.handoff.release(conn) if self.handoff is not None else None
-        if still_open is None:  # through the relay, which rolls its backend back in the background
-            if conn.is_closed():
-                return True  # by the test: what it did is not known
-            still_open = conn.is_in_transaction()
-            conn.terminate()
-        return still_open
+        if still_open is not None:
+            return still_open
+        if conn.is_closed():
+            return True  # by the test: what it did is not known
+        try:
+            loop.run_until_complete(conn.execute(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}"))
+            return True
+        except ENDED:
+            return False
+        except asyncpg.InterfaceError:  # a query the test left running
+            return bool(conn.is_in_transaction())
+        finally:
+            conn.terminate()  # the relay resets its backend in the background
 
     async def get(self, keep: bool) -> asyncpg.Connection:
         """The running loop's connection (made now if it has none), or a new relayed one."""
@@ -124,9 +148,11 @@ class AsyncConnections:
         if keep:
             conn = await asyncpg.connect(urls.normalize(self.url()), **extra)
             self.by_loop[loop] = conn
+        elif self._direct_kwargs() is None:  # a URL that kept backends cannot serve: a connection of its own
+            conn = await asyncpg.connect(urls.normalize(self.url()), **extra)
         elif Handoff.lendable(loop):
             # No local holds the keywords (or the URL): they carry the password, and --showlocals shows locals.
-            conn = await self._lender().connect(self._direct_key(), lambda: asyncpg.connect(**self._direct_kwargs(),
+            conn = await self._lender().connect(self._direct_key(), lambda: asyncpg.connect(**self._direct_kwargs() or {},
                                                                                                **extra))
         else:
             conn = await asyncpg.connect(**self._relay_kwargs(), **extra)
@@ -217,6 +243,5 @@ class AsyncConnections:
             self.relay.close()
             self.relay = None
         if self.handoff is not None:
-            self.handoff.close()
-            self.handoff = None
+            self.handoff.close()  # kept for the connections lent now, which it still ends
         self._relayed = self._direct = None

@@ -59,6 +59,7 @@ class _Lend(asyncio.Protocol):
         self.reset = reset  # sent as the backend is taken back: the session ends then, as with a real close
         self.kept: socket.socket | None = None  # the backend's socket, taken back from the loop and reset
         self.reset_at = 0.0
+        self.spent = False  # its handoff was closed meanwhile: the backend is not kept
         self.startup_sent = False  # asyncpg's first write is its startup packet
 
     # -- to the loop: the protocol of its transport ---------------------------------------------
@@ -155,7 +156,8 @@ class _Lend(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        if self.quiet and self.greeted and not self.failed and not self.hidden and self.startup is not None:
+        if (self.quiet and self.greeted and not self.failed and not self.hidden and not self.spent
+                and self.startup is not None):
             sock = transport.get_extra_info("socket")
             kept = socket.socket(sock.family, sock.type, fileno=os.dup(sock.fileno()))
             kept.setblocking(False)  # whatever socket.setdefaulttimeout() says
@@ -205,10 +207,12 @@ class Handoff:
         backend, begun = self._take(key)
         lend = _Lend(backend, begun, protocol.reset(begin=self.begin_ahead is not None)[0])
         originals = {name: getattr(loop, name) for name in HOOKED}
+        own = {name: loop.__dict__[name] for name in HOOKED if name in loop.__dict__}  # patched by someone else
 
         def restore() -> None:
             for name in HOOKED:
                 loop.__dict__.pop(name, None)
+            loop.__dict__.update(own)
 
         def hook(name: str) -> Callable[..., Awaitable[Any]]:
             async def lend_to(protocol_factory: Callable[[], Any], *args: Any, **kwargs: Any) -> Any:
@@ -216,12 +220,18 @@ class Handoff:
                     return await originals[name](protocol_factory, *args, **kwargs)  # not asyncpg's: not ours
                 restore()
                 lend.inner = protocol_factory()
-                if backend is None:
-                    await originals[name](lambda: lend, *args, **kwargs)
-                else:
-                    create = originals["create_unix_connection" if backend.sock.family == socket.AF_UNIX
-                                       else "create_connection"]
-                    await create(lambda: lend, sock=backend.sock)
+                try:
+                    if backend is None:
+                        await originals[name](lambda: lend, *args, **kwargs)
+                    else:
+                        create = originals["create_unix_connection" if backend.sock.family == socket.AF_UNIX
+                                           else "create_connection"]
+                        await create(lambda: lend, sock=backend.sock)
+                except BaseException:
+                    lend.inner = None  # not lent: should asyncpg try another address, that one is its own
+                    if backend is not None:
+                        backend.sock.close()
+                    raise
                 return lend, lend.inner  # asyncpg's transport is the lend
             return lend_to
 
@@ -250,7 +260,7 @@ class Handoff:
         open_ = lend.in_transaction()
         if lend.kept is None:
             if not lend.quiet:
-                self._cancel(bytes(lend.greeting))
+                protocol.cancel(self.target, bytes(lend.greeting))
         elif cancelling or lend.startup is None:
             lend.kept.close()
         else:
@@ -305,25 +315,13 @@ class Handoff:
             return False
         return False  # something of the server's own, or the end: it has ended the backend
 
-    def _cancel(self, greeting: bytes) -> None:
-        """Cancel what a backend left in the middle of a query runs (it is closed, not kept)."""
-        messages, _ = protocol.split(greeting)
-        key = next((message for kind, message in messages if kind == b"K"), None)
-        if key is None:
-            return
-        try:
-            if isinstance(self.target, str):
-                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                sock.settimeout(1.0)
-                sock.connect(self.target)
-            else:  # IPv4 or IPv6, as the address says
-                sock = socket.create_connection(self.target, timeout=1.0)  # type: ignore[arg-type]
-            with sock:
-                sock.sendall(protocol.cancel_request(key))
-        except OSError:
-            pass
-
     def close(self) -> None:
+        """Close the kept backends; those lent now are closed, not kept, when their connections end."""
         for backend in [b for idle in self.idle.values() for b in idle]:
             backend.sock.close()
         self.idle.clear()
+        for _, lend in self.lent.values():
+            lend.spent = True
+            if lend.kept is not None:
+                lend.kept.close()
+                lend.kept = None

@@ -75,34 +75,52 @@ def split(buffer: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
     return messages, buffer[offset:]
 
 
+COMMITTED = b"C\x00\x00\x00\x0bCOMMIT\x00"  # CommandComplete of a COMMIT (AND CHAIN too: no ReadyForQuery with I)
+
+
 @dataclass(eq=False)
 class Watch:
     """Where the server is in what it says, followed across reads by message headers alone (a long result
-    is skipped over, not parsed): the status of its last ReadyForQuery, and whether that is the last thing
-    it said, so it is waiting for a query. Bytes inside a row that look like ReadyForQuery are not one."""
+    is skipped over, not parsed): the status of its last ReadyForQuery, whether that is the last thing it
+    said (so it is waiting for a query), and whether a transaction has ended since one was open (a
+    ReadyForQuery saying idle, or a COMMIT, whatever began after it). Bytes inside a row that look like
+    either are not one."""
 
     status: bytes = b"I"  # I idle, T in a transaction, E in a failed one
     ready: bool = True
+    ended: bool = False
+    opened: bool = False  # a ReadyForQuery has said T or E
     skip: int = 0  # bytes of the current message still to come
-    part: bytes = b""  # the start of a header split across reads
+    part: bytes = b""  # the start of a message split across reads, when its first bytes are needed
 
     def feed(self, data: bytes) -> None:
         if self.part:
             data, self.part = self.part + data, b""
         pos, end = self.skip, len(data)
         while pos < end:
-            if end - pos < 5 or (data[pos] == 0x5A and end - pos < 6):
+            if end - pos < 6:
                 self.part, self.ready = data[pos:], False
                 break
+            kind = data[pos]
             (length,) = struct.unpack_from("!I", data, pos + 1)
-            self.ready = data[pos] == 0x5A
+            if kind == 0x43 and length == 11:  # a CommandComplete as short as COMMIT's
+                if end - pos < 12:
+                    self.part, self.ready = data[pos:], False
+                    break
+                self.ended |= data[pos: pos + 12] == COMMITTED
+            self.ready = kind == 0x5A
             if self.ready:
                 self.status = data[pos + 5: pos + 6]
+                if self.status == b"I":
+                    self.ended |= self.opened
+                else:
+                    self.opened = True
             pos += 1 + length
         self.skip = max(pos - end, 0)
 
     def in_transaction(self) -> bool:
-        return self.status in (b"T", b"E")
+        """Whether the transaction that was open is open still: not ended, even if another began since."""
+        return self.status in (b"T", b"E") and not self.ended
 
 
 def split_startup(buffer: bytes) -> tuple[bytes | None, bytes]:
@@ -130,6 +148,26 @@ def client_key(backend_key: bytes) -> bytes:
 def cancel_request(key: bytes) -> bytes:
     """The CancelRequest packet for a BackendKeyData message ``key``."""
     return struct.pack("!II", 16, CANCEL) + key[5:13]
+
+
+def cancel(target: object, greeting: bytes) -> None:
+    """Cancel what the backend whose BackendKeyData is in ``greeting`` runs, at ``target`` (a unix socket's
+    path, or (host, port), IPv4 or IPv6); nothing when it cannot be reached."""
+    messages, _ = split(greeting)
+    key = next((message for kind, message in messages if kind == b"K"), None)
+    if key is None:
+        return
+    try:
+        if isinstance(target, str):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(1.0)
+            sock.connect(target)
+        else:
+            sock = socket.create_connection(target, timeout=1.0)  # type: ignore[arg-type]
+        with sock:
+            sock.sendall(cancel_request(key))
+    except OSError:
+        pass
 
 
 def key_of_cancel(packet: bytes) -> bytes:
