@@ -81,16 +81,20 @@ def with_database(url: str, name: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, "/" + quote(name), parts.query, parts.fragment))
 
 
+def _parsed(url: str) -> dict[str, str]:
+    try:
+        return dict(psycopg2.extensions.parse_dsn(normalize(url)))
+    except psycopg2.ProgrammingError:
+        raise ValueError(f"not a valid PostgreSQL URL: {mask(url)}") from None
+
+
 def dsn_parts(url: str) -> dict[str, object]:
     """Keyword arguments for psycopg2.connect / asyncpg.connect (host may be a socket folder).
 
     libpq's own parser (through psycopg2) reads the URL, percent-escapes and
     ``?host=`` included.
     """
-    try:
-        parts = psycopg2.extensions.parse_dsn(normalize(url))
-    except psycopg2.ProgrammingError:
-        raise ValueError(f"not a valid PostgreSQL URL: {mask(url)}") from None
+    parts = _parsed(url)
     return {
         "host": parts.get("host"),
         "port": int(parts.get("port") or 5432),
@@ -110,7 +114,7 @@ def keepable(url: str) -> bool:
     """Whether connections to ``url`` may be lent backends kept between tests (or go through the relay):
     one host, a unix socket or a loopback address, no sslmode that asks for TLS and no other parameters
     (``application_name``, ``options``, …); any other URL gets a connection of its own, as it says."""
-    parts = psycopg2.extensions.parse_dsn(normalize(url))
+    parts = _parsed(url)
     if set(parts) - _KEPT - {"sslmode"} or parts.get("sslmode", "prefer") not in _PLAIN:
         return False
     host, port = parts.get("host") or "localhost", parts.get("port") or ""

@@ -136,7 +136,8 @@ class AsyncConnections:
             conn.terminate()  # the relay resets its backend in the background
 
     async def get(self, keep: bool) -> asyncpg.Connection:
-        """The running loop's connection (made now if it has none), or a new relayed one."""
+        """The running loop's connection (made now if it has none), or a new one for one test: lent a kept
+        backend, through the relay, or (for a URL no backend is kept for) a connection of its own."""
         loop = asyncio.get_running_loop()
         conn = self.by_loop.get(loop)
         if conn is not None and not conn.is_closed():
