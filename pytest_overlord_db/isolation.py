@@ -164,7 +164,10 @@ class Isolation:
                 committed = not test.loop.run_until_complete(self.async_conns.end_test(conn))
             elif not test.keep:
                 assert self.async_conns is not None
-                committed = not self.async_conns.release(conn, test.loop)  # its backend is reset in the background
+                still_open = self.async_conns.release(conn, test.loop)  # its backend is reset in the background
+                if still_open is None:  # what the test did is not known: start again from the template, quietly
+                    self.reset_work_db()
+                committed = still_open is False
         except ASYNC_LOST as exc:
             self._lost_async(conn)
             self.ensure_runtime()[0].check_alive(exc)

@@ -238,22 +238,24 @@ def test_the_release_says_whether_the_tests_transaction_was_still_open(lender):
     assert one_test(lender, savepoints)[1] is True
 
 
-def test_a_transaction_is_still_open_when_the_server_has_not_said_ready_since(lender):
+def test_what_a_test_did_is_not_known_when_the_server_has_not_said_ready_since(lender):
     running: list[asyncio.Task[Any]] = []
 
     async def prepared(conn):
         await begin(conn)
         await conn.prepare("SELECT 1")  # Parse, Describe and Flush: answered without a ReadyForQuery
 
-    async def left_running(conn):
+    async def left_running(conn, sql="SELECT pg_sleep(5)"):
         await begin(conn)
         # A new statement: its description comes back, then its execution runs on past the test's end.
-        running.append(asyncio.ensure_future(conn.fetchval("SELECT pg_sleep(5)")))
+        running.append(asyncio.ensure_future(conn.execute(sql)))
         await asyncio.sleep(0.2)
 
-    assert one_test(lender, prepared)[1] is True
-    assert one_test(lender, left_running)[1] is True
-    assert isinstance(running[0].exception(), asyncpg.ConnectionDoesNotExistError)
+    async def committed_while_running(conn):  # committed by the server, not yet said to the client
+        await left_running(conn, "COMMIT; SELECT pg_sleep(5)")
+
+    assert [one_test(lender, body)[1] for body in (prepared, left_running, committed_while_running)] == [None] * 3
+    assert all(isinstance(task.exception(), asyncpg.ConnectionDoesNotExistError) for task in running)
 
 
 def test_a_backend_left_in_a_query_is_not_lent_again_and_its_query_is_cancelled(lender, empty_db_url):
@@ -458,6 +460,17 @@ async def commit_and_begin(conn: asyncpg.Connection) -> None:
     await conn.execute("BEGIN")
 
 
+async def commit_and_close(conn: asyncpg.Connection) -> None:
+    await conn.execute("COMMIT")
+    await conn.close()
+
+
+async def commit_and_leave_running(conn: asyncpg.Connection) -> None:
+    await commit_and_begin(conn)
+    asyncio.ensure_future(conn.execute("SELECT pg_sleep(5)"))
+    await asyncio.sleep(0.1)
+
+
 def test_a_commit_is_seen_on_relayed_connections_too_though_others_were_lent(empty_db_url, monkeypatch):
     from pytest_overlord_db.connections import AsyncConnections
 
@@ -470,8 +483,11 @@ def test_a_commit_is_seen_on_relayed_connections_too_though_others_were_lent(emp
         assert run_alone(conns, lambda conn: conn.execute("COMMIT"))[1] is False
         assert run_alone(conns, commit_and_begin)[1] is False
         assert run_alone(conns, lambda conn: conn.fetchval("SELECT 1"))[1] is True
+        assert run_alone(conns, commit_and_close)[1] is None  # not known: the work database is rebuilt
+        assert run_alone(conns, commit_and_leave_running)[1] is None
         lendable = True
         assert run_alone(conns, commit_and_begin)[1] is False
+        assert run_alone(conns, commit_and_close)[1] is False  # the lent connection saw the COMMIT go by
     finally:
         conns.close_all()
 
@@ -624,6 +640,19 @@ async def test_prepares_last(overlord_db):
     await overlord_db.prepare("SELECT name FROM tags")
 
 @pytest.mark.asyncio
+async def test_commits_and_closes(overlord_db):
+    await overlord_db.execute("INSERT INTO tags (name) VALUES ('leaked on close')")
+    await overlord_db.execute("COMMIT")
+    await overlord_db.close()
+
+@pytest.mark.asyncio
+async def test_commits_in_a_query_left_running(overlord_db):
+    import asyncio
+    asyncio.ensure_future(overlord_db.execute("INSERT INTO tags (name) VALUES ('leaked running'); COMMIT; "
+                                              "SELECT pg_sleep(5)"))
+    await asyncio.sleep(0.3)
+
+@pytest.mark.asyncio
 async def test_sees_nothing_of_them(overlord_db):
     assert await overlord_db.fetchval("SELECT count(*) FROM tags") == 0
 '''
@@ -636,5 +665,6 @@ def test_a_commit_behind_a_new_begin_fails_its_test_and_leaks_nothing(project, l
         project.write("conftest.py", "from pytest_overlord_db.connections.handoff import Handoff\n"
                                      "Handoff.lendable = staticmethod(lambda loop: False)\n")
     result = project.result("-q", "-p", "no:randomly", "test_inner.py")
-    result.assert_outcomes(passed=3, errors=1)
+    # Known commits fail their test; what is not known (relayed and closed, a query left running) rebuilds quietly.
+    result.assert_outcomes(passed=5, errors=2 if lent else 1)
     assert any("ERROR at teardown of test_commits_then_begins_again" in line for line in result.outlines)

@@ -116,22 +116,23 @@ class AsyncConnections:
         if not self.lent(conn):
             await conn.execute(f"SAVEPOINT {SAVEPOINT}")
 
-    def release(self, conn: asyncpg.Connection, loop: asyncio.AbstractEventLoop) -> bool:
+    def release(self, conn: asyncpg.Connection, loop: asyncio.AbstractEventLoop) -> bool | None:
         """End a connection of a test with a loop of its own (``loop``, idle): whether the test's transaction
-        was still open. A connection not lent began a savepoint after its BEGIN, and the server says
-        whether it is still there: a COMMIT, even one followed by a new BEGIN, took it away."""
-        still_open = self.handoff.release(conn) if self.handoff is not None else None
-        if still_open is not None:
-            return still_open
+        was still open; None when that cannot be known (the test closed the connection, or left a query
+        running, which may have committed). A connection not lent began a savepoint after its BEGIN, and
+        the server says whether it is still there: a COMMIT, even one followed by a new BEGIN, took it away."""
+        if self.lent(conn):
+            assert self.handoff is not None
+            return self.handoff.release(conn)
         if conn.is_closed():
-            return True  # by the test: what it did is not known
+            return None
         try:
             loop.run_until_complete(conn.execute(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}"))
             return True
         except ENDED:
             return False
-        except asyncpg.InterfaceError:  # a query the test left running
-            return bool(conn.is_in_transaction())
+        except asyncpg.InterfaceError:  # busy with a query the test left running
+            return None
         finally:
             conn.terminate()  # the relay resets its backend in the background
 

@@ -250,14 +250,15 @@ class Handoff:
         return conn
 
     def release(self, conn: Any) -> bool | None:
-        """End ``conn`` and keep its backend: whether the test's transaction was still open (None: not lent)."""
+        """End ``conn`` and keep its backend: whether the test's transaction was still open. None: not known
+        (not lent, or left in the middle of something, which may have committed, and is cancelled)."""
         key, lend = self.lent.pop(conn, (None, None))
         if key is None or lend is None:
             return None
         # A cancel request of asyncpg's still on its way would reach whatever query the backend runs next.
         cancelling = any(not task.done() for task in getattr(conn, "_cancellations", ()))
         conn.terminate()
-        open_ = lend.in_transaction()
+        open_ = False if lend.said.ended else lend.in_transaction() if lend.quiet else None
         if lend.kept is None:
             if not lend.quiet:
                 protocol.cancel(self.target, bytes(lend.greeting))
