@@ -25,6 +25,7 @@ from pytest_overlord_db import urls
 from pytest_overlord_db.connections import protocol
 from pytest_overlord_db.connections.handoff import Handoff
 from pytest_overlord_db.connections.sync import FRESH
+from pytest_overlord_db.polling import poll
 
 
 def lend_to(url: str, where: str, tcp_to: Any = None, hold: float = 0.0) -> tuple[Handoff, dict[str, Any]]:
@@ -121,6 +122,11 @@ def direct(url: str, sql: str) -> Any:
             return cur.fetchone()[0] if cur.description else None
     finally:
         conn.close()
+
+
+def gone(url: str, pid: int) -> bool:
+    """Whether backend ``pid`` has ended, waiting up to 10 s for it."""
+    return poll(lambda: direct(url, f"SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = {pid}"), 10, 0.05) is True
 
 
 async def begin(conn: asyncpg.Connection) -> None:
@@ -270,18 +276,13 @@ def test_a_backend_left_in_a_query_is_not_lent_again_and_its_query_is_cancelled(
     assert isinstance(running[0].exception(), asyncpg.ConnectionDoesNotExistError)
     _, _, other = one_test(lender, begin)
     assert other != pid
-    deadline = time.monotonic() + 10
-    while direct(empty_db_url, f"SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}") and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert direct(empty_db_url, f"SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}") == 0
+    assert gone(empty_db_url, pid)
 
 
 def test_a_backend_the_server_ended_is_not_lent(lender, empty_db_url):
     _, _, pid = one_test(lender, begin)
     assert direct(empty_db_url, f"SELECT pg_terminate_backend({pid})") is True
-    deadline = time.monotonic() + 10
-    while direct(empty_db_url, f"SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}") and time.monotonic() < deadline:
-        time.sleep(0.05)
+    gone(empty_db_url, pid)
     value, _, other = one_test(lender, lambda conn: conn.fetchval("SELECT 41 + 1"))
     assert value == 42 and other != pid
 
@@ -586,10 +587,7 @@ def test_a_backend_lent_when_its_handoff_closes_is_closed_not_kept(lender, empty
         loop.run_until_complete(asyncio.sleep(0))  # the loop's transport ends (as pytest-asyncio's loop runs on close)
     finally:
         loop.close()
-    deadline = time.monotonic() + 10
-    while direct(empty_db_url, f"SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}") and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert direct(empty_db_url, f"SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}") == 0
+    assert gone(empty_db_url, pid)
 
 
 def test_a_default_socket_timeout_does_not_change_how_kept_backends_are_read(lender):

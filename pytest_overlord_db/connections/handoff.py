@@ -42,7 +42,7 @@ class _Backend:
 class _Lend(asyncio.Protocol):
     """One asyncpg connection's socket: asyncpg's transport, and the protocol of the loop's transport."""
 
-    def __init__(self, backend: _Backend | None, begun: bool | None, reset: bytes) -> None:
+    def __init__(self, backend: _Backend | None, begun: bool | None, reset: tuple[bytes, int]) -> None:
         self.backend = backend  # None: a new backend, whose handshake goes through both ways
         self.begun = begun  # the reset began a transaction: True when fresh enough to answer BEGIN with
         self.inner: Any = None  # asyncpg's protocol
@@ -56,7 +56,8 @@ class _Lend(asyncio.Protocol):
         self.held = b""  # what arrived while some were
         self.said = protocol.Watch()  # what the server (or we, for it) said to asyncpg
         self.quiet = True  # nothing sent since the server last said it was ready
-        self.reset = reset  # sent as the backend is taken back: the session ends then, as with a real close
+        # Sent as the backend is taken back (the session ends then, as with a real close), and its answers owed.
+        self.reset, self.owed = reset
         self.kept: socket.socket | None = None  # the backend's socket, taken back from the loop and reset
         self.reset_at = 0.0
         self.spent = False  # its handoff was closed meanwhile: the backend is not kept
@@ -183,9 +184,6 @@ class _Lend(asyncio.Protocol):
     def resume_reading(self) -> None:
         self.transport.resume_reading()
 
-    def in_transaction(self) -> bool:
-        return self.said.in_transaction()
-
 
 @dataclass(eq=False)
 class Handoff:
@@ -205,7 +203,7 @@ class Handoff:
         call with the same ``key`` (which must stand for the same connection parameters), if there is one."""
         loop = asyncio.get_running_loop()
         backend, begun = self._take(key)
-        lend = _Lend(backend, begun, protocol.reset(begin=self.begin_ahead is not None)[0])
+        lend = _Lend(backend, begun, protocol.reset(begin=self.begin_ahead is not None))
         originals = {name: getattr(loop, name) for name in HOOKED}
         own = {name: loop.__dict__[name] for name in HOOKED if name in loop.__dict__}  # patched by someone else
 
@@ -258,15 +256,14 @@ class Handoff:
         # A cancel request of asyncpg's still on its way would reach whatever query the backend runs next.
         cancelling = any(not task.done() for task in getattr(conn, "_cancellations", ()))
         conn.terminate()
-        open_ = False if lend.said.ended else lend.in_transaction() if lend.quiet else None
+        open_ = lend.said.in_transaction() if lend.quiet or lend.said.ended else None
         if lend.kept is None:
             if not lend.quiet:
                 protocol.cancel(self.target, bytes(lend.greeting))
         elif cancelling or lend.startup is None:
             lend.kept.close()
         else:
-            owed = protocol.reset(begin=self.begin_ahead is not None)[1]
-            self.idle.setdefault(key, []).append(_Backend(lend.kept, lend.startup, bytes(lend.greeting), owed,
+            self.idle.setdefault(key, []).append(_Backend(lend.kept, lend.startup, bytes(lend.greeting), lend.owed,
                                                           lend.reset_at))
         return open_
 
