@@ -6,6 +6,7 @@ it, and the release outside it (with the loop idle, not yet closed), as the fixt
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import os
 import resource
@@ -13,6 +14,7 @@ import socket
 import struct
 import threading
 import time
+import weakref
 from typing import Any, Awaitable, Callable
 
 import asyncpg
@@ -491,6 +493,31 @@ def test_a_commit_is_seen_on_relayed_connections_too_though_others_were_lent(emp
         assert run_alone(conns, commit_and_close)[1] is False  # the lent connection saw the COMMIT go by
     finally:
         conns.close_all()
+
+
+@pytest.mark.parametrize("lendable", [True, False], ids=["lent", "relayed"])
+def test_an_ended_connection_is_freed_at_once_not_left_to_the_cyclic_collector(empty_db_url, monkeypatch, lendable):
+    # Left to the collector, each test's connection (with its loop) makes the collector's full passes over
+    # pytest's heap come sooner and cost more.
+    from pytest_overlord_db.connections import AsyncConnections
+
+    conns = AsyncConnections(lambda: empty_db_url)
+    monkeypatch.setattr(Handoff, "lendable", staticmethod(lambda loop: lendable))
+    refs: list[weakref.ref[asyncpg.Connection]] = []
+
+    async def body(conn):
+        refs.append(weakref.ref(conn))
+        return await conn.fetchval("SELECT 1")
+
+    gc.collect()
+    gc.disable()
+    try:
+        outcomes = [run_alone(conns, body), run_alone(conns, body)]  # the second on a kept backend
+        alive = [ref() is not None for ref in refs]
+    finally:
+        gc.enable()
+        conns.close_all()
+    assert outcomes == [(1, True), (1, True)] and alive == [False, False]
 
 
 @pytest.mark.parametrize("query", ["sslmode=require", "application_name=from_url", "options=-c%20work_mem%3D7MB"])
