@@ -11,6 +11,7 @@ import asyncpg
 
 from .. import urls
 from ..errors import ServerError
+from . import quick
 from . import vectors as vector_types
 from .handoff import Handoff
 from .relay import Relay
@@ -54,6 +55,8 @@ class AsyncConnections:
     _direct: tuple[str, dict[str, Any] | None, str] | None = field(default=None, repr=False)
     _vector_schema: tuple[str | None] | None = field(default=None, repr=False)  # looked up on the first connection
     _connection_class: Any = field(default=None, repr=False)
+    # For a URL, the connect() that asyncpg.connect's arguments were worked out for once (see ``quick``).
+    _quick: tuple[str, Callable[[], Any] | None] | None = field(default=None, repr=False)
     # Per kept connection: the transaction asyncpg began on its first test, and when the last test's end began
     # the next one's. asyncpg nests the code under test's ``conn.transaction()`` in that one (as savepoints)
     # for as long as the connection lives; underneath, each test's end rolls back and begins again, in
@@ -95,6 +98,12 @@ class AsyncConnections:
                           "password": parts["password"], "database": parts["dbname"], "ssl": False}
             self._direct = (raw, kwargs, urls.mask(url))
         return self._direct
+
+    def _quick_connect(self) -> Callable[[], Any] | None:
+        raw = self.url()
+        if self._quick is None or self._quick[0] != raw:
+            self._quick = (raw, quick.connector(self._direct_for(raw)[1] or {}, self._connection_class))
+        return self._quick[1]
 
     def _lender(self) -> Handoff:
         if self.handoff is None:
@@ -163,7 +172,8 @@ class AsyncConnections:
         elif Handoff.lendable(loop):
             # No local holds the keywords (or the URL): they carry the password, and --showlocals shows locals.
             conn = await self._lender().connect(self._direct_key(), lambda: asyncpg.connect(**self._direct_kwargs() or {},
-                                                                                               **extra))
+                                                                                               **extra),
+                                                self._quick_connect())
         else:
             conn = await asyncpg.connect(**self._relay_kwargs(), **extra)
         if vectors:

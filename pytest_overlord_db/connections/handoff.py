@@ -5,9 +5,10 @@ function-scoped loop every test needs a new one, and a new PostgreSQL backend co
 connection is made the way asyncpg always makes one, except that the socket it asks its loop for is a
 backend kept from an earlier test: asyncpg's startup packet is answered with the greeting that backend
 gave when it started, and from then on asyncpg talks to the backend directly, with no relay between.
-When the test ends the backend is reset (ROLLBACK, DISCARD ALL and, ahead, the next test's BEGIN, in one
-message) while pytest moves on; the next lend reads and checks that answer, so a backend that failed,
-was ended by the server or was left in the middle of a query is closed, never lent again.
+When the test ends the backend is reset (ROLLBACK, the session's state, ahead the next test's BEGIN, in
+one message; it keeps the prepared statements: see ``statements``) while pytest moves on; the next lend
+reads and checks that answer, so a backend that failed, was ended by the server or was left in the
+middle of a query is closed, never lent again.
 
 The one hook is the loop's own: for one ``asyncpg.connect`` the loop object's ``create_unix_connection``
 and ``create_connection`` are replaced by a function that lends, and put back at its first call.
@@ -17,6 +18,7 @@ one. A loop whose methods cannot be replaced (uvloop's) is not ``lendable``; the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 from . import protocol
+from .statements import Kept, Lending, close, settle
 
 TERMINATE = b"X\x00\x00\x00\x04"
 RESET_TIMEOUT = 5.0  # a backend whose reset has not been answered by then is closed
@@ -37,12 +40,13 @@ class _Backend:
     greeting: bytes  # the ParameterStatus and BackendKeyData messages it answered with
     owed: int  # ReadyForQuery answers its reset still owes
     reset_at: float  # when that reset, and so its BEGIN, was sent
+    kept: Kept  # the prepared statements it keeps for the next connection (see ``statements``)
 
 
 class _Lend(asyncio.Protocol):
     """One asyncpg connection's socket: asyncpg's transport, and the protocol of the loop's transport."""
 
-    def __init__(self, backend: _Backend | None, begun: bool | None, reset: tuple[bytes, int]) -> None:
+    def __init__(self, backend: _Backend | None, begun: bool | None, begin: bool) -> None:
         self.backend = backend  # None: a new backend, whose handshake goes through both ways
         self.begun = begun  # the reset began a transaction: True when fresh enough to answer BEGIN with
         self.inner: Any = None  # asyncpg's protocol
@@ -50,18 +54,16 @@ class _Lend(asyncio.Protocol):
         self.startup: bytes | None = backend.startup if backend is not None else None
         self.greeting = bytearray(backend.greeting if backend is not None else b"")
         self.greeted = backend is not None  # the server's greeting seen (or replayed)
-        self.failed = False
-        self.handshake = b""
+        self.failed, self.handshake = False, b""
         self.hidden = 0  # answers to a ROLLBACK of ours still to take out of what the server says
         self.held = b""  # what arrived while some were
         self.said = protocol.Watch()  # what the server (or we, for it) said to asyncpg
         self.quiet = True  # nothing sent since the server last said it was ready
-        # Sent as the backend is taken back (the session ends then, as with a real close), and its answers owed.
-        self.reset, self.owed = reset
+        self.begin, self.owed = begin, 0  # the reset (when the backend is taken back): BEGIN too; its answers owed
+        self.statements = Lending(backend.kept if backend is not None else Kept())
         self.kept: socket.socket | None = None  # the backend's socket, taken back from the loop and reset
         self.reset_at = 0.0
-        self.spent = False  # its handoff was closed meanwhile: the backend is not kept
-        self.startup_sent = False  # asyncpg's first write is its startup packet
+        self.spent = self.startup_sent = False  # its handoff closed meanwhile (not kept); asyncpg's startup sent
 
     # -- to the loop: the protocol of its transport ---------------------------------------------
     def connection_made(self, transport: Any) -> None:
@@ -77,6 +79,7 @@ class _Lend(asyncio.Protocol):
                 return
         self.said.feed(data)
         self.quiet = self.said.ready
+        self.statements.incoming(data)
         self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
@@ -121,12 +124,17 @@ class _Lend(asyncio.Protocol):
         elif data == TERMINATE:  # the backend stays: the connection is taken off it instead
             self._detach()
             return
-        elif self.begun is not None and self.greeted:
-            fresh, self.begun = self.begun, None
-            if fresh and data == protocol.BEGIN:
-                self._answer(protocol.BEGUN)
+        elif self.greeted:
+            data, answer = self.statements.outgoing(data)
+            if answer:  # a statement the backend keeps: prepared already
+                self._answer(answer)
                 return
-            data, self.hidden = protocol.ROLLBACK + data, self.hidden + 1
+            if self.begun is not None:
+                fresh, self.begun = self.begun, None
+                if fresh and data == protocol.BEGIN:
+                    self._answer(protocol.BEGUN)
+                    return
+                data, self.hidden = protocol.ROLLBACK + data, self.hidden + 1
         self.quiet = False
         self.transport.write(data)
 
@@ -149,8 +157,7 @@ class _Lend(asyncio.Protocol):
     def close(self) -> None:
         self._detach()
 
-    def abort(self) -> None:
-        self._detach()
+    abort = close
 
     def _detach(self) -> None:
         """Take the backend's socket back and reset it (when it is waiting for a query); end the loop's transport."""
@@ -160,13 +167,14 @@ class _Lend(asyncio.Protocol):
         if (self.quiet and self.greeted and not self.failed and not self.hidden and not self.spent
                 and self.startup is not None):
             sock = transport.get_extra_info("socket")
-            kept = socket.socket(sock.family, sock.type, fileno=os.dup(sock.fileno()))
+            kept, sent = socket.socket(sock.family, sock.type, fileno=os.dup(sock.fileno())), 0
             kept.setblocking(False)  # whatever socket.setdefaulttimeout() says
-            try:
-                sent = kept.send(self.reset)
-            except OSError:
-                sent = 0
-            if sent == len(self.reset):
+            # The session ends now, as with a real close. The test's transaction still open (not failed, not
+            # ended) is what lets the backend keep its prepared statements.
+            reset, self.owed = self.statements.reset(self.said.status == b"T" and not self.said.ended, self.begin)
+            with contextlib.suppress(OSError):
+                sent = kept.send(reset)
+            if sent == len(reset):
                 self.kept, self.reset_at = kept, time.monotonic()
             else:
                 kept.close()
@@ -198,12 +206,14 @@ class Handoff:
     def lendable(loop: asyncio.AbstractEventLoop) -> bool:
         return hasattr(loop, "__dict__")  # its methods can be replaced on the object
 
-    async def connect(self, key: str, connect: Callable[[], Awaitable[Any]]) -> Any:
+    async def connect(self, key: str, connect: Callable[[], Awaitable[Any]],
+                      quick: Callable[[], Awaitable[Any]] | None = None) -> Any:
         """``connect()``, an ``asyncpg.connect`` call to the server itself, on a backend kept from an earlier
-        call with the same ``key`` (which must stand for the same connection parameters), if there is one."""
+        call with the same ``key`` (which must stand for the same connection parameters), if there is one;
+        there, ``quick()`` instead when given (the same connection, made without asyncpg's argument parsing)."""
         loop = asyncio.get_running_loop()
         backend, begun = self._take(key)
-        lend = _Lend(backend, begun, protocol.reset(begin=self.begin_ahead is not None))
+        lend = _Lend(backend, begun, begin=self.begin_ahead is not None)
         originals = {name: getattr(loop, name) for name in HOOKED}
         own = {name: loop.__dict__[name] for name in HOOKED if name in loop.__dict__}  # patched by someone else
 
@@ -236,7 +246,7 @@ class Handoff:
         for name in HOOKED:
             setattr(loop, name, hook(name))
         try:
-            conn = await connect()
+            conn = await (quick() if quick is not None and backend is not None else connect())
         except BaseException:
             if backend is not None and lend.inner is None:
                 backend.sock.close()
@@ -264,7 +274,7 @@ class Handoff:
             lend.kept.close()
         else:
             self.idle.setdefault(key, []).append(_Backend(lend.kept, lend.startup, bytes(lend.greeting), lend.owed,
-                                                          lend.reset_at))
+                                                          lend.reset_at, lend.statements.kept))
         return open_
 
     def discard(self, conn: Any) -> None:
@@ -286,24 +296,19 @@ class Handoff:
 
     @staticmethod
     def _ready(backend: _Backend) -> bool:
-        """The reset's answers read and without an error, and nothing after them: not even the end."""
-        sock, buffer, failed = backend.sock, b"", False
-        deadline = time.monotonic() + RESET_TIMEOUT
+        """The reset's answers read and without an error, the prepared statements it does not keep closed,
+        and nothing after them: not even the end."""
+        sock, deadline = backend.sock, time.monotonic() + RESET_TIMEOUT
         try:
-            while backend.owed > 0:
-                sock.settimeout(max(deadline - time.monotonic(), 0.0))  # a wait by poll(): any descriptor
-                chunk = sock.recv(65536)
-                if not chunk:
-                    return False
-                messages, buffer = protocol.split(buffer + chunk)
-                for kind, _ in messages:
-                    failed |= kind == b"E"
-                    backend.owed -= kind == b"Z"
+            answers = protocol.answers(sock, backend.owed, deadline)
+            if answers is not None and (stale := settle(backend.kept, answers)):
+                sock.sendall(b"".join(close(name) for name in sorted(stale)) + protocol.SYNC)
+                answers = protocol.answers(sock, 1, deadline)
         except OSError:  # the wait's end among them
             return False
         finally:
             sock.setblocking(False)
-        if failed or buffer:
+        if answers is None:
             return False
         try:
             sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)

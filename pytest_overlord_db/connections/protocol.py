@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import socket
 import struct
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,6 +74,23 @@ def split(buffer: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
         messages.append((buffer[offset:offset + 1], buffer[offset:end]))
         offset = end
     return messages, buffer[offset:]
+
+
+def answers(sock: socket.socket, owed: int, deadline: float) -> list[tuple[bytes, bytes]] | None:
+    """A blocking socket's messages up to the server's ``owed``-th ReadyForQuery, waited for until ``deadline``
+    (by poll(): any descriptor); None when one is an error, or more follow."""
+    buffer, messages = b"", []
+    while owed > 0:
+        sock.settimeout(max(deadline - time.monotonic(), 0.0))
+        chunk = sock.recv(65536)
+        if not chunk:
+            return None
+        more, buffer = split(buffer + chunk)
+        messages += more
+        owed -= sum(kind == b"Z" for kind, _ in more)
+    if buffer or any(kind == b"E" for kind, _ in messages):
+        return None
+    return messages
 
 
 COMMITTED = b"C\x00\x00\x00\x0bCOMMIT\x00"  # CommandComplete of a COMMIT (AND CHAIN too: no ReadyForQuery with I)

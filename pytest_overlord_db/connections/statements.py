@@ -1,0 +1,206 @@
+"""asyncpg's prepared statements, kept with a backend from one lent connection to the next.
+
+Every new asyncpg connection starts with an empty statement cache, so under function-scoped loops
+each test prepared each of its queries again: a round trip (Parse, Describe) before a statement's
+first run, where a connection kept for the session runs it at once. Here the statements a lent
+connection has the server prepare stay on its backend; the next connection lent that backend has
+its Parse + Describe of the same text answered with what the server said the first time, and its
+name for the statement changed to the server's in what it sends after (Bind, Describe; its Close
+leaves the kept one alone).
+
+A kept statement goes wrong when the schema it was prepared against changes: a test that creates,
+alters or drops a table, type, function, ... in its transaction, rolled back after. Such a test
+writes rows to the catalogs, which the server counts (its statistics, kept by each backend until it
+flushes them, at most once a second): at the end of a test the reset reads the count of its
+backend's writes to the catalogs that a statement's meaning depends on, and keeps the statements
+only when it is nought. A test that wrote nothing at all (no transaction id) needs no count; one
+that did not end in the transaction it was given (failed, ended, begun again) keeps nothing, and
+neither does a server that does not count (``track_counts`` off). The reset is DISCARD ALL without
+DEALLOCATE ALL (and DISCARD PLANS, which nothing a rolled-back test does needs); a statement the
+connection had prepared and the backend does not keep is closed, and when a test's SQL names
+PREPARE, DEALLOCATE or DISCARD, the server is asked which statements it has, and whatever is not
+kept is closed before the backend is lent again. (A function that deallocates the kept statements
+behind the SQL's back is not seen: the next test on that backend fails with asyncpg's
+InvalidSQLStatementNameError, and that backend keeps nothing after.) The relay resets with DISCARD
+ALL as before.
+"""
+from __future__ import annotations
+
+import re
+import struct
+from dataclasses import dataclass, field
+
+from . import protocol
+
+CAP = 100  # statements kept per backend: asyncpg's own cache holds 100 by default
+NOWHERE = b"ovl_no_statement"  # a Close names it instead of a kept statement: closing what is not there is no error
+SUSPECT = re.compile(rb"(?i)prepare|deallocate|discard")  # SQL that may make or drop prepared statements
+
+# This backend's writes to pg_class, pg_attribute, pg_type, pg_proc, pg_operator, pg_cast,
+# pg_namespace and pg_rewrite not yet flushed to the server's statistics, the open transaction's
+# included: NULL when the server does not count. The first form is for a backend known to have
+# nothing pending when the test began, where a test that wrote nothing needs no count at all.
+_PENDING = " + ".join(f"pg_catalog.pg_stat_get_xact_tuples_{what}({oid})" for oid in
+                      (1259, 1249, 1247, 1255, 2617, 2605, 2615, 2618) for what in ("inserted", "updated", "deleted"))
+_COUNTS = "WHEN NOT pg_catalog.current_setting('track_counts')::bool THEN NULL"
+# Session advisory locks are let go here, in the test's transaction: after it, the rest is utility commands.
+END_CLEAN, END_PENDING = (protocol.query(f"SELECT CASE {_COUNTS} {when}ELSE {_PENDING} END AS ovl_end, "
+                                         f"pg_catalog.pg_advisory_unlock_all()".encode())
+                          for when in ("WHEN pg_catalog.pg_current_xact_id_if_assigned() IS NULL THEN 0 ", ""))
+SESSION = protocol.query(b"CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *; DISCARD TEMP; "
+                         b"DISCARD SEQUENCES")
+NAMES = protocol.query(b"SELECT name AS ovl_kept FROM pg_catalog.pg_prepared_statements")
+DISCARD = protocol.query(b"DISCARD ALL")
+
+
+def _cstring(message: bytes, pos: int) -> tuple[bytes, int]:
+    end = message.index(b"\x00", pos)
+    return message[pos:end], end + 1
+
+
+def _message(kind: bytes, body: bytes) -> bytes:
+    return kind + struct.pack("!I", len(body) + 4) + body
+
+
+def close(name: bytes) -> bytes:
+    return _message(b"C", b"S" + name + b"\x00")
+
+
+@dataclass(eq=False)
+class Kept:
+    """A backend's kept statements, and what the reset needs to know whether they still hold."""
+
+    # Parse's text and parameter types -> the server's name for the statement and its answer to
+    # Parse + Describe (ParseComplete, ParameterDescription, RowDescription or NoData)
+    by_text: dict[bytes, tuple[bytes, bytes]] = field(default_factory=dict)
+    clean: bool = True  # nothing of the backend's writes to the catalogs was pending as the lent transaction began
+    checking: bool = False  # the reset under way counts them (it kept the statements, if the count allows)
+
+    def names(self) -> set[bytes]:
+        return {name for name, _ in self.by_text.values()}
+
+
+@dataclass(eq=False)
+class Lending:
+    """One lent connection's statements: the names it uses for kept ones, those it had the server
+    prepare, and the answer to a Parse being read."""
+
+    kept: Kept
+    aliases: dict[bytes, bytes] = field(default_factory=dict)  # its name -> the server's
+    made: set[bytes] = field(default_factory=set)  # prepared on the server for it and not kept
+    reading: tuple[bytes, bytes] | None = None  # (name, text) of a Parse sent, its answer not yet whole
+    suspect: bool = False  # its SQL may have made or dropped prepared statements: the reset asks the server
+    answer: list[bytes] = field(default_factory=list)
+    buffer: bytes = b""
+
+    def outgoing(self, data: bytes) -> tuple[bytes, bytes]:
+        """What of the connection's write goes to the server, and what is answered here instead."""
+        head = data[:1]  # asyncpg writes a Parse, a Query or a Close at the start of a write
+        if (head == b"Q" or head == b"P") and not self.suspect and SUSPECT.search(data):
+            self.suspect = True
+        if head != b"P" and head != b"C" and not any(alias in data for alias in self.aliases):
+            return data, b""
+        messages, rest = protocol.split(data)
+        if rest:  # not whole messages, which asyncpg never writes: passed on as they are
+            return data, b""
+        if [kind for kind, _ in messages] == [b"P", b"D", b"H"]:  # asyncpg's prepare: Parse, Describe, Flush
+            name, pos = _cstring(messages[0][1], 5)
+            text = messages[0][1][pos:]
+            if name and messages[1][1][5:] == b"S" + name + b"\x00":
+                known = self.kept.by_text.get(text)
+                if known is not None:
+                    self.aliases[name] = known[0]
+                    return b"", known[1]
+                self.made.add(name)
+                self.reading, self.answer, self.buffer = (name, text), [], b""
+                return data, b""
+        return b"".join(self._renamed(kind, message) for kind, message in messages), b""
+
+    def _renamed(self, kind: bytes, message: bytes) -> bytes:
+        if kind == b"P":
+            name, _ = _cstring(message, 5)
+            if name:
+                self.made.add(name)
+            return message
+        if kind == b"B":
+            portal, pos = _cstring(message, 5)
+            name, end = _cstring(message, pos)
+            server = self.aliases.get(name)
+            return message if server is None else _message(b"B", portal + b"\x00" + server + b"\x00" + message[end:])
+        if kind not in (b"D", b"C") or message[5:6] != b"S":
+            return message
+        name, _ = _cstring(message, 6)
+        server = self.aliases.get(name)
+        if kind == b"D":
+            return message if server is None else _message(b"D", b"S" + server + b"\x00")
+        # The connection is done with a statement (asyncpg drops its cache when a codec is set, and evicts):
+        # a kept one stays for the next connection, and for this one's other names for it.
+        if server is not None:
+            del self.aliases[name]
+            return close(NOWHERE)
+        if name in self.kept.names():
+            return close(NOWHERE)
+        self.made.discard(name)
+        return message
+
+    def incoming(self, data: bytes) -> None:
+        """The server's answer to a Parse + Describe sent, kept once whole."""
+        if self.reading is None:
+            return
+        messages, self.buffer = protocol.split(self.buffer + data)
+        for kind, message in messages:
+            if kind in (b"1", b"t", b"T", b"n"):
+                self.answer.append(message)
+                if kind in (b"T", b"n"):
+                    name, text = self.reading
+                    if len(self.kept.by_text) < CAP and text not in self.kept.by_text:
+                        self.kept.by_text[text] = (name, b"".join(self.answer))
+                        self.made.discard(name)
+                    break
+            elif kind in (b"E", b"Z"):  # not prepared (or not as expected): nothing to keep
+                break
+        else:
+            return
+        self.reading, self.answer, self.buffer = None, [], b""
+
+    def reset(self, in_transaction: bool, begin: bool) -> tuple[bytes, int]:
+        """The reset of the backend as the connection leaves it (``in_transaction``: in the transaction it was
+        given, still open), and how many ReadyForQuery answers it gets."""
+        kept = self.kept
+        ahead = (protocol.BEGIN, 1) if begin else (b"", 0)
+        kept.checking = in_transaction
+        if not in_transaction:  # what it wrote cannot be counted now
+            kept.by_text.clear()
+            kept.clean = False
+            return protocol.COPY_FAIL + protocol.SYNC + protocol.ROLLBACK + DISCARD + ahead[0], 3 + ahead[1]
+        closes = b"".join(close(name) for name in sorted(self.made - kept.names()))
+        closing = (closes + protocol.SYNC, 1) if closes else (b"", 0)
+        names = (NAMES, 1) if self.suspect else (b"", 0)
+        return (protocol.COPY_FAIL + protocol.SYNC + (END_CLEAN if kept.clean else END_PENDING) + protocol.ROLLBACK
+                + closing[0] + SESSION + names[0] + ahead[0], 4 + closing[1] + names[1] + ahead[1])
+
+
+def settle(kept: Kept, messages: list[tuple[bytes, bytes]]) -> set[bytes]:
+    """Take in the reset's answers (whether the kept statements still hold); the names of prepared statements
+    to close before the backend is lent again."""
+    if not kept.checking:  # reset with DISCARD ALL: nothing is prepared
+        return set()
+    kept.checking = False
+    values: dict[bytes, list[bytes | None]] = {}
+    column = b""
+    for kind, message in messages:
+        if kind == b"T":
+            column, _ = _cstring(message, 7)
+            values.setdefault(column, [])
+        elif kind == b"D":
+            (size,) = struct.unpack_from("!i", message, 7)
+            values.setdefault(column, []).append(None if size < 0 else message[11:11 + size])
+    kept.clean = values.get(b"ovl_end") == [b"0"]
+    stale = set()
+    if not kept.clean:  # the schema may have changed under them
+        stale, kept.by_text = kept.names(), {}
+    if b"ovl_kept" in values:  # the server's own list: what it no longer has is not kept either
+        there = {name for name in values[b"ovl_kept"] if name is not None}
+        kept.by_text = {text: known for text, known in kept.by_text.items() if known[0] in there}
+        stale |= there - kept.names()
+    return stale
