@@ -143,6 +143,76 @@ def test_a_connection_preparing_a_kept_text_again_keeps_working(lender):
     assert first[:3] == second[:3] == (42, 42, 43) and second[3] == first[3]
 
 
+def kept_then(lender: Any, empty_db_url: str, setup: str, query: str, change: str) -> tuple[Any, Any]:
+    """``query`` in one test, then ``change`` and ``query`` again in the next: what each said."""
+    if setup:
+        direct(empty_db_url, setup)
+
+    async def plain(conn):
+        await begin(conn)
+        return [tuple(row) for row in await conn.fetch(query)]
+
+    async def changes(conn):
+        await begin(conn)
+        await conn.execute(change)
+        return [tuple(row) for row in await conn.fetch(query)]
+
+    return one_test(lender, plain)[0], one_test(lender, changes)[0]
+
+
+@pytest.mark.parametrize("setup, query, change, first, then", [
+    ("CREATE TABLE t (a int); INSERT INTO t VALUES (1)", "SELECT * FROM t", "ALTER TABLE t ADD COLUMN b int DEFAULT 7",
+     [(1,)], [(1, 7)]),
+    ("CREATE TABLE v (a int); INSERT INTO v VALUES (1); CREATE SCHEMA s2; CREATE TABLE s2.v (a text, b text);"
+     "INSERT INTO s2.v VALUES ('x', 'y')", "SELECT * FROM v", "SET LOCAL search_path TO s2", [(1,)], [("x", "y")]),
+    ("CREATE TABLE u (a int); INSERT INTO u VALUES (1)", "SELECT a FROM u",
+     "CREATE TEMP TABLE u (a int); INSERT INTO u VALUES (2)", [(1,)], [(2,)]),
+    ("CREATE FUNCTION f(numeric) RETURNS text LANGUAGE sql AS $$SELECT 'numeric'$$", "SELECT f(1)",
+     "CREATE FUNCTION f(int) RETURNS text LANGUAGE sql AS $$SELECT 'int'$$", [("numeric",)], [("int",)]),
+    ("", "SELECT extract(epoch FROM '2024-01-01 00:00'::timestamptz)::int", "SET LOCAL TIME ZONE 'Asia/Tokyo'",
+     [(1704067200,)], [(1704067200 - 9 * 3600,)]),
+    ("", "SELECT 5", "DEALLOCATE ALL", [(5,)], [(5,)]),
+], ids=["column added", "search_path", "shadowed by a temporary table", "new overload", "time zone", "deallocated"])
+def test_what_a_test_changes_before_running_a_kept_text_is_what_that_text_sees(lender, empty_db_url, setup, query,
+                                                                               change, first, then):
+    assert kept_then(lender, empty_db_url, setup, query, change) == (first, then)
+
+
+def test_a_kept_function_plan_is_made_again_in_the_next_test(lender, empty_db_url):
+    # PL/pgSQL keeps the plans of a function's statements for the session: DISCARD PLANS lets them go.
+    direct(empty_db_url, "CREATE FUNCTION f2(numeric) RETURNS text LANGUAGE sql AS $$SELECT 'numeric'$$;"
+                         "CREATE FUNCTION h() RETURNS text LANGUAGE plpgsql AS $$BEGIN RETURN f2(1); END$$")
+    assert kept_then(lender, empty_db_url, "", "SELECT h()", "CREATE FUNCTION f2(int) RETURNS text LANGUAGE sql "
+                     "AS $$SELECT 'int'$$") == ([("numeric",)], [("int",)])
+
+
+def test_names_the_user_gives_and_statements_functions_prepare_do_not_reach_the_next_test(lender, empty_db_url):
+    direct(empty_db_url, "CREATE FUNCTION mk() RETURNS int LANGUAGE plpgsql AS "
+                         "$$BEGIN EXECUTE 'PREP' || 'ARE zz AS SELECT 1'; RETURN 1; END$$")
+
+    def named(n: int) -> Any:
+        async def body(conn):
+            await begin(conn)
+            values = [await (await conn.prepare(f"SELECT {n}", name="mine")).fetchval(), await conn.fetchval("SELECT mk()")]
+            return values + [await conn.fetchval("SELECT count(*) FROM pg_prepared_statements WHERE name = 'zz'")]
+        return body
+
+    first, second = one_test(lender, named(1))[0], one_test(lender, named(2))[0]
+    assert (first, second) == ([1, 1, 1], [2, 1, 1])  # the second test's 'mine' and 'zz' are its own
+
+
+def test_after_a_test_that_changed_the_schema_the_next_but_one_keeps_again(lender):
+    async def ddl(conn):
+        await begin(conn)
+        await conn.execute("CREATE TABLE scratch (a int)")
+
+    one_test(lender, runs)
+    one_test(lender, ddl)
+    names = [one_test(lender, runs)[0][1] for _ in range(4)]
+    # The first after it prepares again; its statistics flushed, the one after keeps (PostgreSQL 15 and later).
+    assert names[1] == names[2] == names[3]
+
+
 def message(kind: bytes, *fields: bytes) -> bytes:
     body = b"".join(fields)
     return kind + struct.pack("!I", len(body) + 4) + body
@@ -174,17 +244,20 @@ def test_a_parse_not_kept_is_read_from_the_servers_answer_and_kept():
     kept = Kept()
     lending = Lending(kept)
     text = b"SELECT 1\x00\x00\x00"
-    prepare = message(b"P", b"s1\x00", text) + message(b"D", b"Ss1\x00") + message(b"H")
+    prepare = message(b"P", b"__asyncpg_stmt_1__\x00", text) + message(b"D", b"S__asyncpg_stmt_1__\x00") + message(b"H")
     assert lending.outgoing(prepare) == (prepare, b"")
     answer = message(b"1") + message(b"t", b"\x00\x00") + message(b"T", b"\x00\x00")
     notice = message(b"N", b"Mhello\x00\x00")
     for piece in (answer[:3], answer[3:12] + notice, answer[12:]):  # across reads, with a notice between
         lending.incoming(piece)
-    assert kept.by_text == {text: (b"s1", answer)} and lending.made == set()
+    assert kept.by_text == {text: (b"__asyncpg_stmt_1__", answer)} and lending.made == set()
     failed = Lending(Kept())
     failed.outgoing(prepare)
     failed.incoming(message(b"E", b"Mno\x00\x00") + protocol.READY_IDLE)
-    assert failed.kept.by_text == {} and failed.made == {b"s1"}  # closed at the reset, should it exist
+    assert failed.kept.by_text == {} and failed.made == {b"__asyncpg_stmt_1__"}  # closed at the reset, should it exist
+    named = Lending(kept)  # a name the user gave (conn.prepare(..., name=...)): the server's to make, never kept
+    mine = message(b"P", b"mine\x00", text) + message(b"D", b"Smine\x00") + message(b"H")
+    assert named.outgoing(mine) == (mine, b"") and named.made == {b"mine"} and named.reading is None
 
 
 def test_asyncpg_arguments_are_worked_out_once_for_lent_connections(empty_db_url, monkeypatch):

@@ -169,9 +169,9 @@ class _Lend(asyncio.Protocol):
             sock = transport.get_extra_info("socket")
             kept, sent = socket.socket(sock.family, sock.type, fileno=os.dup(sock.fileno())), 0
             kept.setblocking(False)  # whatever socket.setdefaulttimeout() says
-            # The session ends now, as with a real close. The test's transaction still open (not failed, not
-            # ended) is what lets the backend keep its prepared statements.
-            reset, self.owed = self.statements.reset(self.said.status == b"T" and not self.said.ended, self.begin)
+            # The session ends now, as with a real close; kept statements need the test's transaction still open.
+            reset, self.owed = self.statements.reset(self.said.status == b"T" and not self.said.ended, self.begin,
+                                                     self.greeting)
             with contextlib.suppress(OSError):
                 sent = kept.send(reset)
             if sent == len(reset):

@@ -8,21 +8,27 @@ its Parse + Describe of the same text answered with what the server said the fir
 name for the statement changed to the server's in what it sends after (Bind, Describe; its Close
 leaves the kept one alone).
 
-A kept statement goes wrong when the schema it was prepared against changes: a test that creates,
-alters or drops a table, type, function, ... in its transaction, rolled back after. Such a test
-writes rows to the catalogs, which the server counts (its statistics, kept by each backend until it
-flushes them, at most once a second): at the end of a test the reset reads the count of its
-backend's writes to the catalogs that a statement's meaning depends on, and keeps the statements
-only when it is nought. A test that wrote nothing at all (no transaction id) needs no count; one
-that did not end in the transaction it was given (failed, ended, begun again) keeps nothing, and
-neither does a server that does not count (``track_counts`` off). The reset is DISCARD ALL without
-DEALLOCATE ALL (and DISCARD PLANS, which nothing a rolled-back test does needs); a statement the
-connection had prepared and the backend does not keep is closed, and when a test's SQL names
-PREPARE, DEALLOCATE or DISCARD, the server is asked which statements it has, and whatever is not
-kept is closed before the backend is lent again. (A function that deallocates the kept statements
-behind the SQL's back is not seen: the next test on that backend fails with asyncpg's
-InvalidSQLStatementNameError, and that backend keeps nothing after.) The relay resets with DISCARD
-ALL as before.
+A kept statement goes wrong when the schema it was prepared against changes, or what its names
+resolve to: a test that creates, alters or drops a table, type, function, ... (or sets search_path)
+in its transaction, rolled back after. Three guards:
+
+- In the test that does it: once a test's SQL looks like such a change (DDL, SET, DO, CALL,
+  PREPARE, DEALLOCATE, DISCARD, ...), nothing more is answered here for the rest of the test.
+- For the tests after it: such a test writes rows to the catalogs, which the server counts (its
+  statistics, kept by each backend until it flushes them): at the end of a test the reset reads its
+  backend's count for the catalogs a statement's meaning depends on, and keeps the statements only
+  when it is nought. A test that wrote nothing (no transaction id) needs no count; one that did not
+  end in the transaction it was given (failed, ended, begun again) keeps nothing, and neither does a
+  server that does not count (``track_counts`` off). After a count that is not nought, the reset has
+  the server flush its statistics at once (PostgreSQL 15 and later), so the next test counts afresh.
+- The reset is DISCARD ALL without DEALLOCATE ALL (DISCARD PLANS included: a kept statement is
+  planned again on its first use, under the next test's settings), and asks the server which
+  prepared statements it has: whatever is not kept (SQL's PREPARE, a function's, a name the user
+  gave) is closed before the backend is lent again. Only asyncpg's own names are kept.
+
+What is not seen: a function that changes the schema, then the same test running a kept text (it can
+get asyncpg's InvalidCachedStatementError, or a table it shadowed with a temporary one: the kept plan
+is for the table it knew). The relay resets with DISCARD ALL as before.
 """
 from __future__ import annotations
 
@@ -34,7 +40,12 @@ from . import protocol
 
 CAP = 100  # statements kept per backend: asyncpg's own cache holds 100 by default
 NOWHERE = b"ovl_no_statement"  # a Close names it instead of a kept statement: closing what is not there is no error
-SUSPECT = re.compile(rb"(?i)prepare|deallocate|discard")  # SQL that may make or drop prepared statements
+OURS = b"__asyncpg_stmt_"  # the names asyncpg gives its statements, the only ones kept
+# SQL that may change what a statement means, or which statements there are: from then on in that test,
+# every Parse goes to the server. (A false alarm costs only the round trips saved.)
+WARY = re.compile(rb"(?i)\b(?:create|alter|drop|grant|revoke|prepare|deallocate|discard|set_config|comment\s+on"
+                  rb"|security\s+label|import\s+foreign|refresh\s+materialized)\b"
+                  rb"|(?:^Q....|[;\x00])\s*(?:set|reset|do|call)\b", re.DOTALL)  # those four only where a statement starts
 
 # This backend's writes to pg_class, pg_attribute, pg_type, pg_proc, pg_operator, pg_cast,
 # pg_namespace and pg_rewrite not yet flushed to the server's statistics, the open transaction's
@@ -44,13 +55,25 @@ _PENDING = " + ".join(f"pg_catalog.pg_stat_get_xact_tuples_{what}({oid})" for oi
                       (1259, 1249, 1247, 1255, 2617, 2605, 2615, 2618) for what in ("inserted", "updated", "deleted"))
 _COUNTS = "WHEN NOT pg_catalog.current_setting('track_counts')::bool THEN NULL"
 # Session advisory locks are let go here, in the test's transaction: after it, the rest is utility commands.
-END_CLEAN, END_PENDING = (protocol.query(f"SELECT CASE {_COUNTS} {when}ELSE {_PENDING} END AS ovl_end, "
-                                         f"pg_catalog.pg_advisory_unlock_all()".encode())
-                          for when in ("WHEN pg_catalog.pg_current_xact_id_if_assigned() IS NULL THEN 0 ", ""))
+# A count that is not nought has the statistics flushed as soon as the backend is idle (PostgreSQL 15+).
+_END = ("SELECT n AS ovl_end, pg_catalog.pg_advisory_unlock_all(){flush} FROM (SELECT CASE " + _COUNTS
+        + " {when}ELSE " + _PENDING + " END AS n) AS c")
+_FLUSH = ", CASE WHEN n <> 0 THEN pg_catalog.pg_stat_force_next_flush() END"
+_CLEAN = "WHEN pg_catalog.pg_current_xact_id_if_assigned() IS NULL THEN 0 "
+END = {(clean, flush): protocol.query(_END.format(when=_CLEAN if clean else "", flush=_FLUSH if flush else "").encode())
+       for clean in (True, False) for flush in (True, False)}
 SESSION = protocol.query(b"CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *; DISCARD TEMP; "
-                         b"DISCARD SEQUENCES")
-NAMES = protocol.query(b"SELECT name AS ovl_kept FROM pg_catalog.pg_prepared_statements")
+                         b"DISCARD SEQUENCES; DISCARD PLANS; SELECT name AS ovl_kept FROM pg_catalog.pg_prepared_statements")
 DISCARD = protocol.query(b"DISCARD ALL")
+
+
+def flushes(greeting: bytes) -> bool:
+    """Whether the server that gave ``greeting`` (its ParameterStatus messages) has pg_stat_force_next_flush()."""
+    for kind, message in protocol.split(greeting)[0]:
+        if kind == b"S" and message[5:20] == b"server_version\x00":
+            major = re.match(rb"\d+", message[20:])
+            return major is not None and int(major.group()) >= 15
+    return False
 
 
 def _cstring(message: bytes, pos: int) -> tuple[bytes, int]:
@@ -74,6 +97,7 @@ class Kept:
     # Parse + Describe (ParseComplete, ParameterDescription, RowDescription or NoData)
     by_text: dict[bytes, tuple[bytes, bytes]] = field(default_factory=dict)
     clean: bool = True  # nothing of the backend's writes to the catalogs was pending as the lent transaction began
+    flush: bool | None = None  # its server has pg_stat_force_next_flush() (``flushes``), once known
     checking: bool = False  # the reset under way counts them (it kept the statements, if the count allows)
 
     def names(self) -> set[bytes]:
@@ -89,15 +113,15 @@ class Lending:
     aliases: dict[bytes, bytes] = field(default_factory=dict)  # its name -> the server's
     made: set[bytes] = field(default_factory=set)  # prepared on the server for it and not kept
     reading: tuple[bytes, bytes] | None = None  # (name, text) of a Parse sent, its answer not yet whole
-    suspect: bool = False  # its SQL may have made or dropped prepared statements: the reset asks the server
+    wary: bool = False  # its SQL may have changed what a statement means: nothing more answered here
     answer: list[bytes] = field(default_factory=list)
     buffer: bytes = b""
 
     def outgoing(self, data: bytes) -> tuple[bytes, bytes]:
         """What of the connection's write goes to the server, and what is answered here instead."""
         head = data[:1]  # asyncpg writes a Parse, a Query or a Close at the start of a write
-        if (head == b"Q" or head == b"P") and not self.suspect and SUSPECT.search(data):
-            self.suspect = True
+        if (head == b"Q" or head == b"P") and not self.wary and WARY.search(data):
+            self.wary = True
         if head != b"P" and head != b"C" and not any(alias in data for alias in self.aliases):
             return data, b""
         messages, rest = protocol.split(data)
@@ -106,9 +130,9 @@ class Lending:
         if [kind for kind, _ in messages] == [b"P", b"D", b"H"]:  # asyncpg's prepare: Parse, Describe, Flush
             name, pos = _cstring(messages[0][1], 5)
             text = messages[0][1][pos:]
-            if name and messages[1][1][5:] == b"S" + name + b"\x00":
+            if name.startswith(OURS) and messages[1][1][5:] == b"S" + name + b"\x00":
                 known = self.kept.by_text.get(text)
-                if known is not None:
+                if known is not None and not self.wary:
                     self.aliases[name] = known[0]
                     return b"", known[1]
                 self.made.add(name)
@@ -163,10 +187,13 @@ class Lending:
             return
         self.reading, self.answer, self.buffer = None, [], b""
 
-    def reset(self, in_transaction: bool, begin: bool) -> tuple[bytes, int]:
+    def reset(self, in_transaction: bool, begin: bool, greeting: bytes | bytearray) -> tuple[bytes, int]:
         """The reset of the backend as the connection leaves it (``in_transaction``: in the transaction it was
-        given, still open), and how many ReadyForQuery answers it gets."""
+        given, still open; ``greeting``: what the server said as it started), and how many ReadyForQuery
+        answers it gets."""
         kept = self.kept
+        if kept.flush is None:
+            kept.flush = flushes(bytes(greeting))
         ahead = (protocol.BEGIN, 1) if begin else (b"", 0)
         kept.checking = in_transaction
         if not in_transaction:  # what it wrote cannot be counted now
@@ -175,9 +202,8 @@ class Lending:
             return protocol.COPY_FAIL + protocol.SYNC + protocol.ROLLBACK + DISCARD + ahead[0], 3 + ahead[1]
         closes = b"".join(close(name) for name in sorted(self.made - kept.names()))
         closing = (closes + protocol.SYNC, 1) if closes else (b"", 0)
-        names = (NAMES, 1) if self.suspect else (b"", 0)
-        return (protocol.COPY_FAIL + protocol.SYNC + (END_CLEAN if kept.clean else END_PENDING) + protocol.ROLLBACK
-                + closing[0] + SESSION + names[0] + ahead[0], 4 + closing[1] + names[1] + ahead[1])
+        return (protocol.COPY_FAIL + protocol.SYNC + END[kept.clean, kept.flush] + protocol.ROLLBACK + closing[0] + SESSION
+                + ahead[0], 4 + closing[1] + ahead[1])
 
 
 def settle(kept: Kept, messages: list[tuple[bytes, bytes]]) -> set[bytes]:
