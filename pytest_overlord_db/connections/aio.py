@@ -51,12 +51,11 @@ class AsyncConnections:
     # connect() keywords through the relay, parsed once; holds the password, so never in a repr
     _relayed: dict[str, Any] | None = field(default=None, repr=False)
     # The same to the server itself, for the handoff: the URL they are for, the keywords (None: a URL that
-    # backends kept between tests cannot serve, see urls.keepable), the backends' key.
-    _direct: tuple[str, dict[str, Any] | None, str] | None = field(default=None, repr=False)
+    # backends kept between tests cannot serve, see urls.keepable), the backends' key, and the connect()
+    # that asyncpg.connect's arguments were worked out for once (see ``quick``).
+    _direct: tuple[str, dict[str, Any] | None, str, Callable[[], Any] | None] | None = field(default=None, repr=False)
     _vector_schema: tuple[str | None] | None = field(default=None, repr=False)  # looked up on the first connection
     _connection_class: Any = field(default=None, repr=False)
-    # For a URL, the connect() that asyncpg.connect's arguments were worked out for once (see ``quick``).
-    _quick: tuple[str, Callable[[], Any] | None] | None = field(default=None, repr=False)
     # Per kept connection: the transaction asyncpg began on its first test, and when the last test's end began
     # the next one's. asyncpg nests the code under test's ``conn.transaction()`` in that one (as savepoints)
     # for as long as the connection lives; underneath, each test's end rolls back and begins again, in
@@ -86,7 +85,7 @@ class AsyncConnections:
         """What the lent backends are kept by: where the connections go (the URL without its password)."""
         return self._direct_for(self.url())[2]
 
-    def _direct_for(self, raw: str) -> tuple[str, dict[str, Any] | None, str]:
+    def _direct_for(self, raw: str) -> tuple[str, dict[str, Any] | None, str, Callable[[], Any] | None]:
         if self._direct is None or self._direct[0] != raw:
             url = urls.normalize(raw)
             kwargs = None
@@ -96,14 +95,9 @@ class AsyncConnections:
                 # connect. No TLS: the socket is a local backend's (see urls.keepable), as the relay's are.
                 kwargs = {"host": str(parts["host"] or "localhost"), "port": parts["port"], "user": parts["user"],
                           "password": parts["password"], "database": parts["dbname"], "ssl": False}
-            self._direct = (raw, kwargs, urls.mask(url))
+            self._direct = (raw, kwargs, urls.mask(url),
+                            quick.connector(kwargs, self._connection_class) if kwargs is not None else None)
         return self._direct
-
-    def _quick_connect(self) -> Callable[[], Any] | None:
-        raw = self.url()
-        if self._quick is None or self._quick[0] != raw:
-            self._quick = (raw, quick.connector(self._direct_for(raw)[1] or {}, self._connection_class))
-        return self._quick[1]
 
     def _lender(self) -> Handoff:
         if self.handoff is None:
@@ -173,7 +167,7 @@ class AsyncConnections:
             # No local holds the keywords (or the URL): they carry the password, and --showlocals shows locals.
             conn = await self._lender().connect(self._direct_key(), lambda: asyncpg.connect(**self._direct_kwargs() or {},
                                                                                                **extra),
-                                                self._quick_connect())
+                                                self._direct_for(self.url())[3])
         else:
             conn = await asyncpg.connect(**self._relay_kwargs(), **extra)
         if vectors:

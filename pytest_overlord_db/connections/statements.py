@@ -64,7 +64,6 @@ END = {(clean, flush): protocol.query(_END.format(when=_CLEAN if clean else "", 
        for clean in (True, False) for flush in (True, False)}
 SESSION = protocol.query(b"CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *; DISCARD TEMP; "
                          b"DISCARD SEQUENCES; DISCARD PLANS; SELECT name AS ovl_kept FROM pg_catalog.pg_prepared_statements")
-DISCARD = protocol.query(b"DISCARD ALL")
 
 
 def flushes(greeting: bytes) -> bool:
@@ -196,10 +195,10 @@ class Lending:
             kept.flush = flushes(bytes(greeting))
         ahead = (protocol.BEGIN, 1) if begin else (b"", 0)
         kept.checking = in_transaction
-        if not in_transaction:  # what it wrote cannot be counted now
+        if not in_transaction:  # what it wrote cannot be counted now: the relay's reset, DISCARD ALL
             kept.by_text.clear()
             kept.clean = False
-            return protocol.COPY_FAIL + protocol.SYNC + protocol.ROLLBACK + DISCARD + ahead[0], 3 + ahead[1]
+            return protocol.reset(begin)
         closes = b"".join(close(name) for name in sorted(self.made - kept.names()))
         closing = (closes + protocol.SYNC, 1) if closes else (b"", 0)
         return (protocol.COPY_FAIL + protocol.SYNC + END[kept.clean, kept.flush] + protocol.ROLLBACK + closing[0] + SESSION
