@@ -290,3 +290,31 @@ def test_workers_creating_the_server_user_at_once_agree_on_its_uid(tmp_path):
         assert uids == {pwd.getpwnam(name).pw_uid}
     finally:
         subprocess.run(["userdel", "--remove", name], capture_output=True)
+
+
+def test_a_folder_another_worker_just_made_is_waited_for_until_it_changes_hands(place, monkeypatch):
+    # Under root, a worker makes the data folder, then hands it to the server's OS user; a second worker
+    # starting at that moment found it root's and refused it ("belongs to uid 0"), failing every test (seen in CI).
+    if os.geteuid() != 0:
+        pytest.skip("needs root: only then does the folder change hands")
+    import threading
+
+    from pytest_overlord_db.servers import embedded, private
+
+    root, _ = place
+    owner = embedded._server_user()[1]
+    root.mkdir(mode=0o700)  # the other worker's mkdir, its chown still to come
+    handover = threading.Timer(0.2, os.chown, (root, *owner))
+    handover.start()
+    try:
+        assert make_private(root, owner) == root and os.lstat(root).st_uid == owner[0]
+    finally:
+        handover.join()
+    left = root.parent / f"{root.name}-left"  # made and never handed over: refused once the wait is over
+    left.mkdir(mode=0o700)
+    monkeypatch.setattr(private, "HANDOVER_WAIT", 0.05)
+    try:
+        with pytest.raises(ServerError, match=r"belongs to uid 0, not to the server's OS user"):
+            make_private(left, owner)
+    finally:
+        left.rmdir()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .. import urls
 from ..errors import ServerError
+from ..polling import poll
 
 
 def _refuse(path: Path, why: str) -> ServerError:
@@ -42,6 +43,18 @@ def check_ours(path: Path, uid: int | None = None) -> None:
         raise _refuse(path, f"is open to other users (mode {stat.S_IMODE(info.st_mode):o})")
 
 
+HANDOVER_WAIT = 2.0  # how long a folder another process just made is given to change hands
+
+
+def _handed_over_soon(path: Path) -> bool:
+    """Whether ``path`` is an empty real directory of ours (euid): one another process made and has yet to chown."""
+    try:
+        info = os.lstat(path)
+        return stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid() and not os.listdir(path)
+    except OSError:
+        return False
+
+
 def make_private(path: Path, owner: tuple[int, int] | None = None) -> Path:
     """Create ``path`` 0700 (handed to ``owner``, the server's OS user, under root) with its missing parents,
     or check the existing ``path``. Existing parents are left as they are."""
@@ -59,6 +72,10 @@ def make_private(path: Path, owner: tuple[int, int] | None = None) -> Path:
             continue  # someone else was faster: the check below decides
         if folder == path and owner is not None:
             os.chown(folder, *owner)  # just made by us, still empty
+    if owner is not None:
+        # Ours (root's) but not yet the server user's: another process (an xdist worker) made it a moment ago
+        # and hands it over next. Waited for, briefly; then the check below decides.
+        poll(lambda: not _handed_over_soon(path), HANDOVER_WAIT, 0.005)
     check_ours(path, owner[0] if owner else None)
     if owner is not None:
         for parent in path.parents:
