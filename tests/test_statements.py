@@ -178,6 +178,56 @@ def test_what_a_test_changes_before_running_a_kept_text_is_what_that_text_sees(l
     assert kept_then(lender, empty_db_url, setup, query, change) == (first, then)
 
 
+SCHEMAS = ("CREATE TABLE v (a int); INSERT INTO v VALUES (1); CREATE SCHEMA s2; CREATE TABLE s2.v (a text, b text);"
+           "INSERT INTO s2.v VALUES ('x', 'y')")
+
+
+@pytest.mark.parametrize("change", ["/* s2 */ SET LOCAL search_path TO s2", "-- s2\nSET LOCAL search_path TO s2",
+                                    "SELECT 1; -- s2\nSET LOCAL search_path TO s2",
+                                    "UPDATE pg_settings SET setting = 's2' WHERE name = 'search_path'"],
+                         ids=["block comment", "line comment", "after another statement", "pg_settings"])
+def test_a_change_behind_a_comment_or_through_pg_settings_is_seen(lender, empty_db_url, change):
+    assert kept_then(lender, empty_db_url, SCHEMAS, "SELECT * FROM v", change) == ([(1,)], [("x", "y")])
+
+
+@pytest.mark.parametrize("change", ["SET LOCAL search_path TO s2", "SELECT set_config('search_path', 's2', true)"])
+def test_what_a_test_prepares_after_a_change_is_not_kept_for_the_next(lender, empty_db_url, change):
+    # Such a change writes nothing to the catalogs, so the count at the test's end cannot tell.
+    direct(empty_db_url, SCHEMAS)
+
+    async def changes(conn):
+        await begin(conn)
+        await conn.execute(change)
+        return [tuple(row) for row in await conn.fetch("SELECT * FROM v")]
+
+    async def plain(conn):
+        await begin(conn)
+        return [tuple(row) for row in await conn.fetch("SELECT * FROM v")]
+
+    assert (one_test(lender, changes)[0], one_test(lender, plain)[0]) == ([("x", "y")], [(1,)])
+
+
+@pytest.mark.parametrize("ending", ["ROLLBACK AND CHAIN", "ROLLBACK; BEGIN"])
+def test_a_schema_change_in_a_transaction_ended_and_begun_again_at_once_keeps_nothing(lender, empty_db_url, ending):
+    # A function's DDL (which the SQL does not show), then a transaction ended and a new one begun in one
+    # message: the server never says it was idle, and the new transaction has written nothing.
+    direct(empty_db_url, "CREATE TABLE t (a int); INSERT INTO t VALUES (1); CREATE FUNCTION widen() RETURNS void "
+                         "LANGUAGE plpgsql AS $$BEGIN EXECUTE 'ALT' || 'ER TABLE t ADD COLUMN b int DEFAULT 7'; END$$")
+
+    async def ddl(conn):
+        await begin(conn)
+        await conn.execute("SELECT widen()")
+        rows = [tuple(row) for row in await conn.fetch("SELECT * FROM t")]
+        await conn.execute(ending)
+        return rows
+
+    async def plain(conn):
+        await begin(conn)
+        return [tuple(row) for row in await conn.fetch("SELECT * FROM t")]
+
+    assert (one_test(lender, ddl)[0], one_test(lender, plain)[0]) == ([(1, 7)], [(1,)])
+
+
 def test_a_kept_function_plan_is_made_again_in_the_next_test(lender, empty_db_url):
     # PL/pgSQL keeps the plans of a function's statements for the session: DISCARD PLANS lets them go.
     direct(empty_db_url, "CREATE FUNCTION f2(numeric) RETURNS text LANGUAGE sql AS $$SELECT 'numeric'$$;"

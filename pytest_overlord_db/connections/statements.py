@@ -13,11 +13,13 @@ resolve to: a test that creates, alters or drops a table, type, function, ... (o
 in its transaction, rolled back after. Three guards:
 
 - In the test that does it: once a test's SQL looks like such a change (DDL, SET, DO, CALL,
-  PREPARE, DEALLOCATE, DISCARD, ...), nothing more is answered here for the rest of the test.
+  PREPARE, DEALLOCATE, DISCARD, ...), nothing more is answered here for the rest of the test, and
+  nothing it prepares after that is kept.
 - For the tests after it: such a test writes rows to the catalogs, which the server counts (its
   statistics, kept by each backend until it flushes them): at the end of a test the reset reads its
   backend's count for the catalogs a statement's meaning depends on, and keeps the statements only
-  when it is nought. A test that wrote nothing (no transaction id) needs no count; one that did not
+  when it is nought (and a count read on every reset: a transaction ended and begun again in one
+  message, as ROLLBACK AND CHAIN does, leaves no trace but this). A test that did not
   end in the transaction it was given (failed, ended, begun again) keeps nothing, and neither does a
   server that does not count (``track_counts`` off). After a count that is not nought, the reset has
   the server flush its statistics at once (PostgreSQL 15 and later), so the next test counts afresh.
@@ -44,24 +46,23 @@ OURS = b"__asyncpg_stmt_"  # the names asyncpg gives its statements, the only on
 # SQL that may change what a statement means, or which statements there are: from then on in that test,
 # every Parse goes to the server. (A false alarm costs only the round trips saved.)
 WARY = re.compile(rb"(?i)\b(?:create|alter|drop|grant|revoke|prepare|deallocate|discard|set_config|comment\s+on"
-                  rb"|security\s+label|import\s+foreign|refresh\s+materialized)\b"
-                  rb"|(?:^Q....|[;\x00])\s*(?:set|reset|do|call)\b", re.DOTALL)  # those four only where a statement starts
+                  rb"|security\s+label|import\s+foreign|refresh\s+materialized|pg_settings)\b"
+                  # those four only where a statement starts, after any comments (which cannot run past their end)
+                  rb"|(?:^Q....|[;\x00])(?:\s|--[^\n]*|/\*(?:[^*]|\*(?!/))*\*/)*(?:set|reset|do|call)\b", re.DOTALL)
 
 # This backend's writes to pg_class, pg_attribute, pg_type, pg_proc, pg_operator, pg_cast,
 # pg_namespace and pg_rewrite not yet flushed to the server's statistics, the open transaction's
-# included: NULL when the server does not count. The first form is for a backend known to have
-# nothing pending when the test began, where a test that wrote nothing needs no count at all.
+# included: NULL when the server does not count. Read whether or not the test's transaction has an id: one
+# that ended in the same message as a new one began (ROLLBACK AND CHAIN) leaves a transaction that has none.
 _PENDING = " + ".join(f"pg_catalog.pg_stat_get_xact_tuples_{what}({oid})" for oid in
                       (1259, 1249, 1247, 1255, 2617, 2605, 2615, 2618) for what in ("inserted", "updated", "deleted"))
 _COUNTS = "WHEN NOT pg_catalog.current_setting('track_counts')::bool THEN NULL"
 # Session advisory locks are let go here, in the test's transaction: after it, the rest is utility commands.
 # A count that is not nought has the statistics flushed as soon as the backend is idle (PostgreSQL 15+).
 _END = ("SELECT n AS ovl_end, pg_catalog.pg_advisory_unlock_all(){flush} FROM (SELECT CASE " + _COUNTS
-        + " {when}ELSE " + _PENDING + " END AS n) AS c")
+        + " ELSE " + _PENDING + " END AS n) AS c")
 _FLUSH = ", CASE WHEN n <> 0 THEN pg_catalog.pg_stat_force_next_flush() END"
-_CLEAN = "WHEN pg_catalog.pg_current_xact_id_if_assigned() IS NULL THEN 0 "
-END = {(clean, flush): protocol.query(_END.format(when=_CLEAN if clean else "", flush=_FLUSH if flush else "").encode())
-       for clean in (True, False) for flush in (True, False)}
+END = {flush: protocol.query(_END.format(flush=_FLUSH if flush else "").encode()) for flush in (True, False)}
 SESSION = protocol.query(b"CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *; DISCARD TEMP; "
                          b"DISCARD SEQUENCES; DISCARD PLANS; SELECT name AS ovl_kept FROM pg_catalog.pg_prepared_statements")
 
@@ -95,7 +96,6 @@ class Kept:
     # Parse's text and parameter types -> the server's name for the statement and its answer to
     # Parse + Describe (ParseComplete, ParameterDescription, RowDescription or NoData)
     by_text: dict[bytes, tuple[bytes, bytes]] = field(default_factory=dict)
-    clean: bool = True  # nothing of the backend's writes to the catalogs was pending as the lent transaction began
     flush: bool | None = None  # its server has pg_stat_force_next_flush() (``flushes``), once known
     checking: bool = False  # the reset under way counts them (it kept the statements, if the count allows)
 
@@ -176,7 +176,8 @@ class Lending:
                 self.answer.append(message)
                 if kind in (b"T", b"n"):
                     name, text = self.reading
-                    if len(self.kept.by_text) < CAP and text not in self.kept.by_text:
+                    # Prepared after the test changed what statements mean (wary): for this test only.
+                    if not self.wary and len(self.kept.by_text) < CAP and text not in self.kept.by_text:
                         self.kept.by_text[text] = (name, b"".join(self.answer))
                         self.made.discard(name)
                     break
@@ -197,11 +198,10 @@ class Lending:
         kept.checking = in_transaction
         if not in_transaction:  # what it wrote cannot be counted now: the relay's reset, DISCARD ALL
             kept.by_text.clear()
-            kept.clean = False
             return protocol.reset(begin)
         closes = b"".join(close(name) for name in sorted(self.made - kept.names()))
         closing = (closes + protocol.SYNC, 1) if closes else (b"", 0)
-        return (protocol.COPY_FAIL + protocol.SYNC + END[kept.clean, kept.flush] + protocol.ROLLBACK + closing[0] + SESSION
+        return (protocol.COPY_FAIL + protocol.SYNC + END[bool(kept.flush)] + protocol.ROLLBACK + closing[0] + SESSION
                 + ahead[0], 4 + closing[1] + ahead[1])
 
 
@@ -220,9 +220,8 @@ def settle(kept: Kept, messages: list[tuple[bytes, bytes]]) -> set[bytes]:
         elif kind == b"D":
             (size,) = struct.unpack_from("!i", message, 7)
             values.setdefault(column, []).append(None if size < 0 else message[11:11 + size])
-    kept.clean = values.get(b"ovl_end") == [b"0"]
     stale = set()
-    if not kept.clean:  # the schema may have changed under them
+    if values.get(b"ovl_end") != [b"0"]:  # the schema may have changed under them
         stale, kept.by_text = kept.names(), {}
     if b"ovl_kept" in values:  # the server's own list: what it no longer has is not kept either
         there = {name for name in values[b"ovl_kept"] if name is not None}
