@@ -16,6 +16,11 @@ calls per test, counted by cProfile, which does not depend on the machine at
 all and follows the plugin's Python work closely. The last table gives the calls
 per test with the baseline included: a plugin that hooks every test raises
 its own baseline, which hides that cost from the overhead figures.
+
+With ``--start``, the session start instead: one-test runs of each version,
+alternated, cold (a new data directory each time: initdb, the server's start,
+the migrations, the template) and warm (the template found), minus a pytest run
+of one plain test; medians of the repeats.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ import os
 import pstats
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -64,6 +70,45 @@ def table(title: str, unit: str, chosen: list[str], per_test: dict[tuple[str, st
         print(f"{kind:30} {new * scale:10.3f}{unit:>2} {old * scale:10.3f}{unit:>2} {ratio}")
 
 
+def session_start(work: Path, shm: Path, versions: dict[str, str | None], repeat: int) -> None:
+    """Print the plugin's share of a session's start, cold and warm, for each version."""
+    one_db = work / "test_one_db.py"
+    one_db.write_text("def test_one(overlord_db_sync):\n    pass\n")
+    one_plain = work / "test_one_plain.py"
+    one_plain.write_text("def test_one():\n    pass\n")
+    warm_dirs = {v: shm / f"ovl-cmp-warm-{v}-{uuid.uuid4().hex[:8]}" for v in versions}
+    plain: list[float] = []
+    cold: dict[str, list[float]] = {v: [] for v in versions}
+    warm: dict[str, list[float]] = {v: [] for v in versions}
+    try:
+        for version, path in versions.items():  # each version's template, built once
+            run(work, warm_dirs[version], one_db, pythonpath=path)
+        for i in range(repeat):
+            plain.append(run(work, warm_dirs["new"], one_plain))
+            for version, path in versions.items():
+                cold_dir = shm / f"ovl-cmp-cold-{version}-{i}-{uuid.uuid4().hex[:8]}"
+                try:
+                    cold[version].append(run(work, cold_dir, one_db, pythonpath=path))
+                finally:
+                    _remove_datadir(cold_dir)
+                warm[version].append(run(work, warm_dirs[version], one_db, pythonpath=path))
+    finally:
+        for d in warm_dirs.values():
+            _remove_datadir(d)
+    base = statistics.median(plain)
+    print(f"session start, the plugin's share (median of {repeat} one-test runs each, minus a plain run's {base:.3f} s)")
+    print(f"{'':6} {'new':>8} {'old':>8} {'new/old':>8}")
+    for name, of in (("cold", cold), ("warm", warm)):
+        new, old = (statistics.median(of[v]) - base for v in ("new", "old"))
+        print(f"{name:6} {new:7.3f}s {old:7.3f}s {new / old if old > 0 else float('nan'):8.2f}")
+
+
+def _remove_datadir(d: Path) -> None:
+    shutil.rmtree(d, ignore_errors=True)
+    for sibling in d.parent.glob(d.name + ".*"):  # older versions keep their lock and client list beside it
+        sibling.unlink(missing_ok=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--against", required=True, help="a checkout of the version to compare with")
@@ -71,6 +116,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[50, 400])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--kinds", nargs="+", default=KINDS, choices=KINDS, help="which fixtures (default: all three)")
+    parser.add_argument("--start", action="store_true", help="compare the session's start, cold and warm, instead")
     args = parser.parse_args()
     chosen = args.kinds
     versions = {"new": str(Path(args.new).resolve()) if args.new else None, "old": str(Path(args.against).resolve())}
@@ -80,6 +126,9 @@ def main() -> None:
     datadirs = {v: shm / f"ovl-cmp-{v}-{uuid.uuid4().hex[:8]}" for v in versions}
     try:
         make_project(work)
+        if args.start:
+            session_start(work, shm, versions, args.repeat)
+            return
         files = {(k, n): write_tests(work, k, n) for k in kinds for n in args.sizes}
         for version, path in versions.items():  # build each version's template once
             run(work, datadirs[version], files[(chosen[0], args.sizes[0])], pythonpath=path)
@@ -109,9 +158,7 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
         for d in datadirs.values():
-            shutil.rmtree(d, ignore_errors=True)
-            for sibling in d.parent.glob(d.name + ".*"):  # older versions keep their lock and client list beside it
-                sibling.unlink(missing_ok=True)
+            _remove_datadir(d)
 
 
 if __name__ == "__main__":
