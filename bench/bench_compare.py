@@ -115,7 +115,8 @@ def main() -> None:
     parser.add_argument("--new", help="a checkout to measure as the new version (default: the installed one)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[50, 400])
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--kinds", nargs="+", default=KINDS, choices=KINDS, help="which fixtures (default: all three)")
+    parser.add_argument("--kinds", nargs="+", default=KINDS, choices=sorted(BASELINE_FOR), metavar="FIXTURE",
+                        help="which of bench_fixtures' kinds (default: the three transactional fixtures)")
     parser.add_argument("--start", action="store_true", help="compare the session's start, cold and warm, instead")
     args = parser.parse_args()
     chosen = args.kinds

@@ -169,3 +169,37 @@ def test_a_raw_commit_is_reported_as_the_psycopg2_fixture_reports_it(project):
     out = "\n".join(result.outlines)
     assert committed("overlord_psycopg") in out and committed("overlord_psycopg_async") in out
     assert "Traceback" not in out
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_test_transaction_is_begun_at_the_last_end_only_while_young(pytestconfig, overlord_server, kind):
+    """As with psycopg2: the end of one test begins the next one's transaction (one round trip a test), but
+    now(), the transaction's start, is never older than FRESH at the next test's setup."""
+    import asyncio
+    import time
+
+    from pytest_overlord_db.connections.sync import FRESH
+
+    def query(conn, sql):
+        if kind == "sync":
+            return conn.execute(sql).fetchone()
+
+        async def run():
+            return await (await conn.execute(sql)).fetchone()
+
+        return asyncio.run(run())
+
+    isolation = stack(pytestconfig)
+    conn = isolation.begin_psycopg(kind)
+    assert isolation.end_psycopg(conn)
+    assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS  # the next test's, begun
+    ended = time.time()
+    conn = isolation.begin_psycopg(kind)  # at once: the transaction begun by that end
+    started, clock = query(conn, "SELECT extract(epoch FROM now())::float8, extract(epoch FROM clock_timestamp())::float8")
+    assert started <= ended <= clock
+    assert isolation.end_psycopg(conn)
+    time.sleep(FRESH * 3)
+    setup = time.time()
+    conn = isolation.begin_psycopg(kind)  # too old by now: begun again
+    assert query(conn, "SELECT extract(epoch FROM now())::float8")[0] >= setup - 0.002
+    assert isolation.end_psycopg(conn)

@@ -2,7 +2,9 @@
 
 One transaction per test, rolled back after it; ``commit()``, ``rollback()`` and ``with conn:`` act on a
 savepoint while the test runs; a raw ``COMMIT`` is detected the way the psycopg2 connection detects it
-(``END_TEST`` begins by rolling back to the savepoint, which is gone if the transaction was ended).
+(``END_TEST`` begins by rolling back to the savepoint, which is gone if the transaction was ended), and
+as there, the end of one test begins the next one's transaction in the same message (one round trip a
+test instead of three: psycopg's own ``BEGIN``, the savepoint, the end).
 
 Both connections are kept for the whole process, as the psycopg2 one is. An ``AsyncConnection`` belongs
 to no event loop (it waits on its socket in whichever loop runs it), so it serves tests of any loop scope;
@@ -12,6 +14,7 @@ Usable without pytest; psycopg 3 is an optional dependency (the ``psycopg`` extr
 from __future__ import annotations
 
 import asyncio
+import time
 from types import TracebackType
 from typing import Any, Callable, Coroutine, TypeVar
 
@@ -20,7 +23,7 @@ import psycopg.errors
 
 from .. import interrupts, urls
 from ..errors import ServerError
-from .sync import END_TEST, RESET_SESSION, SAVEPOINT
+from .sync import END_AND_BEGIN, FRESH, RENEW, RESET_SESSION, SAVEPOINT
 from .vectors import register_psycopg, register_psycopg_async
 
 PSYCOPG_LOST = (psycopg.OperationalError, psycopg.InterfaceError, ServerError)
@@ -29,13 +32,25 @@ T = TypeVar("T")
 COMMIT, ROLLBACK = f"RELEASE SAVEPOINT {SAVEPOINT}; SAVEPOINT {SAVEPOINT}", f"ROLLBACK TO SAVEPOINT {SAVEPOINT}"
 
 
+def _begin(primed: float | None) -> str:
+    """What a test's start sends, given when the last test's end began this one's transaction (if it did)."""
+    if primed is None:
+        # psycopg reads the transaction's status from the server: on an idle connection it sends its own
+        # BEGIN first, so only the savepoint is ours (the first test, or after a commit was caught).
+        return f"SAVEPOINT {SAVEPOINT}"
+    return RENEW if time.monotonic() - primed > FRESH else ""  # begun too long ago for now(), or a moment ago
+
+
 class PsycopgConnection(psycopg.Connection[Any]):
     """psycopg 3 connection whose commit()/rollback() (and ``with conn:``) act on a savepoint while a test runs."""
 
     _in_test = False
+    _primed_at: float | None = None  # when END_AND_BEGIN began the next test's transaction
 
     def begin_test(self) -> None:
-        self.execute(f"SAVEPOINT {SAVEPOINT}")  # on an idle connection psycopg sends its own BEGIN first
+        query, self._primed_at = _begin(self._primed_at), None
+        if query:
+            self.execute(query)
         self._in_test = True
 
     def commit(self) -> None:
@@ -56,12 +71,15 @@ class PsycopgConnection(psycopg.Connection[Any]):
             self.rollback() if kind else self.commit()
 
     def end_test(self) -> bool:
-        """Roll the test back and reset the session; False if the test's transaction was ended behind our back."""
+        """Roll the test back and begin the next one's transaction; False, and the session reset, if the test's
+        transaction was ended behind our back."""
         self._in_test = False
+        self._primed_at = None
         if self.closed:
             return False
         try:
-            self.execute(END_TEST)
+            self.execute(END_AND_BEGIN)
+            self._primed_at = time.monotonic()
             return True
         except ENDED:
             pass
@@ -78,9 +96,12 @@ class AsyncPsycopgConnection(psycopg.AsyncConnection[Any]):
     """The same, for ``psycopg.AsyncConnection``: ``await conn.commit()`` acts on a savepoint during a test."""
 
     _in_test = False
+    _primed_at: float | None = None
 
     async def begin_test(self) -> None:
-        await self.execute(f"SAVEPOINT {SAVEPOINT}")
+        query, self._primed_at = _begin(self._primed_at), None
+        if query:
+            await self.execute(query)
         self._in_test = True
 
     async def commit(self) -> None:
@@ -102,10 +123,12 @@ class AsyncPsycopgConnection(psycopg.AsyncConnection[Any]):
 
     async def end_test(self) -> bool:
         self._in_test = False
+        self._primed_at = None
         if self.closed:
             return False
         try:
-            await self.execute(END_TEST)
+            await self.execute(END_AND_BEGIN)
+            self._primed_at = time.monotonic()
             return True
         except ENDED:
             pass

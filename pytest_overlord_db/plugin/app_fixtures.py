@@ -10,8 +10,8 @@ from typing import Any, Iterator
 import pytest
 
 from ..connections.pool import OverlordPool
-from ..runtime import ServerInfo
-from . import errors, state
+from ..isolation import Isolation
+from . import errors
 
 
 def committed(fixture: str) -> str:
@@ -27,12 +27,11 @@ def overlord_pool(overlord_db: Any) -> Iterator[OverlordPool]:
     pool.terminate()  # a reference the application kept fails clearly in a later test, never reaches this one's connection
 
 
-def _psycopg(request: pytest.FixtureRequest, kind: str, name: str) -> Iterator[Any]:
+def _psycopg(isolation: Isolation, kind: str, name: str) -> Iterator[Any]:
     try:
         import psycopg  # noqa: F401
     except ImportError:
         errors.fail_test(f"{name} needs psycopg 3: pip install 'pytest-overlord-db[psycopg]' (or psycopg[binary]).")
-    isolation = state.get(request.config).stack()
     conn = errors.guarded(lambda: isolation.begin_psycopg(kind))
     yield conn
     if not errors.guarded(lambda: isolation.end_psycopg(conn)):
@@ -40,15 +39,15 @@ def _psycopg(request: pytest.FixtureRequest, kind: str, name: str) -> Iterator[A
 
 
 @pytest.fixture
-def overlord_psycopg(overlord_server: ServerInfo, request: pytest.FixtureRequest) -> Iterator[Any]:
+def overlord_psycopg(_overlord_stack: Isolation) -> Iterator[Any]:
     """A psycopg 3 connection to the migrated database, in a transaction rolled back after the test."""
-    yield from _psycopg(request, "sync", "overlord_psycopg")
+    yield from _psycopg(_overlord_stack, "sync", "overlord_psycopg")
 
 
 @pytest.fixture
-def overlord_psycopg_async(overlord_server: ServerInfo, request: pytest.FixtureRequest) -> Iterator[Any]:
+def overlord_psycopg_async(_overlord_stack: Isolation) -> Iterator[Any]:
     """A ``psycopg.AsyncConnection``, the same way; usable from any event loop scope."""
-    yield from _psycopg(request, "async", "overlord_psycopg_async")
+    yield from _psycopg(_overlord_stack, "async", "overlord_psycopg_async")
 
 
 def _sqlalchemy(name: str) -> Any:
