@@ -140,3 +140,42 @@ def test_whole_runs_roll_back_and_report_a_raw_commit(project):
     result = project.result("-q", "tests")
     result.assert_outcomes(passed=5, errors=1)
     assert SYNC_COMMITTED in "\n".join(result.outlines)
+
+
+def test_one_async_engine_serves_each_test_with_that_tests_own_connection(pytestconfig, overlord_server):
+    """Two "tests", each in an event loop of its own (pytest-asyncio's default): the engine is the same
+    object, its dialect read the server's settings once, and each test's session runs on that test's
+    connection, whose writes are gone for the next."""
+    import asyncio
+
+    isolation = state.get(pytestconfig).stack()
+    engines = sqla.AsyncEngines()
+    initialized = []
+
+    def one_test(sql: str):
+        loop = asyncio.new_event_loop()
+        try:
+            test = loop.run_until_complete(isolation.begin_async(keep=False))
+            engine = engines.engine_for(test.conn)
+            if not initialized:
+                original = engine.dialect.initialize
+                engine.dialect.initialize = lambda c: (initialized.append(c), original(c))[1]
+
+            async def body():
+                async with sqla.async_session(engine) as session:
+                    raw = await (await session.connection()).get_raw_connection()
+                    assert raw.driver_connection is test.conn
+                    value = await session.scalar(text(sql))
+                    await session.commit()  # a savepoint's release: the test still rolls back
+                return value
+
+            value = loop.run_until_complete(body())
+            assert isolation.end_async(test)
+            return engine, value
+        finally:
+            loop.close()
+
+    first, inserted = one_test("INSERT INTO tags (name) VALUES ('first') RETURNING 1")
+    second, count = one_test("SELECT count(*) FROM tags")
+    assert (inserted, count) == (1, 0)
+    assert first is second and len(initialized) == 1

@@ -14,6 +14,7 @@ from __future__ import annotations
 from ..connections.pool import OverlordPool
 from ..runtime import FreshDatabase, ServerInfo
 from .app_fixtures import (
+    _overlord_sqla_async_engines,
     overlord_pool,
     overlord_psycopg,
     overlord_psycopg_async,
@@ -52,7 +53,7 @@ from .migration_fixtures import FreshDatabases, overlord_fresh_db_factory, overl
 __all__ = [
     "FreshDatabase", "ServerInfo", "RoundtripItem", "OverlordPool", "overlord_pool", "overlord_psycopg",
     "overlord_psycopg_async", "overlord_sqla_engine", "overlord_sqla_session", "overlord_sqla_async_engine",
-    "overlord_sqla_async_session",
+    "overlord_sqla_async_session", "_overlord_sqla_async_engines",
     "overlord_db", "overlord_db_sync", "overlord_fresh_db", "overlord_server", "_overlord_db_function_loop",
     "_overlord_db_class_loop", "_overlord_db_module_loop", "_overlord_db_package_loop", "_overlord_db_session_loop",
     "_overlord_loop_class", "_overlord_loop_module", "_overlord_loop_package", "_overlord_loop_session",

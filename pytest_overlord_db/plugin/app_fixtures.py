@@ -75,10 +75,17 @@ def overlord_sqla_session(overlord_sqla_engine: Any) -> Iterator[Any]:
     connection.close()
 
 
+@pytest.fixture(scope="session")
+def _overlord_sqla_async_engines() -> Any:
+    return _sqlalchemy("overlord_sqla_async_engine").AsyncEngines()
+
+
 @pytest.fixture
-def overlord_sqla_async_engine(overlord_db: Any) -> Any:
-    """A SQLAlchemy AsyncEngine over ``overlord_db``'s connection: each transaction a savepoint."""
-    return _sqlalchemy("overlord_sqla_async_engine").async_engine(overlord_db)
+def overlord_sqla_async_engine(overlord_db: Any, _overlord_sqla_async_engines: Any) -> Any:
+    """A SQLAlchemy AsyncEngine over ``overlord_db``'s connection: each transaction a savepoint.
+
+    The same engine object serves every test (with a new pool, so a new connection, each time)."""
+    return _overlord_sqla_async_engines.engine_for(overlord_db)
 
 
 @pytest.fixture
