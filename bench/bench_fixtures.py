@@ -51,6 +51,10 @@ BODIES = {
     "overlord_psycopg_async": ("@pytest.mark.asyncio\nasync def test_{i}(overlord_psycopg_async):\n    pass\n", []),
     "overlord_sqla_session": ("def test_{i}(overlord_sqla_session):\n    pass\n", []),
     "overlord_sqla_async_session": ("@pytest.mark.asyncio\nasync def test_{i}(overlord_sqla_async_session):\n    pass\n", []),
+    # SQLAlchemy connects on first use: what a test that uses its session pays (the query's own round trip too).
+    "overlord_sqla_async_session, one query": ("@pytest.mark.asyncio\nasync def test_{i}(overlord_sqla_async_session):\n"
+                                               "    await overlord_sqla_async_session.execute(__import__('sqlalchemy').text('SELECT 1'))\n",
+                                               []),
     # Tests with work of their own (10 ms): the next clone is made, the last dropped, meanwhile.
     "baseline (sync, 10 ms of work)": ("import time\ndef test_{i}():\n    time.sleep(0.01)\n", []),
     "overlord_fresh_db, 10 ms of work": ("import time\ndef test_{i}(overlord_fresh_db):\n    time.sleep(0.01)\n", []),
@@ -72,6 +76,7 @@ BASELINE_FOR = {
     "overlord_psycopg_async": "baseline (async, no db)",
     "overlord_sqla_session": "baseline (sync, no db)",
     "overlord_sqla_async_session": "baseline (async, no db)",
+    "overlord_sqla_async_session, one query": "baseline (async, no db)",
     "overlord_fresh_db, 10 ms of work": "baseline (sync, 10 ms of work)",
     "overlord_migrator": "baseline (sync, no db)",
     "overlord_migrator, to the last": "baseline (sync, no db)",
@@ -246,7 +251,8 @@ def main() -> None:
         targets = {"overlord_db": 1.0, "overlord_db, session loop": 1.0, "overlord_db_sync": 1.0, "overlord_fresh_db": 15.0,
                    "overlord_fresh_db, 10 ms of work": 15.0, "overlord_db, pgvector types off": 1.0, "overlord_pool": 1.0,
                    "overlord_psycopg": 1.0, "overlord_psycopg_async": 1.0, "overlord_sqla_session": 5.0,
-                   "overlord_sqla_async_session": 5.0, "overlord_migrator": 15.0,
+                   "overlord_sqla_async_session": 5.0, "overlord_sqla_async_session, one query": 5.0,
+                   "overlord_migrator": 15.0,
                    "overlord_migrator, to the last": 200.0, "overlord_module_db": 0.5}
         for kind in chosen:
             base = BASELINE_FOR[kind]
