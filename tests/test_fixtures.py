@@ -243,6 +243,33 @@ def test_sync_session_state_does_not_reach_the_next_test(pytestconfig, overlord_
     assert isolation.end_sync(conn)
 
 
+def test_a_backend_ended_between_tests_is_replaced_at_the_next_begin(pytestconfig, overlord_server, monkeypatch):
+    """The next test's transaction, begun by the last end, is taken without a word to the server only
+    while nothing arrived on the socket: a backend terminated in between is found and replaced."""
+    import time
+
+    from pytest_overlord_db.connections import sync
+
+    monkeypatch.setattr(sync, "FRESH", 60.0)  # only what arrived on the socket can tell
+    isolation = stack(pytestconfig)
+    conn = isolation.begin_sync()
+    pid = conn.info.backend_pid
+    other = psycopg2.connect(isolation.runtime.work_db_url())
+    other.autocommit = True
+    try:
+        assert isolation.end_sync(conn)
+        with other.cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(%s, 1000)", (pid,))
+        time.sleep(0.003)  # its FATAL message on its way
+        conn = isolation.begin_sync()
+    finally:
+        other.close()
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid()")
+        assert cur.fetchone() != (pid,)
+    assert isolation.end_sync(conn)
+
+
 def test_a_test_transaction_is_begun_at_the_last_end_only_while_young(pytestconfig, overlord_server):
     """The end of one test begins the next one's transaction (one round trip per test), but now(), the
     transaction's start, is never older than FRESH at the next test's setup."""

@@ -203,3 +203,34 @@ def test_a_test_transaction_is_begun_at_the_last_end_only_while_young(pytestconf
     conn = isolation.begin_psycopg(kind)  # too old by now: begun again
     assert query(conn, "SELECT extract(epoch FROM now())::float8")[0] >= setup - 0.002
     assert isolation.end_psycopg(conn)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_backend_ended_between_tests_is_replaced_at_the_next_begin(pytestconfig, overlord_server, kind,
+                                                                      monkeypatch):
+    """The next test's transaction, begun by the last end, is taken without a word to the server only
+    while nothing arrived on the socket: a backend terminated in between is found and replaced."""
+    import asyncio
+    import time
+
+    from pytest_overlord_db.connections import psycopg3
+
+    monkeypatch.setattr(psycopg3, "FRESH", 60.0)  # only what arrived on the socket can tell
+    isolation = stack(pytestconfig)
+    conn = isolation.begin_psycopg(kind)
+    pid = conn.info.backend_pid
+    with psycopg.connect(isolation.runtime.work_db_url(), autocommit=True) as other:
+        assert isolation.end_psycopg(conn)
+        other.execute("SELECT pg_terminate_backend(%s, 1000)", (pid,))
+        time.sleep(0.003)  # its FATAL message on its way
+        conn = isolation.begin_psycopg(kind)
+    try:
+        if kind == "sync":
+            assert conn.execute("SELECT pg_backend_pid()").fetchone() != (pid,)
+        else:
+            async def query():
+                return await (await conn.execute("SELECT pg_backend_pid()")).fetchone()
+
+            assert asyncio.run(query()) != (pid,)
+    finally:
+        assert isolation.end_psycopg(conn)

@@ -23,7 +23,7 @@ import psycopg.errors
 
 from .. import interrupts, urls
 from ..errors import ServerError
-from .sync import END_AND_BEGIN, FRESH, RENEW, RESET_SESSION, SAVEPOINT
+from .sync import END_AND_BEGIN, FRESH, RENEW, RESET_SESSION, SAVEPOINT, quiet
 from .vectors import register_psycopg, register_psycopg_async
 
 PSYCOPG_LOST = (psycopg.OperationalError, psycopg.InterfaceError, ServerError)
@@ -32,13 +32,14 @@ T = TypeVar("T")
 COMMIT, ROLLBACK = f"RELEASE SAVEPOINT {SAVEPOINT}; SAVEPOINT {SAVEPOINT}", f"ROLLBACK TO SAVEPOINT {SAVEPOINT}"
 
 
-def _begin(primed: float | None) -> str:
+def _begin(primed: float | None, fd: int) -> str:
     """What a test's start sends, given when the last test's end began this one's transaction (if it did)."""
     if primed is None:
         # psycopg reads the transaction's status from the server: on an idle connection it sends its own
         # BEGIN first, so only the savepoint is ours (the first test, or after a commit was caught).
         return f"SAVEPOINT {SAVEPOINT}"
-    return RENEW if time.monotonic() - primed > FRESH else ""  # begun too long ago for now(), or a moment ago
+    # Begun too long ago for now(), or the backend may have ended meanwhile: begun again, which finds out.
+    return RENEW if time.monotonic() - primed > FRESH or not quiet(fd) else ""
 
 
 class PsycopgConnection(psycopg.Connection[Any]):
@@ -48,7 +49,7 @@ class PsycopgConnection(psycopg.Connection[Any]):
     _primed_at: float | None = None  # when END_AND_BEGIN began the next test's transaction
 
     def begin_test(self) -> None:
-        query, self._primed_at = _begin(self._primed_at), None
+        query, self._primed_at = _begin(self._primed_at, self.pgconn.socket), None
         if query:
             self.execute(query)
         self._in_test = True
@@ -99,7 +100,7 @@ class AsyncPsycopgConnection(psycopg.AsyncConnection[Any]):
     _primed_at: float | None = None
 
     async def begin_test(self) -> None:
-        query, self._primed_at = _begin(self._primed_at), None
+        query, self._primed_at = _begin(self._primed_at, self.pgconn.socket), None
         if query:
             await self.execute(query)
         self._in_test = True

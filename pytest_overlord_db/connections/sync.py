@@ -1,6 +1,7 @@
 """psycopg2 connections for tests: one transaction per test, rolled back; commit() turned into a savepoint."""
 from __future__ import annotations
 
+import select
 import time
 
 import psycopg2
@@ -39,6 +40,15 @@ FRESH = 0.01
 ENDED = (psycopg2.errors.NoActiveSqlTransaction, psycopg2.errors.InvalidSavepointSpecification)
 
 
+def quiet(fd: int) -> bool:
+    """Nothing arrived on an idle connection's socket since its last answer. A backend that ended meanwhile
+    (terminated, the server restarted) has said so there, or closed it: a test must not be handed it
+    with nothing sent, since only a statement would find out."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return not poller.poll(0)
+
+
 class SavepointConnection(psycopg2.extensions.connection):
     """psycopg2 connection whose commit()/rollback() act on a savepoint while a test runs.
 
@@ -56,8 +66,8 @@ class SavepointConnection(psycopg2.extensions.connection):
             # BEGIN_TEST goes as it is; on a connection it knows idle (the first test, or after a
             # commit) it sends its own BEGIN first, and then only the savepoint is ours to send.
             query = f"SAVEPOINT {SAVEPOINT}" if self.status == psycopg2.extensions.STATUS_READY else BEGIN_TEST
-        elif time.monotonic() - primed > FRESH:
-            query = RENEW
+        elif time.monotonic() - primed > FRESH or not quiet(self.fileno()):
+            query = RENEW  # too old for now(), or the backend may be gone: a statement finds out
         else:
             query = ""  # begun at the last test's end, a moment ago
         if query:
