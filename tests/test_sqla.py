@@ -104,7 +104,34 @@ async def test_async_engine_in_a_wider_loop(overlord_sqla_async_session):
 
 SESSION_TESTS = '''
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Column, MetaData, String, Table, event, func, select, text
+
+TAGS = Table("tags", MetaData(), Column("name", String))
+SEEN = []
+
+
+def test_a_listener_and_options_on_the_engine(overlord_sqla_engine):
+    event.listen(overlord_sqla_engine, "before_cursor_execute", lambda *a: SEEN.append("sync"))
+    overlord_sqla_engine.update_execution_options(schema_translate_map={None: "gone"})
+
+
+@pytest.mark.asyncio
+async def test_a_listener_and_options_on_the_async_engine(overlord_sqla_async_engine):
+    event.listen(overlord_sqla_async_engine.sync_engine, "before_cursor_execute", lambda *a: SEEN.append("async"))
+    overlord_sqla_async_engine.sync_engine.update_execution_options(schema_translate_map={None: "gone"})
+
+
+def test_neither_reaches_the_next_test(overlord_sqla_session):
+    SEEN.clear()
+    assert overlord_sqla_session.scalar(select(func.count()).select_from(TAGS)) == 0  # not gone.tags
+    assert SEEN == []
+
+
+@pytest.mark.asyncio
+async def test_neither_reaches_the_next_async_test(overlord_sqla_async_session):
+    SEEN.clear()
+    assert await overlord_sqla_async_session.scalar(select(func.count()).select_from(TAGS)) == 0
+    assert SEEN == []
 
 
 def test_commits(overlord_sqla_session):
@@ -133,49 +160,87 @@ def test_and_nothing_leaked(overlord_sqla_session):
 
 
 @pytest.mark.slow
-def test_whole_runs_roll_back_and_report_a_raw_commit(project):
+def test_whole_runs_roll_back_and_report_a_raw_commit_and_keep_engines_apart(project):
     from pytest_overlord_db.plugin.errors import SYNC_COMMITTED
 
     project.write("tests/test_sqla_app.py", SESSION_TESTS)
     result = project.result("-q", "tests")
-    result.assert_outcomes(passed=5, errors=1)
+    result.assert_outcomes(passed=9, errors=1)
     assert SYNC_COMMITTED in "\n".join(result.outlines)
 
 
-def test_one_async_engine_serves_each_test_with_that_tests_own_connection(pytestconfig, overlord_server):
-    """Two "tests", each in an event loop of its own (pytest-asyncio's default): the engine is the same
-    object, its dialect read the server's settings once, and each test's session runs on that test's
-    connection, whose writes are gone for the next."""
+def _in_a_loop_of_its_own(isolation, engines, body):
+    """One "test" under pytest-asyncio's default function-scoped loop: overlord_db's connection, the engine
+    the fixture would give, ``body(engine, conn)`` run in that test's loop; its result."""
     import asyncio
 
+    loop = asyncio.new_event_loop()
+    try:
+        test = loop.run_until_complete(isolation.begin_async(keep=False))
+        try:
+            return loop.run_until_complete(body(engines.engine_for(test.conn), test.conn))
+        finally:
+            assert isolation.end_async(test)
+    finally:
+        loop.close()
+
+
+def test_one_async_engine_serves_each_test_with_that_tests_own_connection(pytestconfig, overlord_server):
+    """Two "tests", each in an event loop of its own: the dialect read the server's settings once, and each
+    test's session runs on that test's connection, whose writes are gone for the next."""
     isolation = state.get(pytestconfig).stack()
     engines = sqla.AsyncEngines()
-    initialized = []
+    initialized, dialects = [], []
 
-    def one_test(sql: str):
-        loop = asyncio.new_event_loop()
-        try:
-            test = loop.run_until_complete(isolation.begin_async(keep=False))
-            engine = engines.engine_for(test.conn)
+    def run(sql: str):
+        async def body(engine, conn):
+            dialects.append(engine.dialect)
             if not initialized:
                 original = engine.dialect.initialize
                 engine.dialect.initialize = lambda c: (initialized.append(c), original(c))[1]
+            async with sqla.async_session(engine) as session:
+                raw = await (await session.connection()).get_raw_connection()
+                assert raw.driver_connection is conn
+                value = await session.scalar(text(sql))
+                await session.commit()  # a savepoint's release: the test still rolls back
+            return value
 
-            async def body():
-                async with sqla.async_session(engine) as session:
-                    raw = await (await session.connection()).get_raw_connection()
-                    assert raw.driver_connection is test.conn
-                    value = await session.scalar(text(sql))
-                    await session.commit()  # a savepoint's release: the test still rolls back
-                return value
+        return _in_a_loop_of_its_own(isolation, engines, body)
 
-            value = loop.run_until_complete(body())
-            assert isolation.end_async(test)
-            return engine, value
-        finally:
-            loop.close()
+    assert (run("INSERT INTO tags (name) VALUES ('first') RETURNING 1"), run("SELECT count(*) FROM tags")) == (1, 0)
+    assert dialects[0] is dialects[1] and len(initialized) == 1
 
-    first, inserted = one_test("INSERT INTO tags (name) VALUES ('first') RETURNING 1")
-    second, count = one_test("SELECT count(*) FROM tags")
-    assert (inserted, count) == (1, 0)
-    assert first is second and len(initialized) == 1
+
+def test_what_a_test_does_to_its_async_engine_stays_with_it(pytestconfig, overlord_server):
+    """Listeners (the engine's and its pool's) and execution options a test sets are gone for the next test,
+    and the server's settings are read from a session no test changed: a first test that moved its
+    search_path before its first use of SQLAlchemy does not become every later test's default schema."""
+    import asyncpg
+    from sqlalchemy import event, inspect
+
+    from pytest_overlord_db import urls
+
+    isolation = state.get(pytestconfig).stack()
+    url = urls.normalize(isolation.runtime.work_db_url())
+    engines = sqla.AsyncEngines(first=lambda: asyncpg.connect(url))
+    seen = []
+
+    async def first_test(engine, conn):
+        await conn.execute("CREATE SCHEMA scratch; SET search_path TO scratch, public")
+        event.listen(engine.sync_engine, "before_cursor_execute", lambda c, cur, stmt, *a: seen.append(stmt))
+        event.listen(engine.sync_engine, "checkout", lambda *a: seen.append("checkout"))
+        engine.sync_engine.update_execution_options(schema_translate_map={None: "gone"})
+        async with engine.connect() as connection:
+            assert await connection.run_sync(lambda c: inspect(c).default_schema_name) == "public"
+        assert seen  # the listeners heard this test
+
+    async def next_test(engine, conn):
+        seen.clear()
+        async with sqla.async_session(engine) as session:
+            assert (await session.scalars(select(Tag.name))).all() == []  # no schema_translate_map to "gone"
+        async with engine.connect() as connection:
+            assert await connection.run_sync(lambda c: inspect(c).default_schema_name) == "public"
+        assert seen == []
+
+    _in_a_loop_of_its_own(isolation, engines, first_test)
+    _in_a_loop_of_its_own(isolation, engines, next_test)

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.pool import Pool, StaticPool
 
 
 def sync_engine(dbapi_conn: Any) -> Engine:
@@ -55,34 +55,64 @@ _LOOPS: weakref.WeakKeyDictionary[Engine, asyncio.AbstractEventLoop] = weakref.W
 
 
 class AsyncEngines:
-    """One AsyncEngine for a process's test connections, each test's asyncpg connection its only one in turn.
+    """AsyncEngines for a process's test connections, each test's asyncpg connection the only one of its own.
 
     A new AsyncEngine costs more than the test's own database work: it is built (0.4 ms) and, on its first
-    connect, reads the server's settings (several round trips). Kept, its dialect stays initialized; each
-    test gets a new pool (``dispose(close=False)``: the old one, whose connection was the last test's, is
-    let go untouched), so every test's connection is set up as a new one (SQLAlchemy's ``on_connect``) and
-    no state of its driver adapter reaches the next test.
+    connect, reads the server's settings (several round trips). So one engine is kept, its dialect read
+    once, and each test gets a view of it (``execution_options()``: the listeners and options a test puts
+    on its engine are that view's own) with a new pool, made from one no test used, so that each test's
+    connection is set up as a new one (SQLAlchemy's ``on_connect``), no state of the driver adapter and no
+    pool listener of a test reaches the next. ``first`` makes a connection the dialect reads the server's
+    settings from, in a session no test changed (else the first test's connection, at its first use).
     """
 
-    def __init__(self) -> None:
-        self._engine: AsyncEngine | None = None
+    def __init__(self, first: Callable[[], Awaitable[Any]] | None = None) -> None:
+        self._first = first
+        self._base: AsyncEngine | None = None
+        self._pristine: Pool | None = None
         self._conn: Any = None
+        self._current: AsyncEngine | None = None
 
     def engine_for(self, asyncpg_conn: Any) -> AsyncEngine:
-        engine = self._engine
-        if engine is None:
-            async def creator() -> Any:
-                assert self._engine is not None
-                _LOOPS[self._engine.sync_engine] = asyncio.get_running_loop()
-                return self._conn
-
-            engine = self._engine = create_async_engine("postgresql+asyncpg://", async_creator=creator,
-                                                        poolclass=StaticPool, pool_reset_on_return=None)
-        else:
-            engine.sync_engine.dispose(close=False)
-            _LOOPS.pop(engine.sync_engine, None)
+        if self._base is None or self._pristine is None:
+            self._base = create_async_engine("postgresql+asyncpg://", async_creator=self._creator,
+                                             poolclass=StaticPool, pool_reset_on_return=None)
+            self._pristine = self._base.sync_engine.pool.recreate()  # the dialect's listeners only
+            self._initialize()
+        self._base.sync_engine.pool = self._pristine.recreate()
         self._conn = asyncpg_conn
-        return engine
+        self._current = self._base.execution_options()
+        return self._current
+
+    async def _creator(self) -> Any:
+        if self._current is not None:
+            _LOOPS[self._current.sync_engine] = asyncio.get_running_loop()
+        return self._conn
+
+    def _initialize(self) -> None:
+        if self._first is None:
+            return
+        try:
+            asyncio.get_running_loop()
+            return  # called inside a running loop: the first test's connection is read, at its first use
+        except RuntimeError:
+            pass
+        first, base = self._first, self._base
+        assert base is not None
+
+        async def initialize() -> None:
+            self._conn = await first()
+            try:
+                async with base.connect():
+                    pass
+            finally:
+                await self._conn.close()
+
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(initialize())
+        finally:
+            loop.close()
 
 
 def async_engine(asyncpg_conn: Any) -> AsyncEngine:

@@ -9,6 +9,7 @@ from typing import Any, Iterator
 
 import pytest
 
+from .. import urls
 from ..connections.pool import OverlordPool
 from ..isolation import Isolation
 from . import errors
@@ -63,7 +64,8 @@ def _sqlalchemy(name: str) -> Any:
 @pytest.fixture
 def overlord_sqla_engine(overlord_db_sync: Any) -> Any:
     """A SQLAlchemy Engine over ``overlord_db_sync``'s connection: commits act on a savepoint."""
-    return _sqlalchemy("overlord_sqla_engine").sync_engine(overlord_db_sync)
+    # A view of the engine kept with the connection: the listeners and execution options a test sets are its own.
+    return _sqlalchemy("overlord_sqla_engine").sync_engine(overlord_db_sync).execution_options()
 
 
 @pytest.fixture
@@ -76,15 +78,21 @@ def overlord_sqla_session(overlord_sqla_engine: Any) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def _overlord_sqla_async_engines() -> Any:
-    return _sqlalchemy("overlord_sqla_async_engine").AsyncEngines()
+def _overlord_sqla_async_engines(_overlord_stack: Isolation) -> Any:
+    import asyncpg
+
+    runtime = _overlord_stack.runtime
+    assert runtime is not None
+    url = urls.normalize(runtime.work_db_url())
+    return _sqlalchemy("overlord_sqla_async_engine").AsyncEngines(first=lambda: asyncpg.connect(url))
 
 
 @pytest.fixture
 def overlord_sqla_async_engine(overlord_db: Any, _overlord_sqla_async_engines: Any) -> Any:
     """A SQLAlchemy AsyncEngine over ``overlord_db``'s connection: each transaction a savepoint.
 
-    The same engine object serves every test (with a new pool, so a new connection, each time)."""
+    A view of one engine a process (its listeners and execution options this test's own), with a pool
+    of its own."""
     return _overlord_sqla_async_engines.engine_for(overlord_db)
 
 
