@@ -234,3 +234,37 @@ def test_a_backend_ended_between_tests_is_replaced_at_the_next_begin(pytestconfi
             assert asyncio.run(query()) != (pid,)
     finally:
         assert isolation.end_psycopg(conn)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_what_a_test_sets_on_the_connection_object_is_put_back(pytestconfig, overlord_server, kind):
+    """The connection serves every test: a row factory or prepare threshold one test chose, and (async) the
+    lock two of its tasks waited on in its own event loop, do not reach the next test."""
+    import asyncio
+
+    from psycopg.rows import dict_row
+
+    isolation = stack(pytestconfig)
+
+    async def two_at_once(conn):  # psycopg's lock, waited on by the second: bound to this loop
+        return await asyncio.gather(*(fetch(conn, "SELECT 1 AS x") for _ in range(2)))
+
+    async def fetch(conn, sql):
+        return await (await conn.execute(sql)).fetchone()
+
+    conn = isolation.begin_psycopg(kind)
+    threshold = conn.prepare_threshold
+    assert threshold is not None
+    conn.row_factory, conn.prepare_threshold = dict_row, None
+    if kind == "async":
+        assert asyncio.run(two_at_once(conn)) == [{"x": 1}, {"x": 1}]
+    assert isolation.end_psycopg(conn)
+    conn = isolation.begin_psycopg(kind)
+    try:
+        assert conn.prepare_threshold == threshold
+        if kind == "sync":
+            assert conn.execute("SELECT 1 AS x").fetchone() == (1,)
+        else:
+            assert asyncio.run(two_at_once(conn)) == [(1,), (1,)]  # another loop, as under function-scoped loops
+    finally:
+        assert isolation.end_psycopg(conn)

@@ -32,6 +32,16 @@ T = TypeVar("T")
 COMMIT, ROLLBACK = f"RELEASE SAVEPOINT {SAVEPOINT}; SAVEPOINT {SAVEPOINT}", f"ROLLBACK TO SAVEPOINT {SAVEPOINT}"
 
 
+def _settings(conn: Any) -> tuple[Any, ...]:
+    """What a test may change on the connection object itself (not the session): put back after it."""
+    return conn.row_factory, conn.cursor_factory, conn.server_cursor_factory, conn.prepare_threshold, conn.prepared_max
+
+
+def _restore(conn: Any, settings: tuple[Any, ...]) -> None:
+    (conn.row_factory, conn.cursor_factory, conn.server_cursor_factory, conn.prepare_threshold,
+     conn.prepared_max) = settings
+
+
 def _begin(primed: float | None, fd: int) -> str:
     """What a test's start sends, given when the last test's end began this one's transaction (if it did)."""
     if primed is None:
@@ -47,8 +57,11 @@ class PsycopgConnection(psycopg.Connection[Any]):
 
     _in_test = False
     _primed_at: float | None = None  # when END_AND_BEGIN began the next test's transaction
+    _settings: tuple[Any, ...] | None = None  # the connection's own, as made
 
     def begin_test(self) -> None:
+        if self._settings is None:
+            self._settings = _settings(self)
         query, self._primed_at = _begin(self._primed_at, self.pgconn.socket), None
         if query:
             self.execute(query)
@@ -78,6 +91,8 @@ class PsycopgConnection(psycopg.Connection[Any]):
         self._primed_at = None
         if self.closed:
             return False
+        if self._settings is not None:
+            _restore(self, self._settings)
         try:
             self.execute(END_AND_BEGIN)
             self._primed_at = time.monotonic()
@@ -98,8 +113,11 @@ class AsyncPsycopgConnection(psycopg.AsyncConnection[Any]):
 
     _in_test = False
     _primed_at: float | None = None
+    _settings: tuple[Any, ...] | None = None
 
     async def begin_test(self) -> None:
+        if self._settings is None:
+            self._settings = _settings(self)
         query, self._primed_at = _begin(self._primed_at, self.pgconn.socket), None
         if query:
             await self.execute(query)
@@ -127,6 +145,10 @@ class AsyncPsycopgConnection(psycopg.AsyncConnection[Any]):
         self._primed_at = None
         if self.closed:
             return False
+        if self._settings is not None:
+            _restore(self, self._settings)
+        if not self.lock.locked():  # a lock two of a test's tasks waited on is bound to that test's loop
+            self.lock = asyncio.Lock()
         try:
             await self.execute(END_AND_BEGIN)
             self._primed_at = time.monotonic()
