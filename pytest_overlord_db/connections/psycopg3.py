@@ -32,14 +32,8 @@ T = TypeVar("T")
 COMMIT, ROLLBACK = f"RELEASE SAVEPOINT {SAVEPOINT}; SAVEPOINT {SAVEPOINT}", f"ROLLBACK TO SAVEPOINT {SAVEPOINT}"
 
 
-def _settings(conn: Any) -> tuple[Any, ...]:
-    """What a test may change on the connection object itself (not the session): put back after it."""
-    return conn.row_factory, conn.cursor_factory, conn.server_cursor_factory, conn.prepare_threshold, conn.prepared_max
-
-
-def _restore(conn: Any, settings: tuple[Any, ...]) -> None:
-    (conn.row_factory, conn.cursor_factory, conn.server_cursor_factory, conn.prepare_threshold,
-     conn.prepared_max) = settings
+# What a test may change on the connection object itself (not the session): put back after it.
+OWN = ("row_factory", "cursor_factory", "server_cursor_factory", "prepare_threshold", "prepared_max")
 
 
 def _begin(primed: float | None, fd: int) -> str:
@@ -52,17 +46,33 @@ def _begin(primed: float | None, fd: int) -> str:
     return RENEW if time.monotonic() - primed > FRESH or not quiet(fd) else ""
 
 
+def _starting(conn: Any) -> str:
+    """A test begins on ``conn`` (either class): what to send for it."""
+    if conn._settings is None:
+        conn._settings = tuple(getattr(conn, name) for name in OWN)
+    query, conn._primed_at = _begin(conn._primed_at, conn.pgconn.socket), None
+    return query
+
+
+def _ending(conn: Any) -> bool:
+    """A test ends on ``conn``: its own settings put back; False if it is closed (nothing to send)."""
+    conn._in_test, conn._primed_at = False, None
+    if conn.closed:
+        return False
+    for name, value in zip(OWN, conn._settings or (), strict=False):
+        setattr(conn, name, value)
+    return True
+
+
 class PsycopgConnection(psycopg.Connection[Any]):
     """psycopg 3 connection whose commit()/rollback() (and ``with conn:``) act on a savepoint while a test runs."""
 
     _in_test = False
     _primed_at: float | None = None  # when END_AND_BEGIN began the next test's transaction
-    _settings: tuple[Any, ...] | None = None  # the connection's own, as made
+    _settings: tuple[Any, ...] | None = None  # its OWN, as made
 
     def begin_test(self) -> None:
-        if self._settings is None:
-            self._settings = _settings(self)
-        query, self._primed_at = _begin(self._primed_at, self.pgconn.socket), None
+        query = _starting(self)
         if query:
             self.execute(query)
         self._in_test = True
@@ -87,12 +97,8 @@ class PsycopgConnection(psycopg.Connection[Any]):
     def end_test(self) -> bool:
         """Roll the test back and begin the next one's transaction; False, and the session reset, if the test's
         transaction was ended behind our back."""
-        self._in_test = False
-        self._primed_at = None
-        if self.closed:
+        if not _ending(self):
             return False
-        if self._settings is not None:
-            _restore(self, self._settings)
         try:
             self.execute(END_AND_BEGIN)
             self._primed_at = time.monotonic()
@@ -116,9 +122,7 @@ class AsyncPsycopgConnection(psycopg.AsyncConnection[Any]):
     _settings: tuple[Any, ...] | None = None
 
     async def begin_test(self) -> None:
-        if self._settings is None:
-            self._settings = _settings(self)
-        query, self._primed_at = _begin(self._primed_at, self.pgconn.socket), None
+        query = _starting(self)
         if query:
             await self.execute(query)
         self._in_test = True
@@ -141,12 +145,8 @@ class AsyncPsycopgConnection(psycopg.AsyncConnection[Any]):
             await (self.rollback() if kind else self.commit())
 
     async def end_test(self) -> bool:
-        self._in_test = False
-        self._primed_at = None
-        if self.closed:
+        if not _ending(self):
             return False
-        if self._settings is not None:
-            _restore(self, self._settings)
         if not self.lock.locked():  # a lock two of a test's tasks waited on is bound to that test's loop
             self.lock = asyncio.Lock()
         try:

@@ -115,11 +115,6 @@ class AsyncEngines:
             loop.close()
 
 
-def async_engine(asyncpg_conn: Any) -> AsyncEngine:
-    """An AsyncEngine whose every connection is ``asyncpg_conn``; made without awaiting anything."""
-    return AsyncEngines().engine_for(asyncpg_conn)
-
-
 def async_session(engine: AsyncEngine) -> AsyncSession:
     """Each of its transactions is a nested asyncpg transaction on the test's connection, so a savepoint."""
     return AsyncSession(bind=engine, join_transaction_mode="create_savepoint")

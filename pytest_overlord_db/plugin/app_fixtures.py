@@ -82,9 +82,9 @@ def _overlord_sqla_async_engines(_overlord_stack: Isolation) -> Any:
     import asyncpg
 
     runtime = _overlord_stack.runtime
-    assert runtime is not None
-    url = urls.normalize(runtime.work_db_url())
-    return _sqlalchemy("overlord_sqla_async_engine").AsyncEngines(first=lambda: asyncpg.connect(url))
+    assert runtime is not None  # the URL read when it is used: the work database may have been made again
+    return _sqlalchemy("overlord_sqla_async_engine").AsyncEngines(
+        first=lambda: asyncpg.connect(urls.normalize(runtime.work_db_url())))
 
 
 @pytest.fixture
